@@ -1,0 +1,47 @@
+"""fxenergy: compiler passes on torch.fx graphs that cut a model's GPU energy without slowing it.
+
+The public API is imported lazily, so ``import fxenergy`` stays cheap and a CLI command pulls in
+only what it uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "capture": "fxenergy.capture",
+    "capture_training": "fxenergy.capture",
+    "optimize": "fxenergy.api",
+    "OptimizedModule": "fxenergy.api",
+    "backend": "fxenergy.api",
+    "Plan": "fxenergy.plan",
+    "measure": "fxenergy.runtime",
+    "get_backend": "fxenergy.runtime",
+    "FxPass": "fxenergy.pass_infra",
+    "Pipeline": "fxenergy.pass_infra",
+    "register_pass": "fxenergy.pass_infra",
+    "get_pass": "fxenergy.pass_infra",
+    "run_passes": "fxenergy.pass_infra",
+    "GPUSpec": "fxenergy.hardware",
+    "get_gpu": "fxenergy.hardware",
+    "known_gpus": "fxenergy.hardware",
+    "FxEnergyError": "fxenergy.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fxenergy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

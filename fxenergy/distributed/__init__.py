@@ -1,0 +1,1 @@
+"""torch.distributed.pipelining integration: per-rank frequency plans."""

@@ -1,0 +1,1 @@
+"""Built-in models for reports, examples and tests (no extra packages needed)."""

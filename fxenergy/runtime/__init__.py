@@ -1,0 +1,1 @@
+"""Frequency runtime: backends (NVML, simulated, null), the switching controller, measurement."""
