@@ -1,4 +1,4 @@
-"""Pass infrastructure: a PassBase subclass with declared requires/provides/preserves, a registry
+"""Pass infrastructure: a PassBase subclass with declared required/provides/preserves, a registry
 by kebab-case name, and pipelines that round-trip through text.
 
 Example::
@@ -39,14 +39,14 @@ _PROVIDERS: dict[str, str] = {}  # analysis key -> name of the pass that provide
 class FxPass(PassBase):
     """Base of every fxenergy pass.
 
-    Subclasses set ``name`` (kebab-case), ``requires`` (analysis keys that must be current),
+    Subclasses set ``name`` (kebab-case), ``required`` (analysis keys that must be current),
     ``provides`` (keys they make current) and ``preserves`` (keys a transform keeps valid; an
     analysis preserves everything) and implement :meth:`run`. Options go in ``__init__`` as
     keyword arguments; :meth:`options` returns them for printing pipelines.
     """
 
     name: ClassVar[str] = ""
-    requires: ClassVar[tuple[str, ...]] = ()  # type: ignore[assignment]
+    required: ClassVar[tuple[str, ...]] = ()
     provides: ClassVar[tuple[str, ...]] = ()
     preserves: ClassVar[tuple[str, ...]] = ()
     is_analysis: ClassVar[bool] = False
@@ -61,7 +61,7 @@ class FxPass(PassBase):
     def requires(self, graph_module: torch.fx.GraphModule) -> None:  # type: ignore[override]
         """PassBase hook: fail with the pass's name if a required analysis is missing."""
         have = meta.analyses(graph_module)
-        missing = [k for k in type(self).requires if k not in have]
+        missing = [k for k in self.required if k not in have]
         if missing:
             providers = [_PROVIDERS.get(k, "?") for k in missing]
             raise PassError(
@@ -139,11 +139,16 @@ def get_pass(name: str, **options: Any) -> FxPass:
 
 
 def _format_value(v: Any) -> str:
-    if isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w.\-]*", v) and v not in {
-        "True",
-        "False",
-        "None",
-    }:
+    if (
+        isinstance(v, str)
+        and re.fullmatch(r"[A-Za-z_][\w.\-]*", v)
+        and v
+        not in {
+            "True",
+            "False",
+            "None",
+        }
+    ):
         return v
     return repr(v)
 
@@ -233,7 +238,7 @@ class Pipeline:
         modified = False
         for p in self.passes:
             if self.auto_requires:
-                gm = self._ensure(gm, type(p).requires, stack=(p.name,))
+                gm = self._ensure(gm, type(p).required, stack=(p.name,))
             gm, changed = self._run_one(p, gm)
             modified |= changed
         return PassResult(gm, modified)
@@ -248,7 +253,7 @@ class Pipeline:
             if provider is None or provider in stack:
                 continue  # the pass's own requires() check reports it
             dep = get_pass(provider)
-            gm = self._ensure(gm, type(dep).requires, stack + (provider,))
+            gm = self._ensure(gm, type(dep).required, (*stack, provider))
             gm, _ = self._run_one(dep, gm)
         return gm
 
