@@ -50,6 +50,8 @@ class CostRecord:
     aten_ops: tuple[str, ...] = ()
     uncounted_ops: tuple[str, ...] = ()
     kernels: int = 0  #: aten ops that launch a kernel (views and metadata ops excluded)
+    matmul_flops: int = 0  #: the part of ``flops`` that runs on tensor cores (mm, conv, attention)
+    allow_tf32: bool = False  #: fp32 matmul work may use TF32 tensor cores (torch's flags)
 
     @property
     def bytes_total(self) -> int:
