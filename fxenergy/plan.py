@@ -39,17 +39,18 @@ def graph_fingerprint(gm: torch.fx.GraphModule) -> str:
     """A stable hash of a graph's structure: ops, targets, argument wiring, shapes and dtypes.
 
     Two captures of the same model with the same input shapes give the same fingerprint; a change
-    of architecture, shape or dtype gives another. Plan nodes (frequency switches) are ignored, so
-    the fingerprint of a rewritten module equals its original's.
+    of architecture, shape or dtype gives another. The node order and inserted plan nodes
+    (frequency switches) are ignored, so a rewritten module keeps its original's fingerprint.
     """
-    h = hashlib.sha256()
+    lines = []
     for node in gm.graph.nodes:
         if node.meta.get("fxenergy.inserted"):
             continue
         args = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: f"%{n.name}")
-        line = f"{node.name}|{node.op}|{_describe_target(node)}|{args!r}|"
-        h.update((line + _describe_value(node_value(node))).encode())
-    return h.hexdigest()[:16]
+        desc = _describe_value(node_value(node))
+        lines.append(f"{node.name}|{node.op}|{_describe_target(node)}|{args!r}|{desc}")
+    # sorted: a reordered graph (same nodes, same wiring) keeps its fingerprint
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
