@@ -1,0 +1,369 @@
+"""CP-SAT model of pipeline frequency planning (Perseus's problem, solved exactly on the data).
+
+Variables per computation ``c``: one Boolean per candidate clock (exactly one true), a start
+time; its duration is the chosen option's time, quantized *up* so the model's schedule is never
+shorter than the real one. Constraints: every DAG edge ``start_v >= start_u + dur_u`` and the
+makespan ``T >= end_c``, ``T <= deadline``. Objective, in integer micro-joules:
+
+    sum_c (E_c - P_b * t_c) + P_b * R * T        (= total energy of the iteration)
+
+with ``T`` replaced by a fixed horizon when planning around a straggler. The model is built once;
+a frontier sweep only tightens nothing and loosens the deadline bound, so each point starts from
+the previous point's plan as a feasible hint (a plan meeting a shorter deadline meets a longer
+one), and each solve is a short improvement run rather than a solve from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ortools.linear_solver import pywraplp
+from ortools.sat.python import cp_model
+
+from fxenergy.errors import InfeasibleBudgetError
+from fxenergy.schedule.pipeline import (
+    Computation,
+    PipelineDAG,
+    PipelinePlan,
+    StageCosts,
+    evaluate,
+    max_clock_plan,
+)
+
+logger = logging.getLogger(__name__)
+
+ENERGY_UNIT_J = 1e-6  #: objective resolution
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What one CP-SAT run returned (clocks are checked by the caller's evaluator)."""
+
+    freqs_mhz: dict[Computation, int]
+    status: str  #: "optimal", "feasible" or "no-solution"
+    wall_s: float
+    objective_j: float
+
+
+class PipelineModel:
+    """A CP-SAT model of one DAG whose deadline can be changed between solves.
+
+    Args:
+        dag: the iteration DAG.
+        costs: per-computation clock options and blocked power.
+        time_unit_s: time quantum; default: 1/100000 of the shortest iteration.
+        straggler_s: plan for an iteration that lasts this long anyway (extrinsic bloat):
+            blocked energy is counted to this horizon, so only effective energy is minimized.
+        workers: CP-SAT search workers.
+    """
+
+    def __init__(
+        self,
+        dag: PipelineDAG,
+        costs: StageCosts,
+        shortest_s: float,
+        *,
+        time_unit_s: float | None = None,
+        straggler_s: float | None = None,
+        workers: int = 2,
+    ) -> None:
+        self.dag, self.costs, self.workers = dag, costs, workers
+        self.unit_s = time_unit_s or shortest_s / 100_000
+        self.model = cp_model.CpModel()
+        self._options = {c: costs.candidates(c) for c in dag.topological}
+        horizon = self._horizon_units()
+        self._add_choices()
+        self._add_timing(horizon)
+        self._add_objective(straggler_s is not None)
+        self.shortest_units = self._makespan_units({c: o[0] for c, o in self._options.items()})
+
+    def _q(self, seconds: float) -> int:
+        return math.ceil(seconds / self.unit_s - 1e-9)
+
+    def _horizon_units(self) -> int:
+        # All computations back to back on one GPU at their slowest: no schedule is longer.
+        return sum(self._q(opts[-1].time_s) for opts in self._options.values()) + 1
+
+    def _add_choices(self) -> None:
+        self.choice: dict[Computation, list[cp_model.IntVar]] = {}
+        for c, opts in self._options.items():
+            bools = [self.model.NewBoolVar(f"{c}@{o.freq_mhz}") for o in opts]
+            self.model.AddExactlyOne(bools)
+            self.choice[c] = bools
+
+    def _duration(self, c: Computation) -> cp_model.LinearExpr:
+        opts = self._options[c]
+        return sum(b * self._q(o.time_s) for b, o in zip(self.choice[c], opts, strict=True))
+
+    def _add_timing(self, horizon: int) -> None:
+        m = self.model
+        self.start = {c: m.NewIntVar(0, horizon, f"s{c}") for c in self.dag.topological}
+        self.makespan = m.NewIntVar(0, horizon, "makespan")
+        for u, v in self.dag.edges():
+            m.Add(self.start[v] >= self.start[u] + self._duration(u))
+        for order in self.dag.rank_orders:  # last computation of each rank bounds the makespan
+            m.Add(self.makespan >= self.start[order[-1]] + self._duration(order[-1]))
+
+    def _add_objective(self, fixed_horizon: bool) -> None:
+        p = self.costs.blocked_power_w
+        terms = []
+        for c, opts in self._options.items():
+            for b, o in zip(self.choice[c], opts, strict=True):
+                eff = (o.energy_j - p * o.time_s) / ENERGY_UNIT_J
+                terms.append(b * round(eff))
+        ranks = self.dag.num_ranks
+        if not fixed_horizon:
+            terms.append(self.makespan * round(p * ranks * self.unit_s / ENERGY_UNIT_J))
+        self.model.Minimize(sum(terms))
+
+    def solve(
+        self,
+        deadline_s: float,
+        hint: Mapping[Computation, int] | None = None,
+        time_limit_s: float = 5.0,
+    ) -> SolveResult:
+        """Least-energy clocks with makespan <= ``deadline_s`` (in the quantized model)."""
+        # The built model stays untouched; each solve works on a copy with its own bound and
+        # hint (variables keep their indices in the copy, so the same handles read it back).
+        model = self.model.clone()
+        # Rounding durations up can push the all-fastest plan a few quanta past a deadline it
+        # meets in real time; never bound below it (the evaluator checks the real schedule).
+        bound = max(math.floor(deadline_s / self.unit_s + 1e-9), self.shortest_units)
+        model.Add(model.get_int_var_from_proto_index(self.makespan.Index()) <= max(0, bound))
+        self._set_hint(model, hint)
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = time_limit_s
+        solver.parameters.num_workers = self.workers
+        # Presolve and symmetry detection cost seconds on these models and find nothing the
+        # hint-driven search needs; skip them so the time goes to improving the hint.
+        solver.parameters.cp_model_presolve = False
+        solver.parameters.symmetry_level = 0
+        status = solver.Solve(model)
+        name = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible"}.get(
+            status, "no-solution"
+        )
+        if name == "no-solution":
+            return SolveResult({}, name, solver.WallTime(), math.inf)
+        freqs = {
+            c: next(
+                o.freq_mhz for b, o in zip(bools, self._options[c], strict=True) if solver.Value(b)
+            )
+            for c, bools in self.choice.items()
+        }
+        return SolveResult(freqs, name, solver.WallTime(), solver.ObjectiveValue() * ENERGY_UNIT_J)
+
+    def _set_hint(self, model: cp_model.CpModel, hint: Mapping[Computation, int] | None) -> None:
+        if not hint:
+            return
+        picks = {}
+        for c, opts in self._options.items():
+            # A hinted clock outside the candidates maps to the fastest candidate not slower.
+            picks[c] = _nearest(opts, hint[c], self.costs.option(c, hint[c]).time_s)
+            for b, o in zip(self.choice[c], opts, strict=True):
+                model.AddHint(b, o is picks[c])
+        starts: dict[Computation, int] = {}
+        model.AddHint(self.makespan, self._makespan_units(picks, starts))
+        for c, begin in starts.items():
+            model.AddHint(self.start[c], begin)
+
+    def _makespan_units(self, picks: Mapping, starts: dict | None = None) -> int:
+        """Quantized as-soon-as-possible makespan of a choice of options (fills ``starts``)."""
+        starts = {} if starts is None else starts
+        finish: dict[Computation, int] = {}
+        for c in self.dag.topological:
+            starts[c] = max((finish[p] for p in self.dag.predecessors[c]), default=0)
+            finish[c] = starts[c] + self._q(picks[c].time_s)
+        return max(finish.values())
+
+
+class PipelineLP:
+    """The LP relaxation (each computation on the convex hull of its options), kept warm.
+
+    Its optimum is a lower bound on the energy at a deadline, and rounding each computation to
+    the faster end of its hull segment gives a feasible plan close to it: the hint CP-SAT starts
+    from. Only the deadline bound changes between solves, so GLOP re-solves from its last basis.
+    """
+
+    def __init__(self, dag: PipelineDAG, costs: StageCosts, straggler: bool = False) -> None:
+        self.dag, self.costs = dag, costs
+        self.lp = pywraplp.Solver.CreateSolver("GLOP")
+        p = costs.blocked_power_w
+        self._hull = {c: _lower_hull(costs.candidates(c), p) for c in dag.topological}
+        self.lam = {c: [self.lp.NumVar(0, 1, "") for _ in hull] for c, hull in self._hull.items()}
+        start = {c: self.lp.NumVar(0, self.lp.infinity(), "") for c in dag.topological}
+        self.makespan = self.lp.NumVar(0, self.lp.infinity(), "T")
+        dur = {c: self._dur(c) for c in dag.topological}
+        for lam in self.lam.values():
+            self.lp.Add(sum(lam) == 1)
+        for u, v in dag.edges():
+            self.lp.Add(start[v] >= start[u] + dur[u])
+        for order in dag.rank_orders:
+            self.lp.Add(self.makespan >= start[order[-1]] + dur[order[-1]])
+        eff = [
+            x * (o.energy_j - p * o.time_s)
+            for c, lam in self.lam.items()
+            for x, o in zip(lam, self._hull[c], strict=True)
+        ]
+        idle = 0 if straggler else p * dag.num_ranks * self.makespan
+        self.lp.Minimize(sum(eff) + idle)
+
+    def _dur(self, c: Computation):
+        return sum(x * o.time_s for x, o in zip(self.lam[c], self._hull[c], strict=True))
+
+    def solve(self, deadline_s: float) -> tuple[dict[Computation, int], float] | None:
+        """Rounded clocks and the LP bound (J, without the constant idle term), or None."""
+        self.makespan.SetUb(deadline_s)
+        if self.lp.Solve() != pywraplp.Solver.OPTIMAL:
+            return None
+        freqs = {}
+        for c, lam in self.lam.items():
+            # The faster end of the hull segment the LP sits on: never longer than the LP's.
+            used = [i for i, x in enumerate(lam) if x.solution_value() > 1e-9]
+            freqs[c] = self._hull[c][min(used)].freq_mhz
+        return freqs, self.lp.Objective().Value()
+
+
+def _lower_hull(opts: list, p: float) -> list:
+    """Lower convex hull of (time, effective energy) points, fastest first."""
+    hull: list = []
+    for o in opts:
+        while len(hull) >= 2 and _cross(hull[-2], hull[-1], o, p) <= 0:
+            hull.pop()
+        hull.append(o)
+    return hull
+
+
+def _cross(a, b, c, p: float) -> float:
+    def e(o) -> float:
+        return o.energy_j - p * o.time_s
+
+    return (b.time_s - a.time_s) * (e(c) - e(a)) - (e(b) - e(a)) * (c.time_s - a.time_s)
+
+
+def _nearest(opts: list, freq_mhz: int, time_s: float):
+    for o in opts:
+        if o.freq_mhz == freq_mhz:
+            return o
+    faster = [o for o in opts if o.time_s <= time_s]
+    return faster[-1] if faster else opts[0]
+
+
+class PipelinePlanner:
+    """Plans one DAG at any deadline: LP relaxation (warm) -> rounded plan -> CP-SAT polish.
+
+    Every candidate plan goes through :func:`evaluate`; the kept plan is the least-energy one
+    that meets the deadline in real time, and the all-max-clock plan is always a candidate, so a
+    plan is never worse than the baseline.
+
+    Args:
+        dag: the iteration DAG.
+        costs: clock options and blocked power.
+        straggler_s: plan for an iteration that a slower pipeline stretches to this long.
+        polish_s: CP-SAT time per plan (0 keeps the rounded LP plan).
+        workers: CP-SAT workers.
+    """
+
+    def __init__(
+        self,
+        dag: PipelineDAG,
+        costs: StageCosts,
+        *,
+        straggler_s: float | None = None,
+        polish_s: float = 1.0,
+        workers: int = 2,
+    ) -> None:
+        self.dag, self.costs, self.polish_s, self.workers = dag, costs, polish_s, workers
+        self.straggler_s = straggler_s
+        self.fastest = max_clock_plan(dag, costs)
+        self.baseline = evaluate(dag, costs, self.fastest)
+        self.shortest_s = self.baseline.iteration_time_s
+        if straggler_s is not None and straggler_s < self.shortest_s * (1 - 1e-9):
+            raise InfeasibleBudgetError(
+                f"straggler time {straggler_s:.6g} s is shorter than this pipeline's shortest "
+                f"iteration {self.shortest_s:.6g} s; this pipeline is the straggler"
+            )
+        self.lp = PipelineLP(dag, costs, straggler=straggler_s is not None)
+        self._cp: PipelineModel | None = None
+
+    @property
+    def cp(self) -> PipelineModel:
+        if self._cp is None:  # built on first use: a pure-LP frontier never needs it
+            self._cp = PipelineModel(
+                self.dag,
+                self.costs,
+                self.shortest_s,
+                workers=self.workers,
+                straggler_s=self.straggler_s,
+            )
+        return self._cp
+
+    def plan(
+        self, deadline_s: float | None = None, hint: Mapping[Computation, int] | None = None
+    ) -> PipelinePlan:
+        """The least-energy plan found with iteration time <= ``deadline_s``.
+
+        ``deadline_s`` defaults to the straggler time, or to the shortest iteration.
+
+        Raises:
+            InfeasibleBudgetError: the deadline is shorter than the all-max-clock iteration.
+        """
+        if deadline_s is None:
+            deadline_s = self.straggler_s or self.shortest_s
+        if deadline_s < self.shortest_s * (1 - 1e-9):
+            raise InfeasibleBudgetError(
+                f"deadline {deadline_s:.6g} s is below the shortest possible iteration "
+                f"{self.shortest_s:.6g} s (every computation at its fastest clock); "
+                "allow a longer iteration"
+            )
+        horizon = self.straggler_s or 0.0
+        deadline_s = max(deadline_s, self.shortest_s)
+        found = [(self.fastest, "max-clock")]
+        if hint:
+            found.append((dict(hint), "hint"))
+        bound = None
+        lp = self.lp.solve(deadline_s)
+        if lp is not None:
+            found.append((lp[0], "lp-rounded"))
+            idle_const = self.costs.blocked_power_w * self.dag.num_ranks * horizon
+            bound = lp[1] + (idle_const if self.straggler_s else 0.0)
+        if self.polish_s > 0:
+            best_hint = lp[0] if lp is not None else self.fastest
+            result = self.cp.solve(deadline_s, best_hint, time_limit_s=self.polish_s)
+            if result.freqs_mhz:
+                found.append((result.freqs_mhz, "lp+cpsat"))
+        return self._best(found, deadline_s, horizon, bound)
+
+    def _best(self, found: list, deadline_s: float, horizon: float, bound) -> PipelinePlan:
+        best = None
+        for freqs, method in found:
+            ev = evaluate(self.dag, self.costs, freqs, horizon_s=horizon)
+            meets = ev.iteration_time_s <= deadline_s * (1 + 1e-12) or method == "max-clock"
+            if meets and (best is None or ev.energy_j < best[1].energy_j - 1e-9):
+                best = (freqs, ev, method)
+        assert best is not None  # the max-clock plan always qualifies
+        baseline = evaluate(self.dag, self.costs, self.fastest, horizon_s=horizon)
+        return PipelinePlan(self.dag, best[0], best[1], baseline, deadline_s, best[2], bound)
+
+    def frontier(self, points: int = 40) -> list[PipelinePlan]:
+        """Plans from the shortest iteration to the least-energy one, shortest first.
+
+        The least-energy end is the LP optimum with no deadline; ``points`` deadlines are
+        spread evenly between the two ends, each warm-started from the one before. Points
+        whose plan is no better than a shorter one are dropped, so the list is a frontier.
+        """
+        free = self.lp.solve(math.inf)
+        end = self.shortest_s
+        if free is not None:
+            end = max(end, evaluate(self.dag, self.costs, free[0]).iteration_time_s)
+        plans: list[PipelinePlan] = []
+        hint = None
+        for i in range(points):
+            deadline = self.shortest_s + (end - self.shortest_s) * i / max(1, points - 1)
+            plan = self.plan(deadline, hint)
+            hint = plan.freqs_mhz
+            if not plans or plan.evaluation.energy_j < plans[-1].evaluation.energy_j - 1e-9:
+                plans.append(plan)
+        return plans

@@ -1,0 +1,328 @@
+"""Pipeline-parallel DAGs (GPipe, 1F1B, interleaved 1F1B), their costs and their evaluator.
+
+A pipeline iteration is a DAG of computations ``(stage, kind, microbatch)``. Edges: each rank
+runs its computations in its schedule order, ``F(s, m) -> F(s+1, m)``,
+``F(last, m) -> B(last, m)`` and ``B(s+1, m) -> B(s, m)``. Given an SM clock per computation,
+:func:`evaluate` is the single source of truth for time and energy:
+
+    T = longest path (every computation starts as soon as its predecessors finish)
+    E = sum of computation energies + P_blocked * sum over GPUs of (H - busy time of the GPU)
+
+with ``H = max(T, horizon)``: a GPU that is not computing waits on communication at the
+blocked power ``P_blocked`` until the iteration (or a slower straggler pipeline) ends.
+The planner itself (CP-SAT) lives in :mod:`fxenergy.schedule.cpsat.pipeline`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import pairwise
+
+import networkx as nx
+
+from fxenergy.distributed.orders import Action, ScheduleError, canonical_schedule, rank_orders
+from fxenergy.errors import ProfileError
+from fxenergy.profiles import Profile
+
+#: A computation: (stage, "forward" | "backward", microbatch); the same tuple torch's IR maps to.
+Computation = Action
+
+
+def label(c: Computation) -> str:
+    """torch's action spelling: ``2F5`` is stage 2's forward of microbatch 5."""
+    return f"{c[0]}{'F' if c[1] == 'forward' else 'B'}{c[2]}"
+
+
+@dataclass(frozen=True)
+class PipelineDAG:
+    """The computations of one training iteration, their per-rank order and dependencies."""
+
+    schedule: str
+    num_stages: int
+    num_microbatches: int
+    rank_orders: tuple[tuple[Computation, ...], ...]  #: per rank (GPU), in execution order
+    source: str = "reference"  #: "torch" when the order came from torch's schedule IR
+
+    @property
+    def num_ranks(self) -> int:
+        return len(self.rank_orders)
+
+    @cached_property
+    def rank_of(self) -> dict[Computation, int]:
+        return {c: r for r, order in enumerate(self.rank_orders) for c in order}
+
+    def edges(self) -> list[tuple[Computation, Computation]]:
+        """Every precedence edge: per-rank order plus data dependencies between stages."""
+        out = [(a, b) for order in self.rank_orders for a, b in pairwise(order)]
+        last = self.num_stages - 1
+        for m in range(self.num_microbatches):
+            for s in range(last):
+                out.append(((s, "forward", m), (s + 1, "forward", m)))
+                out.append(((s + 1, "backward", m), (s, "backward", m)))
+            out.append(((last, "forward", m), (last, "backward", m)))
+        return out
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        g = nx.DiGraph()
+        g.add_nodes_from(self.rank_of)
+        g.add_edges_from(self.edges())
+        return g
+
+    @cached_property
+    def topological(self) -> tuple[Computation, ...]:
+        return tuple(nx.topological_sort(self.graph))
+
+    @cached_property
+    def predecessors(self) -> dict[Computation, tuple[Computation, ...]]:
+        return {c: tuple(self.graph.predecessors(c)) for c in self.graph}
+
+
+def build_dag(
+    schedule: str, num_stages: int, num_microbatches: int, num_ranks: int | None = None
+) -> PipelineDAG:
+    """The iteration DAG of a torch.distributed.pipelining schedule.
+
+    Args:
+        schedule: ``GPipe``, ``1F1B`` or ``Interleaved1F1B`` (case and dashes ignored).
+        num_stages: pipeline stages (model chunks); for interleaved, ``num_ranks * chunks``.
+        num_microbatches: microbatches per iteration.
+        num_ranks: GPUs; defaults to ``num_stages`` (``num_stages // 2`` for interleaved).
+
+    Raises:
+        ScheduleError: the shape is one torch's schedule refuses.
+    """
+    name = canonical_schedule(schedule)
+    orders, source = rank_orders(name, num_stages, num_microbatches, num_ranks)
+    dag = PipelineDAG(name, num_stages, num_microbatches, tuple(map(tuple, orders)), source)
+    if not nx.is_directed_acyclic_graph(dag.graph):  # a deadlocking order
+        raise ScheduleError(f"{name} order for {num_stages} stages deadlocks")
+    return dag
+
+
+@dataclass(frozen=True)
+class ClockOption:
+    """One way to run a computation: at ``freq_mhz`` it takes ``time_s`` and ``energy_j``."""
+
+    freq_mhz: int
+    time_s: float
+    energy_j: float
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """Per (stage, kind) clock options, and the power a GPU draws while blocked."""
+
+    options: Mapping[tuple[int, str], Mapping[int, ClockOption]]
+    blocked_power_w: float
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: Profile,
+        num_stages: int,
+        blocked_power_w: float,
+        profile_stages: Sequence[int] | None = None,
+    ) -> StageCosts:
+        """Costs for ``num_stages`` stages from a Perseus profile.
+
+        Args:
+            profile: forward/backward rows for every stage at the same set of clocks.
+            num_stages: stages of the DAG.
+            blocked_power_w: power of a GPU blocked on communication (W).
+            profile_stages: which profile stage plays each DAG stage (defaults to 0..n-1);
+                lets a 4-stage DAG borrow stages of an 8-stage profile.
+
+        Raises:
+            ProfileError: missing stages, kinds or clocks, or a stage-count mismatch.
+        """
+        if not (math.isfinite(blocked_power_w) and blocked_power_w >= 0):
+            raise ProfileError(f"blocked power must be >= 0 W, got {blocked_power_w}")
+        profile.require_complete()
+        have = profile.stages()
+        if profile_stages is None:
+            if len(have) != num_stages:
+                raise ProfileError(
+                    f"profile has {len(have)} stages but the schedule has {num_stages}; "
+                    "profile one row set per stage or map stages with --profile-stages"
+                )
+            profile_stages = have
+        if len(profile_stages) != num_stages or not set(profile_stages) <= set(have):
+            raise ProfileError(
+                f"profile_stages {list(profile_stages)} must name {num_stages} stages of {have}"
+            )
+        opts: dict[tuple[int, str], dict[int, ClockOption]] = {}
+        for stage, src in enumerate(profile_stages):
+            for kind in ("forward", "backward"):
+                if (src, kind) not in profile.keys():
+                    raise ProfileError(f"profile stage {src} has no {kind!r} rows")
+                table = profile.table(src, kind)
+                opts[(stage, kind)] = {
+                    f: ClockOption(f, r.time_s, r.energy_j) for f, r in table.items()
+                }
+        return cls(opts, blocked_power_w)
+
+    def clocks_mhz(self, c: Computation) -> list[int]:
+        """Clocks available to a computation, highest first."""
+        return sorted(self.options[(c[0], c[1])], reverse=True)
+
+    def option(self, c: Computation, freq_mhz: int) -> ClockOption:
+        try:
+            return self.options[(c[0], c[1])][freq_mhz]
+        except KeyError:
+            raise ProfileError(
+                f"no profile row for stage {c[0]} {c[1]} at {freq_mhz} MHz"
+            ) from None
+
+    def fastest(self, c: Computation) -> ClockOption:
+        return min(self.options[(c[0], c[1])].values(), key=lambda o: (o.time_s, -o.freq_mhz))
+
+    def candidates(self, c: Computation) -> list[ClockOption]:
+        """Options not dominated in (time, energy - P_blocked * time), fastest first.
+
+        A slower option lowers its GPU's blocked time by the same amount, so the right
+        measure is the effective energy; an option both slower and effectively dearer is never
+        worth taking (Perseus's Pareto filter, applied after the blocked-power shift).
+        """
+        p = self.blocked_power_w
+        out: list[ClockOption] = []
+        for o in sorted(self.options[(c[0], c[1])].values(), key=lambda o: (o.time_s, o.energy_j)):
+            if not out or o.energy_j - p * o.time_s < out[-1].energy_j - p * out[-1].time_s:
+                out.append(o)
+        return out
+
+
+@dataclass(frozen=True)
+class PlanEvaluation:
+    """Time and energy of a pipeline plan, and where its slack lies."""
+
+    iteration_time_s: float  #: makespan of the DAG
+    horizon_s: float  #: time idle energy is counted to: max(makespan, straggler time)
+    compute_energy_j: float
+    blocked_energy_j: float
+    rank_busy_s: tuple[float, ...]
+    start_s: Mapping[Computation, float] = field(repr=False)
+    slack_s: Mapping[Computation, float] = field(repr=False)
+    critical_path: tuple[Computation, ...] = field(repr=False)
+
+    @property
+    def energy_j(self) -> float:
+        return self.compute_energy_j + self.blocked_energy_j
+
+
+def evaluate(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    freqs_mhz: Mapping[Computation, int],
+    horizon_s: float = 0.0,
+) -> PlanEvaluation:
+    """Time, energy, slack and critical path of running ``dag`` at the given clocks."""
+    dur = {c: costs.option(c, freqs_mhz[c]).time_s for c in dag.topological}
+    finish: dict[Computation, float] = {}
+    start: dict[Computation, float] = {}
+    for c in dag.topological:
+        start[c] = max((finish[p] for p in dag.predecessors[c]), default=0.0)
+        finish[c] = start[c] + dur[c]
+    makespan = max(finish.values())
+    latest_finish: dict[Computation, float] = {}
+    for c in reversed(dag.topological):
+        succ = dag.graph.successors(c)
+        latest_finish[c] = min((latest_finish[s] - dur[s] for s in succ), default=makespan)
+    slack = {c: latest_finish[c] - finish[c] for c in dag.topological}
+    busy = tuple(sum(dur[c] for c in order) for order in dag.rank_orders)
+    horizon = max(makespan, horizon_s)
+    compute = sum(costs.option(c, freqs_mhz[c]).energy_j for c in dag.topological)
+    blocked = costs.blocked_power_w * sum(horizon - b for b in busy)
+    path = _critical_path(dag, start, finish, makespan)
+    return PlanEvaluation(makespan, horizon, compute, blocked, busy, start, slack, path)
+
+
+def _critical_path(
+    dag: PipelineDAG, start: dict, finish: dict, makespan: float
+) -> tuple[Computation, ...]:
+    # Walk back from a computation ending at the makespan through predecessors that end
+    # exactly when it starts (the ones that held it back).
+    eps = 1e-9 * max(makespan, 1.0)
+    node = max(finish, key=lambda c: finish[c])
+    path = [node]
+    while dag.predecessors[node]:
+        node = max(dag.predecessors[node], key=lambda p: finish[p])
+        if finish[node] < start[path[-1]] - eps:
+            break
+        path.append(node)
+    return tuple(reversed(path))
+
+
+def max_clock_plan(dag: PipelineDAG, costs: StageCosts) -> dict[Computation, int]:
+    """Every computation at its fastest clock: the shortest iteration and the baseline."""
+    return {c: costs.fastest(c).freq_mhz for c in dag.topological}
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    """A clock per computation, checked by :func:`evaluate` against the all-max-clock baseline."""
+
+    dag: PipelineDAG
+    freqs_mhz: Mapping[Computation, int] = field(repr=False)
+    evaluation: PlanEvaluation
+    baseline: PlanEvaluation
+    deadline_s: float
+    method: str  #: "lp+cpsat", "lp-rounded" or "max-clock" (what produced the kept plan)
+    lower_bound_j: float | None = None  #: LP relaxation bound at this deadline (None: unknown)
+
+    @property
+    def savings(self) -> float:
+        """Energy saved relative to every computation at its fastest clock (a fraction)."""
+        return 1.0 - self.evaluation.energy_j / self.baseline.energy_j
+
+    def rank_plan(self, rank: int) -> list[tuple[Computation, int]]:
+        """(computation, clock) for one rank, in the order the rank runs them."""
+        return [(c, self.freqs_mhz[c]) for c in self.dag.rank_orders[rank]]
+
+    def stage_rows(self, costs: StageCosts) -> list[dict]:
+        """Per stage: clock range, busy time, computation energy and the smallest slack."""
+        rows = []
+        ev = self.evaluation
+        for s in range(self.dag.num_stages):
+            comps = [c for c in self.dag.topological if c[0] == s]
+            clocks = [self.freqs_mhz[c] for c in comps]
+            rows.append(
+                {
+                    "stage": s,
+                    "rank": self.dag.rank_of[comps[0]],
+                    "min_clock_mhz": min(clocks),
+                    "max_clock_mhz": max(clocks),
+                    "busy_s": sum(costs.option(c, self.freqs_mhz[c]).time_s for c in comps),
+                    "energy_j": sum(costs.option(c, self.freqs_mhz[c]).energy_j for c in comps),
+                    "min_slack_s": min(ev.slack_s[c] for c in comps),
+                }
+            )
+        return rows
+
+    def to_json(self) -> dict:
+        """A JSON-able summary: per-rank clock lists in execution order and the accounting."""
+        ev = self.evaluation
+        return {
+            "schema": "fxenergy.pipeline-plan/1",
+            "schedule": self.dag.schedule,
+            "num_stages": self.dag.num_stages,
+            "num_microbatches": self.dag.num_microbatches,
+            "order_source": self.dag.source,
+            "method": self.method,
+            "deadline_s": self.deadline_s,
+            "iteration_time_s": ev.iteration_time_s,
+            "energy_j": ev.energy_j,
+            "compute_energy_j": ev.compute_energy_j,
+            "blocked_energy_j": ev.blocked_energy_j,
+            "baseline_time_s": self.baseline.iteration_time_s,
+            "baseline_energy_j": self.baseline.energy_j,
+            "lower_bound_j": self.lower_bound_j,
+            "critical_path": [label(c) for c in ev.critical_path],
+            "ranks": [
+                [{"action": label(c), "freq_mhz": f} for c, f in self.rank_plan(r)]
+                for r in range(self.dag.num_ranks)
+            ],
+        }
