@@ -44,3 +44,15 @@ class NvmlPermissionError(NvmlError, PermissionError):
 
 class ProfileError(FxEnergyError, ValueError):
     """A time/energy profile (Perseus CSV format) is malformed or incomplete."""
+
+
+class ScheduleProblemError(FxEnergyError, ValueError):
+    """A scheduling problem is malformed (bad sizes, negative costs, edges against program order)."""
+
+
+class InvalidScheduleError(FxEnergyError):
+    """A schedule breaks a dependency, a side-effect order, or a partition rule of its problem."""
+
+
+class InputShapeError(CaptureError, ValueError):
+    """The model itself rejects the example inputs (wrong shapes or dtypes)."""

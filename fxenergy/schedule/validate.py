@@ -1,0 +1,196 @@
+"""The one definition of what a schedule costs, and the checker every answer passes through.
+
+Execution model (one GPU stream, the team convention):
+
+* Tasks run one after another in ``solution.order``. A *partition* is a maximal run of
+  consecutive tasks at one clock.
+* The GPU starts at the maximum clock (index 0). Every change of clock between consecutive tasks,
+  including a first task at a lower clock, is a *switch*: the stream stalls for
+  ``switch.latency`` time units and spends ``switch.energy`` energy units. Nothing is paid to
+  restore the clock after the last task (the runtime does that outside the planned region).
+* ``time = Σ duration[task][clock] + switches · latency``;
+  ``energy = Σ energy[task][clock] + switches · switch_energy``.
+* A task's output is live from the step that produces it through the step of its last data
+  consumer (graph outputs: through the last step; unread outputs: their own step only). The
+  peak memory is ``memory_baseline_bytes + max over steps of the live bytes``.
+* A partition at a non-maximum clock must last at least ``switch.min_partition_time``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fxenergy.errors import InvalidScheduleError
+from fxenergy.schedule.problem import Problem, Solution
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A maximal run of consecutive tasks (in execution order) at one clock."""
+
+    clock: int  #: clock index into ``Problem.clocks_mhz``
+    clock_mhz: int
+    tasks: tuple[int, ...]  #: task ids in execution order
+    time: int  #: time units of the tasks (switch stalls excluded)
+    energy: int  #: energy units of the tasks (switch energy excluded)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Time, energy, peak memory and switches of one solution, in the problem's units."""
+
+    time: int
+    energy: int
+    peak_memory: int  #: bytes, including the problem's memory baseline
+    switches: int
+    partitions: tuple[Partition, ...]
+    time_s: float
+    energy_j: float
+
+    def saving(self, reference: Evaluation) -> float:
+        """Fraction of ``reference``'s energy this evaluation saves."""
+        return 1.0 - self.energy / reference.energy if reference.energy else 0.0
+
+    def slowdown(self, reference: Evaluation) -> float:
+        """This evaluation's time over ``reference``'s, minus one."""
+        return self.time / reference.time - 1.0 if reference.time else 0.0
+
+
+def evaluate(problem: Problem, solution: Solution) -> Evaluation:
+    """Time, energy, peak memory, switches and partitions of ``solution``.
+
+    Raises:
+        InvalidScheduleError: the order is not a permutation of the tasks or a clock is unknown.
+            Dependencies are not checked here; :func:`check` does that.
+    """
+    _check_shape(problem, solution)
+    partitions = _partitions(problem, solution)
+    switches = sum(
+        1
+        for i, part in enumerate(partitions)
+        if part.clock != (partitions[i - 1].clock if i else problem.max_clock)
+    )
+    time = sum(p.time for p in partitions) + switches * problem.switch.latency
+    energy = sum(p.energy for p in partitions) + switches * problem.switch.energy
+    return Evaluation(
+        time=time,
+        energy=energy,
+        peak_memory=peak_memory(problem, solution.order),
+        switches=switches,
+        partitions=partitions,
+        time_s=problem.seconds(time),
+        energy_j=problem.joules(energy),
+    )
+
+
+def check(problem: Problem, solution: Solution) -> None:
+    """Raise :class:`InvalidScheduleError` unless ``solution`` is a legal schedule of ``problem``.
+
+    Legal means: the order is a permutation of the tasks, every data and order edge points
+    forward in it, every clock index exists, and every partition at a non-maximum clock lasts at
+    least ``problem.switch.min_partition_time``.
+    """
+    _check_shape(problem, solution)
+    pos = positions(solution.order)
+    for u, v in problem.edges:
+        if pos[u] >= pos[v]:
+            kind = "data" if (u, v) in set(problem.data_edges) else "side-effect order"
+            raise InvalidScheduleError(
+                f"{kind} edge {problem.tasks[u].name} -> {problem.tasks[v].name} is reversed: "
+                f"positions {pos[u]} and {pos[v]}"
+            )
+    min_time = problem.switch.min_partition_time
+    for part in _partitions(problem, solution):
+        if part.clock != problem.max_clock and part.time < min_time:
+            first = problem.tasks[part.tasks[0]].name
+            raise InvalidScheduleError(
+                f"partition starting at {first} runs {part.time} time units at "
+                f"{part.clock_mhz} MHz, shorter than the minimum {min_time} for a switch"
+            )
+
+
+def baseline_solution(problem: Problem) -> Solution:
+    """The reference schedule: program order, every task at the maximum clock."""
+    return Solution.original(problem, problem.max_clock)
+
+
+def baseline(problem: Problem) -> Evaluation:
+    """Evaluation of :func:`baseline_solution`."""
+    return evaluate(problem, baseline_solution(problem))
+
+
+def deadline(problem: Problem, max_slowdown: float, reference_time: int | None = None) -> int:
+    """Largest allowed time: ``floor((1 + max_slowdown) * baseline time)`` in time units."""
+    if max_slowdown < 0:
+        raise InvalidScheduleError(f"max_slowdown must be >= 0, got {max_slowdown}")
+    ref = baseline(problem).time if reference_time is None else reference_time
+    # the epsilon keeps e.g. 1.01 * 100 from rounding down to 100 through float error
+    return math.floor((1.0 + max_slowdown) * ref + 1e-9)
+
+
+def positions(order: tuple[int, ...] | list[int]) -> list[int]:
+    """Position of each task id in ``order``."""
+    pos = [0] * len(order)
+    for p, t in enumerate(order):
+        pos[t] = p
+    return pos
+
+
+def live_bytes(problem: Problem, order: tuple[int, ...] | list[int]) -> list[int]:
+    """Live activation bytes at each step of ``order`` (memory baseline excluded)."""
+    n = len(order)
+    pos = positions(order)
+    delta = [0] * (n + 1)
+    for t, task in enumerate(problem.tasks):
+        if not task.output_bytes:
+            continue
+        last = (
+            n - 1 if task.is_output else max((pos[c] for c in problem.consumers[t]), default=pos[t])
+        )
+        delta[pos[t]] += task.output_bytes
+        delta[max(last, pos[t]) + 1] -= task.output_bytes
+    out, running = [], 0
+    for p in range(n):
+        running += delta[p]
+        out.append(running)
+    return out
+
+
+def peak_memory(problem: Problem, order: tuple[int, ...] | list[int]) -> int:
+    """Peak live bytes of ``order``, including the problem's memory baseline."""
+    return problem.memory_baseline_bytes + max(live_bytes(problem, order), default=0)
+
+
+def _partitions(problem: Problem, solution: Solution) -> tuple[Partition, ...]:
+    parts: list[Partition] = []
+    run: list[int] = []
+    for t in solution.order:
+        if run and solution.clocks[t] != solution.clocks[run[0]]:
+            parts.append(_partition(problem, solution.clocks[run[0]], run))
+            run = []
+        run.append(t)
+    if run:
+        parts.append(_partition(problem, solution.clocks[run[0]], run))
+    return tuple(parts)
+
+
+def _partition(problem: Problem, clock: int, run: list[int]) -> Partition:
+    return Partition(
+        clock=clock,
+        clock_mhz=problem.clocks_mhz[clock],
+        tasks=tuple(run),
+        time=sum(problem.tasks[t].durations[clock] for t in run),
+        energy=sum(problem.tasks[t].energies[clock] for t in run),
+    )
+
+
+def _check_shape(problem: Problem, solution: Solution) -> None:
+    n = problem.num_tasks
+    if len(solution.order) != n or sorted(solution.order) != list(range(n)):
+        raise InvalidScheduleError(f"the order must list each of the {n} tasks exactly once")
+    if len(solution.clocks) != n:
+        raise InvalidScheduleError(f"need one clock per task ({n}), got {len(solution.clocks)}")
+    bad = [c for c in solution.clocks if not 0 <= c < problem.num_clocks]
+    if bad:
+        raise InvalidScheduleError(f"clock index {bad[0]} is not one of {problem.num_clocks}")
