@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 
@@ -148,7 +149,7 @@ def energy_lower_bound(problem: Problem, time_budget: int) -> float | None:
         hull = _lower_hull(task.durations, task.energies)
         base_time += hull[0][0]
         base_energy += hull[0][1]
-        for (t0, e0), (t1, e1) in zip(hull, hull[1:]):
+        for (t0, e0), (t1, e1) in pairwise(hull):
             steps.append(((e1 - e0) / (t1 - t0), t1 - t0, e1 - e0))
     if base_time > time_budget:
         return None
@@ -165,7 +166,7 @@ def energy_lower_bound(problem: Problem, time_budget: int) -> float | None:
 
 def _lower_hull(durations: Sequence[int], energies: Sequence[int]) -> list[tuple[int, int]]:
     """Lower convex hull of (time, energy) from the fastest point to the least-energy point."""
-    pts = sorted(set(zip(durations, energies)))
+    pts = sorted(set(zip(durations, energies, strict=True)))
     fastest = min(pts, key=lambda p: (p[0], p[1]))
     e_min = min(e for _, e in pts)
     pts = [p for p in pts if p[0] >= fastest[0] and p[1] <= fastest[1]]

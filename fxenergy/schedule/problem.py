@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import pairwise
 
 from fxenergy.errors import ScheduleProblemError
 
@@ -171,7 +172,7 @@ class Solution:
 def _check_clocks(clocks: tuple[int, ...]) -> None:
     if not clocks:
         raise ScheduleProblemError("a problem needs at least one candidate clock")
-    if any(a <= b for a, b in zip(clocks, clocks[1:])):
+    if any(a <= b for a, b in pairwise(clocks)):
         raise ScheduleProblemError(f"clocks_mhz must be strictly decreasing, got {clocks}")
 
 
