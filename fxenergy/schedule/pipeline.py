@@ -283,7 +283,7 @@ class PipelinePlan:
         return [(c, self.freqs_mhz[c]) for c in self.dag.rank_orders[rank]]
 
     def stage_rows(self, costs: StageCosts) -> list[dict]:
-        """Per stage: clock range, busy time, computation energy and the smallest slack."""
+        """Per stage: clock range, busy time, energy, critical computations and largest slack."""
         rows = []
         ev = self.evaluation
         for s in range(self.dag.num_stages):
@@ -297,7 +297,8 @@ class PipelinePlan:
                     "max_clock_mhz": max(clocks),
                     "busy_s": sum(costs.option(c, self.freqs_mhz[c]).time_s for c in comps),
                     "energy_j": sum(costs.option(c, self.freqs_mhz[c]).energy_j for c in comps),
-                    "min_slack_s": min(ev.slack_s[c] for c in comps),
+                    "critical": sum(ev.slack_s[c] <= 1e-9 * ev.iteration_time_s for c in comps),
+                    "max_slack_s": max(ev.slack_s[c] for c in comps),
                 }
             )
         return rows

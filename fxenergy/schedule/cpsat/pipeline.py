@@ -347,12 +347,14 @@ class PipelinePlanner:
         baseline = evaluate(self.dag, self.costs, self.fastest, horizon_s=horizon)
         return PipelinePlan(self.dag, best[0], best[1], baseline, deadline_s, best[2], bound)
 
-    def frontier(self, points: int = 40) -> list[PipelinePlan]:
+    def frontier(self, points: int = 40, polish_s: float = 0.0) -> list[PipelinePlan]:
         """Plans from the shortest iteration to the least-energy one, shortest first.
 
         The least-energy end is the LP optimum with no deadline; ``points`` deadlines are
-        spread evenly between the two ends, each warm-started from the one before. Points
-        whose plan is no better than a shorter one are dropped, so the list is a frontier.
+        spread evenly between the two ends, each warm-started from the one before (GLOP keeps
+        its basis; the previous plan is a feasible hint). ``polish_s`` > 0 adds a CP-SAT
+        improvement run per point. Points whose plan is no better than a shorter one are
+        dropped, so the list is a frontier.
         """
         free = self.lp.solve(math.inf)
         end = self.shortest_s
@@ -360,10 +362,14 @@ class PipelinePlanner:
             end = max(end, evaluate(self.dag, self.costs, free[0]).iteration_time_s)
         plans: list[PipelinePlan] = []
         hint = None
-        for i in range(points):
-            deadline = self.shortest_s + (end - self.shortest_s) * i / max(1, points - 1)
-            plan = self.plan(deadline, hint)
-            hint = plan.freqs_mhz
-            if not plans or plan.evaluation.energy_j < plans[-1].evaluation.energy_j - 1e-9:
-                plans.append(plan)
+        keep, self.polish_s = self.polish_s, polish_s  # frontier points: LP, CP-SAT optional
+        try:
+            for i in range(points):
+                deadline = self.shortest_s + (end - self.shortest_s) * i / max(1, points - 1)
+                plan = self.plan(deadline, hint)
+                hint = plan.freqs_mhz
+                if not plans or plan.evaluation.energy_j < plans[-1].evaluation.energy_j - 1e-9:
+                    plans.append(plan)
+        finally:
+            self.polish_s = keep
         return plans

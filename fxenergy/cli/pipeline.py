@@ -1,0 +1,152 @@
+"""``fxenergy pipeline``: plan per-computation SM clocks for a pipeline-parallel iteration."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from fxenergy.errors import FxEnergyError, ProfileError
+from fxenergy.profiles import Profile, read_profile
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pipeline",
+        help="plan clocks for pipeline-parallel training (Perseus mode) from a profile CSV",
+    )
+    p.add_argument("profile", type=Path, help="CSV: stage,instruction,frequency,time,energy")
+    p.add_argument("--microbatches", type=int, default=12)
+    p.add_argument("--schedule", default="1F1B", help="GPipe | 1F1B | Interleaved1F1B")
+    p.add_argument("--ranks", type=int, default=None, help="GPUs (interleaved: stages/2)")
+    p.add_argument("--blocked-power-w", type=float, required=True, help="W while blocked")
+    p.add_argument("--max-slowdown", type=float, default=0.0, help="0.02 = 2%% longer")
+    p.add_argument("--straggler-time", type=float, default=None, help="s; plan around it")
+    p.add_argument("--profile-stages", default=None, help="e.g. 0,2,5,7: stages to use")
+    p.add_argument("--gpu", default=None, help="extrapolate a one-clock profile to this GPU")
+    p.add_argument("--polish-s", type=float, default=1.0, help="CP-SAT seconds per plan")
+    p.add_argument("--frontier-points", type=int, default=40)
+    p.add_argument("--frontier-out", type=Path, default=None, help="CSV time,energy")
+    p.add_argument("--plot", type=Path, default=None, help="frontier PNG (matplotlib)")
+    p.add_argument("--out", type=Path, default=None, help="plan JSON")
+    p.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace) -> Profile:
+    profile = read_profile(args.profile)
+    if len(profile.clocks_mhz()) == 1:
+        if not args.gpu:
+            raise ProfileError(
+                f"{args.profile} has one clock only; pass --gpu to extrapolate it to all clocks"
+            )
+        try:
+            from fxenergy.hardware.dvfs import extrapolate_profile
+            from fxenergy.hardware.specs import get_gpu
+        except ImportError as exc:
+            raise FxEnergyError(f"the DVFS model is not available: {exc}") from exc
+        profile = extrapolate_profile(profile, get_gpu(args.gpu))
+    return profile
+
+
+def run(args: argparse.Namespace) -> int:
+    from fxenergy.cli import console
+    from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+    from fxenergy.schedule.pipeline import StageCosts, build_dag
+
+    if args.max_slowdown < 0:
+        raise FxEnergyError("--max-slowdown must be >= 0 (0.02 means 2% longer)")
+    profile = _load(args)
+    dag = build_dag(args.schedule, _num_stages(args, profile), args.microbatches, args.ranks)
+    stages = [int(s) for s in args.profile_stages.split(",")] if args.profile_stages else None
+    costs = StageCosts.from_profile(profile, dag.num_stages, args.blocked_power_w, stages)
+    planner = PipelinePlanner(dag, costs, straggler_s=args.straggler_time, polish_s=args.polish_s)
+    deadline = args.straggler_time or planner.shortest_s * (1 + args.max_slowdown)
+    plan = planner.plan(deadline)
+    _print_plan(console, plan, costs)
+    if args.out:
+        args.out.write_text(json.dumps(plan.to_json(), indent=1))
+        console.print(f"plan written to {args.out}")
+    if args.frontier_out or args.plot:
+        _frontier(console, planner, args)
+    return 0
+
+
+def _num_stages(args: argparse.Namespace, profile: Profile) -> int:
+    if args.profile_stages:
+        return len(args.profile_stages.split(","))
+    return len(profile.stages())
+
+
+def _print_plan(console, plan, costs) -> None:
+    ev, base = plan.evaluation, plan.baseline
+    table = Table(
+        title=f"{plan.dag.schedule} plan: {plan.dag.num_stages} stages x "
+        f"{plan.dag.num_microbatches} microbatches ({plan.method})"
+    )
+    for col in ("stage", "rank", "clocks MHz", "busy s", "energy J", "critical", "max slack s"):
+        table.add_column(col, justify="right")
+    for r in plan.stage_rows(costs):
+        table.add_row(
+            str(r["stage"]),
+            str(r["rank"]),
+            f"{r['min_clock_mhz']}-{r['max_clock_mhz']}",
+            f"{r['busy_s']:.4f}",
+            f"{r['energy_j']:.1f}",
+            f"{r['critical']}/{2 * plan.dag.num_microbatches}",
+            f"{r['max_slack_s']:.4f}",
+        )
+    console.print(table)
+    console.print(
+        f"iteration {ev.iteration_time_s:.4f} s (all-max-clock {base.iteration_time_s:.4f} s, "
+        f"deadline {plan.deadline_s:.4f} s); energy {ev.energy_j:.1f} J = compute "
+        f"{ev.compute_energy_j:.1f} + blocked {ev.blocked_energy_j:.1f}; all-max-clock "
+        f"{base.energy_j:.1f} J; saved {100 * plan.savings:.2f}%"
+    )
+    if plan.lower_bound_j is not None:
+        gap = 100 * (ev.energy_j / plan.lower_bound_j - 1)
+        console.print(f"LP lower bound {plan.lower_bound_j:.1f} J (gap {gap:.3f}%)")
+    crit = " ".join(_label(c) for c in ev.critical_path)
+    console.print(f"critical path ({len(ev.critical_path)} computations): {crit}")
+
+
+def _label(c) -> str:
+    from fxenergy.schedule.pipeline import label
+
+    return label(c)
+
+
+def _frontier(console, planner, args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    plans = planner.frontier(args.frontier_points)
+    points = [(p.evaluation.iteration_time_s, p.evaluation.energy_j) for p in plans]
+    console.print(f"frontier: {len(points)} points in {time.perf_counter() - t0:.2f} s")
+    if args.frontier_out:
+        with args.frontier_out.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["time", "energy"])
+            w.writerows(points)
+        console.print(f"frontier written to {args.frontier_out}")
+    if args.plot:
+        _plot(points, args.plot)
+        console.print(f"frontier plot written to {args.plot}")
+
+
+def _plot(points: list[tuple[float, float]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise FxEnergyError("--plot needs matplotlib: pip install 'fxenergy[plot]'") from exc
+    fig, ax = plt.subplots(figsize=(6, 4), tight_layout=True)
+    ax.plot([t for t, _ in points], [e for _, e in points], "o-")
+    ax.set_xlabel("iteration time (s)")
+    ax.set_ylabel("energy per iteration (J)")
+    ax.set_title("time-energy frontier")
+    fig.savefig(path)
+    plt.close(fig)
