@@ -80,6 +80,10 @@ class PipelineDAG:
     def predecessors(self) -> dict[Computation, tuple[Computation, ...]]:
         return {c: tuple(self.graph.predecessors(c)) for c in self.graph}
 
+    @cached_property
+    def successors(self) -> dict[Computation, tuple[Computation, ...]]:
+        return {c: tuple(self.graph.successors(c)) for c in self.graph}
+
 
 def build_dag(
     schedule: str, num_stages: int, num_microbatches: int, num_ranks: int | None = None
@@ -220,7 +224,8 @@ def evaluate(
     horizon_s: float = 0.0,
 ) -> PlanEvaluation:
     """Time, energy, slack and critical path of running ``dag`` at the given clocks."""
-    dur = {c: costs.option(c, freqs_mhz[c]).time_s for c in dag.topological}
+    picked = {c: costs.option(c, freqs_mhz[c]) for c in dag.topological}
+    dur = {c: o.time_s for c, o in picked.items()}
     finish: dict[Computation, float] = {}
     start: dict[Computation, float] = {}
     for c in dag.topological:
@@ -229,12 +234,12 @@ def evaluate(
     makespan = max(finish.values())
     latest_finish: dict[Computation, float] = {}
     for c in reversed(dag.topological):
-        succ = dag.graph.successors(c)
+        succ = dag.successors[c]
         latest_finish[c] = min((latest_finish[s] - dur[s] for s in succ), default=makespan)
     slack = {c: latest_finish[c] - finish[c] for c in dag.topological}
     busy = tuple(sum(dur[c] for c in order) for order in dag.rank_orders)
     horizon = max(makespan, horizon_s)
-    compute = sum(costs.option(c, freqs_mhz[c]).energy_j for c in dag.topological)
+    compute = sum(o.energy_j for o in picked.values())
     blocked = costs.blocked_power_w * sum(horizon - b for b in busy)
     path = _critical_path(dag, start, finish, makespan)
     return PlanEvaluation(makespan, horizon, compute, blocked, busy, start, slack, path)

@@ -28,6 +28,7 @@ from fxenergy.schedule.pipeline import (
     Computation,
     PipelineDAG,
     PipelinePlan,
+    PlanEvaluation,
     StageCosts,
     evaluate,
     max_clock_plan,
@@ -320,32 +321,33 @@ class PipelinePlanner:
             )
         horizon = self.straggler_s or 0.0
         deadline_s = max(deadline_s, self.shortest_s)
-        found = [(self.fastest, "max-clock")]
+        base = self._baseline_at(horizon)
+        best = (self.fastest, base, "max-clock")
         if hint:
-            found.append((dict(hint), "hint"))
+            best = self._better(best, dict(hint), "hint", deadline_s, horizon)
         bound = None
         lp = self.lp.solve(deadline_s)
         if lp is not None:
-            found.append((lp[0], "lp-rounded"))
+            best = self._better(best, lp[0], "lp-rounded", deadline_s, horizon)
             idle_const = self.costs.blocked_power_w * self.dag.num_ranks * horizon
             bound = lp[1] + (idle_const if self.straggler_s else 0.0)
         if self.polish_s > 0:
-            best_hint = lp[0] if lp is not None else self.fastest
-            result = self.cp.solve(deadline_s, best_hint, time_limit_s=self.polish_s)
+            result = self.cp.solve(deadline_s, best[0], time_limit_s=self.polish_s)
             if result.freqs_mhz:
-                found.append((result.freqs_mhz, "lp+cpsat"))
-        return self._best(found, deadline_s, horizon, bound)
+                best = self._better(best, result.freqs_mhz, "lp+cpsat", deadline_s, horizon)
+        return PipelinePlan(self.dag, best[0], best[1], base, deadline_s, best[2], bound)
 
-    def _best(self, found: list, deadline_s: float, horizon: float, bound) -> PipelinePlan:
-        best = None
-        for freqs, method in found:
-            ev = evaluate(self.dag, self.costs, freqs, horizon_s=horizon)
-            meets = ev.iteration_time_s <= deadline_s * (1 + 1e-12) or method == "max-clock"
-            if meets and (best is None or ev.energy_j < best[1].energy_j - 1e-9):
-                best = (freqs, ev, method)
-        assert best is not None  # the max-clock plan always qualifies
-        baseline = evaluate(self.dag, self.costs, self.fastest, horizon_s=horizon)
-        return PipelinePlan(self.dag, best[0], best[1], baseline, deadline_s, best[2], bound)
+    def _baseline_at(self, horizon: float) -> PlanEvaluation:
+        if horizon <= self.shortest_s:
+            return self.baseline
+        return evaluate(self.dag, self.costs, self.fastest, horizon_s=horizon)
+
+    def _better(self, best: tuple, freqs: dict, method: str, deadline_s: float, horizon: float):
+        """The candidate if it meets the deadline in real time and uses less energy."""
+        ev = evaluate(self.dag, self.costs, freqs, horizon_s=horizon)
+        if ev.iteration_time_s <= deadline_s * (1 + 1e-12) and ev.energy_j < best[1].energy_j:
+            return (freqs, ev, method)
+        return best
 
     def frontier(self, points: int = 40, polish_s: float = 0.0) -> list[PipelinePlan]:
         """Plans from the shortest iteration to the least-energy one, shortest first.
