@@ -16,7 +16,7 @@ _LAZY: dict[str, str] = {
     "capture_training": "fxenergy.capture",
     "optimize": "fxenergy.api",
     "OptimizedModule": "fxenergy.api",
-    "backend": "fxenergy.api",
+    "backend": "fxenergy.training",
     "Plan": "fxenergy.plan",
     "measure": "fxenergy.runtime",
     "get_backend": "fxenergy.runtime",

@@ -1,0 +1,98 @@
+"""The energy–time frontier of a graph: one plan per slowdown budget, and its plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch.fx
+
+from fxenergy.api import DEFAULT_GPU, annotate, plan_graph
+from fxenergy.errors import FxEnergyError
+from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
+
+DEFAULT_SLOWDOWNS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.10, 0.15, 0.20)
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """The best plan found within one slowdown budget (predicted by the DVFS model)."""
+
+    max_slowdown: float
+    time_s: float
+    energy_j: float
+    slowdown: float
+    energy_saving: float
+    switches: int
+    partitions: int
+    status: str
+
+
+def frontier(
+    gm: torch.fx.GraphModule,
+    gpu: str = DEFAULT_GPU,
+    slowdowns: Sequence[float] = DEFAULT_SLOWDOWNS,
+    *,
+    switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
+    time_limit_s: float = 10.0,
+) -> list[FrontierPoint]:
+    """Plan ``gm`` at each slowdown budget; points come back shortest time first.
+
+    Each point's energy is never above the previous (tighter) one's: a plan that meets a tighter
+    budget meets a looser one too, so the frontier keeps the better of the two.
+    """
+    gm = annotate(gm, gpu)
+    points: list[FrontierPoint] = []
+    for s in sorted(slowdowns):
+        plan = plan_graph(gm, gpu, s, switch_latency_s=switch_latency_s, time_limit_s=time_limit_s)
+        point = FrontierPoint(
+            max_slowdown=s,
+            time_s=plan.predicted.time_s,
+            energy_j=plan.predicted.energy_j,
+            slowdown=plan.slowdown,
+            energy_saving=plan.energy_saving,
+            switches=plan.predicted.switches,
+            partitions=len(plan.partitions),
+            status=plan.status,
+        )
+        if points and points[-1].energy_j <= point.energy_j:
+            prev = points[-1]
+            point = FrontierPoint(s, *list(asdict(prev).values())[1:])
+        points.append(point)
+    return points
+
+
+def write_json(points: Sequence[FrontierPoint], path: str | Path, **header: Any) -> None:
+    """Write the frontier (and a header such as model and GPU) as JSON."""
+    data = {**header, "simulated": True, "points": [asdict(p) for p in points]}
+    Path(path).write_text(json.dumps(data, indent=1))
+
+
+def plot(points: Sequence[FrontierPoint], path: str | Path, title: str = "") -> None:
+    """Energy vs time of the frontier as a PNG (needs matplotlib: pip install fxenergy[plot])."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise FxEnergyError(
+            "plotting needs matplotlib: pip install 'fxenergy[plot]' (or drop --plot)"
+        ) from exc
+    fig, ax = plt.subplots(figsize=(6, 4))
+    base_t = points[0].time_s / (1 + points[0].slowdown)
+    base_e = points[0].energy_j / (1 - points[0].energy_saving)
+    ax.plot([p.time_s * 1e3 for p in points], [p.energy_j for p in points], "o-", label="plans")
+    ax.plot([base_t * 1e3], [base_e], "x", color="red", label="all ops at max clock")
+    for p in points:
+        ax.annotate(f"{100 * p.max_slowdown:g}%", (p.time_s * 1e3, p.energy_j), fontsize=7)
+    ax.set_xlabel("time per call (ms, simulated)")
+    ax.set_ylabel("energy per call (J, simulated)")
+    ax.set_title(title or "energy–time frontier (DVFS model, simulated GPU)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
