@@ -125,7 +125,62 @@ def fixed_order_plan(
             lo = mid
         if hi / lo < 1.0 + 1e-3:
             break
+    # the Lagrangian plans jump between λ_lo (too slow) and λ_hi (fits); splice them to spend
+    # the slack the jump leaves (the duality gap of a discrete problem)
+    for split in _splices(dur, en, plan(lo), plan(hi), problem, time_budget, start_clock):
+        consider(repair_short_partitions(dur, split, min_time))
     return best[1] if best else None
+
+
+def _splices(
+    dur: np.ndarray,
+    en: np.ndarray,
+    slow: np.ndarray,
+    fast: np.ndarray,
+    problem: Problem,
+    time_budget: int,
+    start_clock: int,
+    tries: int = 8,
+) -> list[np.ndarray]:
+    """Plans ``slow[:p] + fast[p:]`` (and the mirror) that fit, least energy first."""
+    out: list[tuple[float, np.ndarray]] = []
+    for first, second in ((slow, fast), (fast, slow)):
+        time, energy = _splice_totals(dur, en, first, second, problem, start_clock)
+        fits = np.flatnonzero(time <= time_budget)
+        for p in fits[np.argsort(energy[fits])][:tries]:
+            out.append((float(energy[p]), np.concatenate((first[:p], second[p:]))))
+    out.sort(key=lambda item: item[0])
+    return [clocks for _, clocks in out[:tries]]
+
+
+def _splice_totals(
+    dur: np.ndarray,
+    en: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    problem: Problem,
+    start_clock: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Time and energy of ``first[:p] + second[p:]`` for every split ``p`` in ``0..n``."""
+    rows = np.arange(len(first))
+
+    def prefix(values: np.ndarray) -> np.ndarray:
+        return np.concatenate(([0.0], np.cumsum(values)))
+
+    def changes(clocks: np.ndarray) -> np.ndarray:  # changes[i]: clock i differs from i-1
+        return np.concatenate(([clocks[0] != start_clock], clocks[1:] != clocks[:-1]))
+
+    n = len(first)
+    sw_a, sw_b = prefix(changes(first)), prefix(changes(second))
+    seam = np.zeros(n + 1)  # the change at position p itself, from first[p-1] to second[p]
+    seam[:n] = second != np.concatenate(([start_clock], first[:-1]))
+    after = sw_b[-1] - sw_b[np.minimum(np.arange(n + 1) + 1, n)]
+    sw = sw_a + seam + after
+    ta, tb = prefix(dur[rows, first]), prefix(dur[rows, second])
+    ea, eb = prefix(en[rows, first]), prefix(en[rows, second])
+    time = ta + (tb[-1] - tb) + sw * problem.switch.latency
+    energy = ea + (eb[-1] - eb) + sw * problem.switch.energy
+    return time, energy
 
 
 def greedy_solution(problem: Problem, time_budget: int) -> Solution | None:

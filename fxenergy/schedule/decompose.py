@@ -1,0 +1,307 @@
+"""Plan big graphs window by window, each window a small CP-SAT model.
+
+The hint (the fixed-order DP plan, or the baseline) is cut into consecutive windows of
+``window_size`` tasks. Windows are solved in order; each may reorder its own tasks and choose
+their clocks, but
+
+* its last task keeps the hint's clock, so the next window starts from a known clock;
+* if that clock is not the maximum, the partition open at the cut has run at least as long as
+  the hint's did (capped at the minimum partition time), so the next window's hint stays legal;
+* its time budget is the hint's time for the window plus whatever earlier windows left unused;
+* tensors made before the window and read after it count as fixed live bytes; the others are
+  modelled.
+
+So every window's hint is feasible, each window is no worse than the hint on the objective, and
+the stitched plan meets the global deadline and memory bound whenever the hint does. Windows
+with identical content and boundary state (repeated transformer blocks) reuse one answer.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import pairwise
+
+from fxenergy.schedule.cpsat.graph import Tensor, Window, WindowResult, solve_window
+from fxenergy.schedule.problem import Problem, Solution
+from fxenergy.schedule.validate import baseline_solution
+
+_MIN_WINDOW_S = 0.05
+
+
+@dataclass(frozen=True)
+class WindowsRun:
+    """The stitched plan and what happened on the way."""
+
+    solution: Solution | None
+    status: str  #: OPTIMAL (one window, proved), FEASIBLE, or the failure status
+    windows: int
+    solved: int  #: windows where CP-SAT returned a plan
+    optimal: int  #: windows CP-SAT proved optimal
+    reused: int  #: windows answered from an identical earlier window
+    notes: tuple[str, ...]
+
+
+def solve_windows(
+    problem: Problem,
+    objective: str,
+    time_budget: int,
+    memory_bound: int,
+    hint: Solution | None,
+    time_limit_s: float,
+    progress: bool = True,
+    window_size: int = 48,
+    max_shift: int | None = None,
+    workers: int = 1,
+) -> WindowsRun:
+    """Solve ``problem`` window by window starting from ``hint`` (default: the baseline)."""
+    started = _time.perf_counter()
+    hint = hint or baseline_solution(problem)
+    order = list(hint.order)
+    hint_clocks = [hint.clocks[t] for t in order]
+    size = max(1, window_size)
+    cuts = [*range(0, len(order), size), len(order)]
+    spans = list(pairwise(cuts))
+    ctx = _Context(problem, order, hint_clocks, spans, memory_bound)
+    hint_time = ctx.span_time(0, len(order), 0)
+    carry = time_budget - hint_time
+    state = _Boundary(clock=0, run=0)
+    out_order: list[int] = []
+    out_clocks: list[int] = []
+    counts = {"solved": 0, "optimal": 0, "reused": 0}
+    cache: dict[tuple, WindowResult] = {}
+    with _progress_bar(progress, len(spans), len(order)) as advance:
+        for w, (a, b) in enumerate(spans):
+            left = time_limit_s - (_time.perf_counter() - started)
+            budget = ctx.span_time(a, b, state.clock) + carry
+            window = ctx.window(w, a, b, state, budget, max_shift if max_shift else size)
+            key = ctx.key(window)
+            res = cache.get(key)
+            if res is not None:
+                counts["reused"] += 1
+            else:
+                per = max(_MIN_WINDOW_S, left / (len(spans) - w)) if left > 0 else _MIN_WINDOW_S
+                cap = ctx.span_energy(a, b, state.clock) if objective == "switches" else None
+                res = solve_window(problem, window, objective, per, workers, cap)
+                cache[key] = res
+            if res.order is not None:
+                counts["solved"] += 1
+                counts["optimal"] += res.status == "OPTIMAL"
+                w_order, w_clocks = list(res.order), list(res.clocks or ())
+            else:
+                w_order, w_clocks = order[a:b], hint_clocks[a:b]
+            used = ctx.time_of(w_order, w_clocks, state.clock)
+            carry = budget - used
+            state = ctx.boundary_after(w_order, w_clocks, state)
+            out_order += w_order
+            out_clocks += w_clocks
+            advance(b - a, res.status)
+    clocks = [0] * problem.num_tasks
+    for t, c in zip(out_order, out_clocks, strict=True):
+        clocks[t] = c
+    one = len(spans) == 1 and counts["optimal"] == 1
+    notes = (
+        f"CP-SAT: {len(spans)} windows of <= {size} tasks, {counts['solved']} solved "
+        f"({counts['optimal']} proved optimal, {counts['reused']} reused from identical windows) "
+        f"in {_time.perf_counter() - started:.1f} s",
+    )
+    return WindowsRun(
+        solution=Solution(tuple(out_order), tuple(clocks)),
+        status="OPTIMAL" if one else "FEASIBLE",
+        windows=len(spans),
+        notes=notes,
+        **counts,
+    )
+
+
+@dataclass(frozen=True)
+class _Boundary:
+    clock: int  #: clock before the window
+    run: int  #: time the open partition has run (capped at the minimum partition time)
+
+
+class _Context:
+    """Per-problem data the windows share: hint costs, window of each task, memory facts."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        order: list[int],
+        hint_clocks: list[int],
+        spans: list[tuple[int, int]],
+        memory_bound: int,
+    ) -> None:
+        self.p = problem
+        self.order = order
+        self.hint_clocks = hint_clocks
+        self.memory_bound = memory_bound
+        self.need = problem.switch.min_partition_time
+        self.win = [0] * problem.num_tasks
+        for w, (a, b) in enumerate(spans):
+            for pos in range(a, b):
+                self.win[order[pos]] = w
+        self.fixed = self._fixed_live(len(spans))
+
+    def _fixed_live(self, windows: int) -> list[int]:
+        """Bytes live through each whole window: made earlier, read later (or graph outputs)."""
+        diff = [0] * (windows + 1)
+        for t, task in enumerate(self.p.tasks):
+            if not task.output_bytes:
+                continue
+            wt = self.win[t]
+            readers = sorted({self.win[c] for c in self.p.consumers[t]} - {wt})
+            for lo, hi in _fixed_ranges(wt, readers, task.is_output, windows):
+                diff[lo] += task.output_bytes
+                diff[hi] -= task.output_bytes
+        out, run = [], self.p.memory_baseline_bytes
+        for w in range(windows):
+            run += diff[w]
+            out.append(run)
+        return out
+
+    def time_of(self, order: list[int], clocks: list[int], start_clock: int) -> int:
+        sw = sum(1 for i, c in enumerate(clocks) if c != (clocks[i - 1] if i else start_clock))
+        return sum(self.p.tasks[t].durations[c] for t, c in zip(order, clocks, strict=True)) + (
+            sw * self.p.switch.latency
+        )
+
+    def span_time(self, a: int, b: int, start_clock: int) -> int:
+        return self.time_of(self.order[a:b], self.hint_clocks[a:b], start_clock)
+
+    def span_energy(self, a: int, b: int, start_clock: int) -> int:
+        clocks = self.hint_clocks[a:b]
+        sw = sum(1 for i, c in enumerate(clocks) if c != (clocks[i - 1] if i else start_clock))
+        return sum(
+            self.p.tasks[t].energies[c] for t, c in zip(self.order[a:b], clocks, strict=True)
+        ) + (sw * self.p.switch.energy)
+
+    def hint_run_at(self, b: int) -> int:
+        """Time the hint's partition open at position ``b - 1`` has run by its end."""
+        c, run, pos = self.hint_clocks[b - 1], 0, b - 1
+        while pos >= 0 and self.hint_clocks[pos] == c and run < self.need:
+            run += self.p.tasks[self.order[pos]].durations[c]
+            pos -= 1
+        return min(run, self.need)
+
+    def window(
+        self, w: int, a: int, b: int, state: _Boundary, budget: int, max_shift: int
+    ) -> Window:
+        tasks = tuple(self.order[a:b])
+        inside = set(tasks)
+        edges = tuple((u, v) for u, v in self.p.edges if u in inside and v in inside)
+        end_clock = self.hint_clocks[b - 1]
+        return Window(
+            tasks=tasks,
+            hint_clocks=tuple(self.hint_clocks[a:b]),
+            edges=edges,
+            incoming_clock=state.clock,
+            incoming_run=state.run,
+            end_clock=end_clock,
+            end_min_run=self.hint_run_at(b) if end_clock != 0 else 0,
+            time_budget=budget,
+            fixed_live=self.fixed[w],
+            tensors=self._tensors(w, tasks, inside),
+            memory_bound=self.memory_bound,
+            max_shift=max_shift,
+        )
+
+    def _tensors(self, w: int, tasks: tuple[int, ...], inside: set[int]) -> tuple[Tensor, ...]:
+        out: list[Tensor] = []
+        seen: set[int] = set()
+        for t in tasks:
+            for u in self.p.predecessors[t]:  # tensors from earlier windows read here
+                if u in inside or u in seen or not self.p.tasks[u].output_bytes:
+                    continue
+                if t not in self.p.consumers[u]:
+                    continue
+                seen.add(u)
+                out.append(self._tensor(u, None, w, inside))
+            if self.p.tasks[t].output_bytes:
+                out.append(self._tensor(t, t, w, inside))
+        return tuple(x for x in out if x is not None)
+
+    def _tensor(self, t: int, producer: int | None, w: int, inside: set[int]) -> Tensor:
+        readers = tuple(c for c in self.p.consumers[t] if c in inside)
+        after = self.p.tasks[t].is_output or any(self.win[c] > w for c in self.p.consumers[t])
+        return Tensor(self.p.tasks[t].output_bytes, producer, readers, after)
+
+    def key(self, window: Window) -> tuple:
+        """Content of a window up to renaming of its tasks: equal keys, equal answers."""
+        local = {t: i for i, t in enumerate(window.tasks)}
+        tasks = tuple((self.p.tasks[t].durations, self.p.tasks[t].energies) for t in window.tasks)
+        tensors = tuple(
+            (
+                x.size,
+                None if x.producer is None else local[x.producer],
+                tuple(local[r] for r in x.readers),
+                x.live_after,
+            )
+            for x in window.tensors
+        )
+        edges = tuple((local[u], local[v]) for u, v in window.edges)
+        return (
+            tasks,
+            tensors,
+            edges,
+            window.hint_clocks,
+            window.incoming_clock,
+            window.incoming_run,
+            window.end_clock,
+            window.end_min_run,
+            window.time_budget,
+            window.fixed_live,
+            window.memory_bound,
+            window.max_shift,
+        )
+
+    def boundary_after(self, order: list[int], clocks: list[int], state: _Boundary) -> _Boundary:
+        c, run = clocks[-1], 0
+        pos = len(order) - 1
+        while pos >= 0 and clocks[pos] == c and run < self.need:
+            run += self.p.tasks[order[pos]].durations[c]
+            pos -= 1
+        if pos < 0 and c == state.clock:
+            run += state.run
+        return _Boundary(clock=c, run=min(run, self.need))
+
+
+def _fixed_ranges(
+    wt: int, readers: list[int], is_output: bool, windows: int
+) -> list[tuple[int, int]]:
+    """Window ranges ``[lo, hi)`` where a tensor made in window ``wt`` is live but unmodelled.
+
+    Windows that read it model it themselves; the windows strictly between two readers (and,
+    for a graph output, every window after its last reader) hold it whole.
+    """
+    bounds = [wt, *readers, windows] if is_output else [wt, *readers]
+    return [(lo + 1, hi) for lo, hi in pairwise(bounds) if hi > lo + 1]
+
+
+@contextmanager
+def _progress_bar(enabled: bool, windows: int, tasks: int) -> Iterator:
+    """A rich progress bar over windows; yields ``advance(tasks_done, status)``."""
+    if not enabled:
+        yield lambda _n, _status: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]scheduling[/] {task.fields[status]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tasks · {task.fields[windows]} windows"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        job = bar.add_task("schedule", total=tasks, status="", windows=windows)
+        yield lambda n, status: bar.update(job, advance=n, status=status)

@@ -1,0 +1,248 @@
+"""Public entry point: :func:`solve` a scheduling :class:`~fxenergy.schedule.problem.Problem`.
+
+``solve`` never returns a plan worse than the baseline (program order, maximum clock) and never
+crashes on a hard input: every candidate (CP-SAT windows, the fixed-order greedy plan, the
+baseline) is checked by :func:`~fxenergy.schedule.validate.check` and measured by
+:func:`~fxenergy.schedule.validate.evaluate`; the best one that meets the deadline and the memory
+bound wins, and ``notes`` says why.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass
+from typing import Literal
+
+from fxenergy.errors import InvalidScheduleError, ScheduleProblemError
+from fxenergy.schedule import greedy
+from fxenergy.schedule.problem import Problem, Solution
+from fxenergy.schedule.validate import (
+    Evaluation,
+    baseline_solution,
+    check,
+    deadline,
+    evaluate,
+)
+
+Objective = Literal["energy", "memory", "switches"]
+OBJECTIVES: tuple[str, ...] = ("energy", "memory", "switches")
+
+
+@dataclass(frozen=True)
+class ScheduleResult:
+    """What :func:`solve` decided, and how sure it is.
+
+    Attributes:
+        solution: the chosen order and clocks (always legal).
+        evaluation: its time, energy, peak memory and partitions.
+        baseline: the program order at the maximum clock.
+        status: ``OPTIMAL`` (proved), ``FEASIBLE`` (CP-SAT plan, not proved optimal), ``GREEDY``
+            (fixed-order DP plan) or ``BASELINE`` (nothing better was found; see ``notes``).
+        objective: what was minimised.
+        bound: a valid lower bound on the objective over all legal plans (energy units for
+            ``energy``, bytes for ``memory``, switches for ``switches``); None if unknown.
+        gap: ``(value - bound) / value``; None if no bound.
+        deadline: largest allowed time (time units).
+        memory_bound: largest allowed peak memory (bytes).
+        notes: why this plan was chosen, and anything that went wrong on the way.
+        solve_time_s: wall time of :func:`solve`.
+    """
+
+    solution: Solution
+    evaluation: Evaluation
+    baseline: Evaluation
+    status: str
+    objective: str
+    bound: float | None
+    gap: float | None
+    deadline: int
+    memory_bound: int
+    notes: tuple[str, ...]
+    solve_time_s: float
+
+    @property
+    def energy_saving(self) -> float:
+        """Fraction of the baseline energy saved."""
+        return self.evaluation.saving(self.baseline)
+
+    @property
+    def slowdown(self) -> float:
+        """Time over the baseline time, minus one."""
+        return self.evaluation.slowdown(self.baseline)
+
+
+def objective_value(objective: str, ev: Evaluation) -> tuple[int, ...]:
+    """Sort key of an evaluation under ``objective`` (lexicographic tie-breaks: energy, time)."""
+    if objective == "energy":
+        return (ev.energy, ev.time)
+    if objective == "memory":
+        return (ev.peak_memory, ev.energy, ev.time)
+    return (ev.switches, ev.energy, ev.time)
+
+
+def solve(
+    problem: Problem,
+    max_slowdown: float = 0.01,
+    objective: Objective = "energy",
+    memory_bound: int | None = None,
+    time_limit_s: float = 30.0,
+    progress: bool = True,
+    window_size: int = 48,
+    use_cpsat: bool = True,
+) -> ScheduleResult:
+    """Choose an order and a clock per task: least ``objective`` within the budgets.
+
+    Args:
+        problem: the tasks, clocks, edges and switch model.
+        max_slowdown: allowed time over the baseline time (0.01 = 1 %).
+        objective: ``"energy"`` (default), ``"memory"`` (least peak live memory) or
+            ``"switches"`` (fewest clock switches at no more energy than the greedy plan).
+        memory_bound: largest allowed peak memory in bytes; default: the baseline's peak.
+        time_limit_s: wall-clock budget for the whole solve (CP-SAT windows share it).
+        progress: show a rich progress bar over the CP-SAT windows.
+        window_size: tasks per CP-SAT window (larger: better plans, slower).
+        use_cpsat: False skips CP-SAT and returns the best of the greedy plan and the baseline.
+
+    Returns:
+        A :class:`ScheduleResult`, never worse than the baseline on ``objective``.
+
+    Raises:
+        ScheduleProblemError: unknown objective or a negative slowdown.
+    """
+    if objective not in OBJECTIVES:
+        raise ScheduleProblemError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if max_slowdown < 0:
+        raise ScheduleProblemError(f"max_slowdown must be >= 0, got {max_slowdown}")
+    started = _time.perf_counter()
+    base_sol = baseline_solution(problem)
+    base = evaluate(problem, base_sol)
+    limit = deadline(problem, max_slowdown, base.time)
+    mem = base.peak_memory if memory_bound is None else memory_bound
+    notes: list[str] = []
+    candidates: list[tuple[str, Solution]] = [("BASELINE", base_sol)]
+    if _degenerate(problem, base):
+        notes.append("degenerate problem (no tasks or no time/energy): the baseline is the plan")
+    else:
+        greedy_sol = greedy.greedy_solution(problem, limit)
+        if greedy_sol is not None:
+            candidates.append(("GREEDY", greedy_sol))
+        if use_cpsat:
+            candidates += _cpsat_candidates(
+                problem,
+                objective,
+                limit,
+                mem,
+                greedy_sol,
+                time_limit_s,
+                progress,
+                window_size,
+                notes,
+            )
+    status, solution, ev = _pick(problem, candidates, objective, limit, mem, base, notes)
+    bound = _bound(problem, objective, limit, ev)
+    gap = _gap(objective_value(objective, ev)[0], bound)
+    if status != "BASELINE" and gap is not None and gap <= 1e-12:
+        status = "OPTIMAL"
+    return ScheduleResult(
+        solution=solution,
+        evaluation=ev,
+        baseline=base,
+        status=status,
+        objective=objective,
+        bound=bound,
+        gap=gap,
+        deadline=limit,
+        memory_bound=mem,
+        notes=tuple(notes),
+        solve_time_s=_time.perf_counter() - started,
+    )
+
+
+def _degenerate(problem: Problem, base: Evaluation) -> bool:
+    return problem.num_tasks == 0 or base.time == 0 or base.energy == 0
+
+
+def _cpsat_candidates(
+    problem: Problem,
+    objective: str,
+    limit: int,
+    mem: int,
+    hint: Solution | None,
+    time_limit_s: float,
+    progress: bool,
+    window_size: int,
+    notes: list[str],
+) -> list[tuple[str, Solution]]:
+    from fxenergy.schedule.decompose import solve_windows
+
+    try:
+        run = solve_windows(
+            problem,
+            objective=objective,
+            time_budget=limit,
+            memory_bound=mem,
+            hint=hint,
+            time_limit_s=time_limit_s,
+            progress=progress,
+            window_size=window_size,
+        )
+    except ImportError as exc:  # ortools missing: the greedy plan still stands
+        notes.append(f"CP-SAT unavailable ({exc}); install ortools for reordering")
+        return []
+    notes.extend(run.notes)
+    if run.solution is None:
+        return []
+    return [(run.status, run.solution)]
+
+
+def _pick(
+    problem: Problem,
+    candidates: list[tuple[str, Solution]],
+    objective: str,
+    limit: int,
+    mem: int,
+    base: Evaluation,
+    notes: list[str],
+) -> tuple[str, Solution, Evaluation]:
+    """The best legal candidate within the budgets; the baseline if none is."""
+    best: tuple[str, Solution, Evaluation] | None = None
+    for status, sol in candidates:
+        try:
+            check(problem, sol)
+        except InvalidScheduleError as exc:
+            notes.append(f"{status} candidate rejected by the checker: {exc}")
+            continue
+        ev = evaluate(problem, sol)
+        if ev.time > limit or (ev.peak_memory > mem and status != "BASELINE"):
+            notes.append(
+                f"{status} candidate misses the budget (time {ev.time}, peak {ev.peak_memory})"
+            )
+            continue
+        if best is None or objective_value(objective, ev) < objective_value(objective, best[2]):
+            best = (status, sol, ev)
+    assert best is not None  # the baseline always qualifies: its time is the reference
+    if best[0] == "BASELINE":
+        if base.peak_memory > mem:
+            notes.append(
+                f"memory bound {mem} B is below the baseline peak {base.peak_memory} B and no "
+                "plan met it: returning the baseline"
+            )
+        if len(candidates) > 1:
+            notes.append("no plan beat the baseline within the budget: returning the baseline")
+    return best
+
+
+def _bound(problem: Problem, objective: str, limit: int, ev: Evaluation) -> float | None:
+    if objective == "energy":
+        return greedy.energy_lower_bound(problem, limit)
+    if objective == "switches":
+        return 0.0
+    return None
+
+
+def _gap(value: float, bound: float | None) -> float | None:
+    if bound is None:
+        return None
+    if value <= 0:
+        return 0.0
+    return max(0.0, (value - bound) / value)
