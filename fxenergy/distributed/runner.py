@@ -1,0 +1,123 @@
+"""Run a torch.distributed.pipelining schedule with a per-rank clock plan.
+
+Every schedule in ``torch.distributed.pipelining`` (single-stage ones like ``Schedule1F1B`` and
+the runtime-driven multi-stage ones like ``ScheduleInterleaved1F1B``) computes through two
+public methods of its stages: ``forward_one_chunk(mb, ...)`` and ``backward_one_chunk(mb, ...)``.
+:class:`ClockPlanHook` wraps those two methods on this rank's stage objects so that, right
+before each computation, the frequency backend is asked for the clock the plan gives it. The
+schedule, its communication and its numerics are untouched.
+
+    plan = PipelinePlanner(dag, costs).plan()
+    with ClockPlanHook(stage, plan.rank_plan(rank), backend):
+        schedule.step(x, target=y)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from fxenergy.distributed.orders import Action
+from fxenergy.errors import FxEnergyError
+from fxenergy.runtime.backend import FrequencyBackend
+
+
+class PlanMissingActionError(FxEnergyError, KeyError):
+    """A stage ran a computation the plan has no clock for (plan made for another shape)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def action_label(action: Action) -> str:
+    """torch's spelling of an action: ``1F3`` = stage 1, forward, microbatch 3."""
+    stage, kind, mb = action
+    return f"{stage}{'F' if kind == 'forward' else 'B'}{mb}"
+
+
+class ClockPlanHook:
+    """Context manager: switch clocks before each forward/backward of this rank's stages.
+
+    Args:
+        stages: this rank's ``PipelineStage`` objects (one, or several for interleaved).
+        plan: ``(action, clock_mhz)`` pairs for this rank (``PipelinePlan.rank_plan(rank)``),
+            or a mapping from action to clock.
+        backend: the frequency backend of this rank's GPU (simulated, NVML or null).
+        reset_on_exit: put the clock back when the block ends (default: yes).
+
+    ``requests`` lists every ``(label, clock)`` asked of the backend, in order.
+    """
+
+    def __init__(
+        self,
+        stages: Any,
+        plan: Iterable[tuple[Action, int]] | dict[Action, int],
+        backend: FrequencyBackend,
+        reset_on_exit: bool = True,
+    ) -> None:
+        self.stages: Sequence[Any] = stages if isinstance(stages, (list, tuple)) else [stages]
+        self.clocks = dict(plan.items() if isinstance(plan, dict) else plan)
+        self.backend = backend
+        self.reset_on_exit = reset_on_exit
+        self.requests: list[tuple[str, int]] = []
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def _switch(self, stage_index: int, kind: str, mb: int) -> None:
+        action: Action = (stage_index, kind, mb)  # type: ignore[assignment]
+        try:
+            mhz = self.clocks[action]
+        except KeyError:
+            raise PlanMissingActionError(
+                f"the plan has no clock for {action_label(action)}; it was made for another "
+                "schedule, stage count or microbatch count — plan again for this pipeline"
+            ) from None
+        self.requests.append((action_label(action), mhz))
+        self.backend.set_clock(mhz, label=action_label(action))
+
+    def _wrap(self, stage: Any, method: str, kind: str) -> None:
+        original = getattr(stage, method)
+
+        @functools.wraps(original)
+        def wrapped(chunk_id: int, *args: Any, **kwargs: Any) -> Any:
+            self._switch(stage.stage_index, kind, chunk_id)
+            return original(chunk_id, *args, **kwargs)
+
+        self._saved.append((stage, method, stage.__dict__.get(method)))
+        setattr(stage, method, wrapped)  # instance attribute: the class stays untouched
+
+    def __enter__(self) -> ClockPlanHook:
+        for stage in self.stages:
+            self._wrap(stage, "forward_one_chunk", "forward")
+            self._wrap(stage, "backward_one_chunk", "backward")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for stage, method, before in reversed(self._saved):
+            if before is None:
+                delattr(stage, method)
+            else:
+                setattr(stage, method, before)
+        self._saved.clear()
+        if self.reset_on_exit:
+            self.backend.reset()
+
+
+def expected_switches(
+    plan: Iterable[tuple[Action, int]], initial_mhz: int, steps: int = 1
+) -> list[int]:
+    """Clock changes a backend that skips no-op switches carries out for ``steps`` iterations."""
+    out: list[int] = []
+    current = initial_mhz
+    for _ in range(steps):
+        for _, mhz in plan:
+            if mhz != current:
+                out.append(mhz)
+                current = mhz
+    return out
