@@ -156,3 +156,8 @@ def tensor_values(value: Any) -> list[torch.Tensor]:
 def analyses(gm: torch.fx.GraphModule) -> frozenset[str]:
     """The analysis keys currently valid on ``gm``."""
     return gm.meta.get(ANALYSES, frozenset())
+
+
+# --- appended by capture/annotate-cost (issue 2) -----------------------------------------------
+PARAMS = "fxenergy.params"  #: int (GraphModule.meta): parameter count of the captured model
+ALLOW_TF32 = "fxenergy.allow_tf32"  #: bool (GraphModule.meta): torch's TF32 flag at capture

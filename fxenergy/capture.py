@@ -1,0 +1,356 @@
+"""Capture front ends: turn an ``nn.Module`` into a ``torch.fx.GraphModule`` with fake values.
+
+Every value-producing node of the result carries a fake tensor (or a tuple of them) in
+``node.meta["val"]``, the dotted path of the ``nn.Module`` that owns it in
+``node.meta[meta.MODULE]``, and the graph carries :class:`~fxenergy.meta.CaptureInfo`,
+the parameter count and the TF32 flags read at capture time.
+
+Methods:
+    ``"symbolic"``: ``torch.fx.symbolic_trace`` plus fake-tensor shape propagation
+    (``FakeTensorProp``); ``call_module`` nodes for ``torch.nn`` layers.
+    ``"export"``: ``torch.export.export(strict=False)``; an aten graph (``ep.module()``).
+    ``"auto"``: symbolic, falling back to export.
+
+Nothing real is computed: inputs, parameters and buffers are swapped for fake tensors while
+the graph runs (``torch.func.functional_call``), so models on the ``meta`` device capture
+without allocating weights, and the original model is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.fx
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+from torch.utils import _pytree as pytree
+
+from fxenergy import meta
+from fxenergy.errors import CaptureError, InputShapeError
+
+METHODS = ("auto", "symbolic", "export")
+
+_HINT = (
+    "Try: method='export' or 'symbolic' alone to see one failure in full; pass non-tensor "
+    "arguments (flags such as use_cache=False) through example_kwargs; remove data-dependent "
+    "Python control flow from forward(); or call torch.export.draft_export(model, args) for "
+    "a detailed tracing report."
+)
+
+
+# --- fake values -------------------------------------------------------------------------------
+
+
+def _fake_mode() -> FakeTensorMode:
+    # Real tensors that reach an op (constants built inside forward) are fakeified on the fly.
+    return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def _fakeify(mode: FakeTensorMode, value: Any) -> Any:
+    """Replace every tensor in ``value`` by a fake tensor of the same shape, dtype and device."""
+
+    def conv(x: Any) -> Any:
+        return mode.from_tensor(x, static_shapes=True) if isinstance(x, torch.Tensor) else x
+
+    return pytree.tree_map(conv, value)
+
+
+def fake_state(module: nn.Module, mode: FakeTensorMode) -> dict[str, torch.Tensor]:
+    """Fake copies of every parameter and buffer of ``module`` (tied tensors stay tied)."""
+    state: dict[str, torch.Tensor] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        state[name] = mode.from_tensor(p, static_shapes=True)
+    for name, b in module.named_buffers(remove_duplicate=False):
+        state[name] = mode.from_tensor(b, static_shapes=True)
+    return state
+
+
+class _Call(nn.Module):
+    """Holds ``module`` as a child so ``functional_call`` can swap its state during ``fn``."""
+
+    def __init__(self, module: nn.Module, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.inner = module
+        self._fn = fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+
+def run_with_fake_state(
+    module: nn.Module, mode: FakeTensorMode, fn: Callable[..., Any], *args: Any, **kwargs: Any
+) -> Any:
+    """Call ``fn(*args, **kwargs)`` inside ``mode`` with ``module``'s state swapped for fakes.
+
+    The swap is undone afterwards, so in-place buffer updates (BatchNorm's running stats) never
+    reach the real module.
+    """
+    state = {f"inner.{k}": v for k, v in fake_state(module, mode).items()}
+
+    def inside_mode(*a: Any, **kw: Any) -> Any:
+        # The swap and its undo run outside the fake mode: undoing inside it after an error
+        # would leave fake tensors on the real module.
+        with mode, torch.no_grad():
+            return fn(*a, **kw)
+
+    return torch.func.functional_call(_Call(module, inside_mode), state, args, kwargs, strict=False)
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of distinct parameter elements of ``module`` (tied weights counted once)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def tf32_flags() -> bool:
+    """Whether torch currently lets fp32 matmuls use TF32 tensor cores (cuBLAS flag)."""
+    return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
+# --- argument handling -------------------------------------------------------------------------
+
+
+def _as_args(example_args: Any) -> tuple[Any, ...]:
+    if isinstance(example_args, (tuple, list)):
+        return tuple(example_args)
+    return (example_args,)
+
+
+def _describe(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+    def one(v: Any) -> str:
+        if isinstance(v, torch.Tensor):
+            return f"{tuple(v.shape)}:{str(v.dtype).replace('torch.', '')}@{v.device}"
+        return repr(v)
+
+    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+def _bind(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple]:
+    """(name, value, is_tensor) for each named forward parameter, defaults filled in."""
+    sig = inspect.signature(model.forward)
+    bound = sig.bind(*args, **kwargs)
+    bound.apply_defaults()
+    out = []
+    for name, param in sig.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            if bound.arguments.get(name):
+                raise CaptureError(
+                    f"symbolic capture cannot bind *args/**kwargs of {type(model).__name__}."
+                    "forward; use method='export'"
+                )
+            continue
+        value = bound.arguments[name]
+        tensorish = any(isinstance(x, torch.Tensor) for x in pytree.tree_leaves(value))
+        out.append((name, value, tensorish))
+    return out
+
+
+# --- module ownership --------------------------------------------------------------------------
+
+
+def _normalize_path(path: str) -> str:
+    """``L['self'].layers[0]`` / ``L__self___layers_0`` styles -> ``layers.0``."""
+    path = re.sub(r"^L\['self'\]\.?", "", path)
+    path = re.sub(r"\._modules\['([^']+)'\]", r".\1", path)
+    path = re.sub(r"\[(\d+)\]", r".\1", path)
+    path = re.sub(r"\['([^']+)'\]", r".\1", path)
+    return path.strip(".")
+
+
+def _owner(node: torch.fx.Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    if node.op == "get_attr":
+        return str(node.target).rpartition(".")[0]
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        stack = node.meta.get("fwd_nn_module_stack") or {}
+    if not stack:
+        return ""
+    last = list(stack.values())[-1]
+    path = last[0] if isinstance(last, tuple) else str(last)
+    return _normalize_path(path)
+
+
+def _finish(gm: torch.fx.GraphModule, method: str, training: bool, params: int, notes=()) -> None:
+    for node in gm.graph.nodes:
+        node.meta[meta.MODULE] = _owner(node)
+    gm.meta[meta.CAPTURE] = meta.CaptureInfo(method, training, tuple(notes))
+    gm.meta[meta.PARAMS] = params
+    gm.meta[meta.ALLOW_TF32] = tf32_flags()
+
+
+# --- symbolic ----------------------------------------------------------------------------------
+
+
+def _symbolic(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
+    bound = _bind(model, args, kwargs)
+    concrete = {name: value for name, value, tensorish in bound if not tensorish}
+    gm = torch.fx.symbolic_trace(model, concrete_args=concrete or None)
+    mode = _fake_mode()
+    values = [_fakeify(mode, value) for _, value, _ in bound]
+
+    def propagate(*vals: Any) -> Any:
+        return FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*vals)
+
+    run_with_fake_state(gm, mode, propagate, *values)
+    return gm
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
+    ep = torch.export.export(model, args, kwargs, strict=False)
+    # ep.module() keeps parameters as attributes (countable, meta-friendly) and node vals.
+    gm = ep.module()
+    missing = [n.name for n in gm.graph.nodes if n.op != "output" and _needs_val(n)]
+    if missing:
+        raise CaptureError(f"torch.export left nodes without fake values: {missing[:5]}")
+    return gm
+
+
+def _needs_val(node: torch.fx.Node) -> bool:
+    if "val" in node.meta:
+        return False
+    return node.op in ("placeholder", "get_attr") or (
+        node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
+    )
+
+
+# --- public API --------------------------------------------------------------------------------
+
+
+def capture(
+    model: nn.Module,
+    example_args: Any,
+    example_kwargs: dict[str, Any] | None = None,
+    method: str = "auto",
+) -> torch.fx.GraphModule:
+    """Trace ``model`` into a GraphModule whose nodes carry fake values and owning modules.
+
+    Args:
+        model: the module to capture (real weights, or built on the ``meta`` device).
+        example_args: a tensor or a tuple of positional inputs (real or meta tensors; only
+            their shapes, dtypes and devices are used).
+        example_kwargs: keyword inputs; non-tensor ones (``use_cache=False``) are specialized.
+        method: ``"auto"``, ``"symbolic"`` or ``"export"``.
+
+    Returns:
+        The captured graph; ``gm.meta[meta.CAPTURE]`` says how it was made.
+
+    Raises:
+        InputShapeError: the model itself rejects inputs of these shapes (its error included).
+        CaptureError: no method could trace the model (each failure is listed).
+    """
+    if method not in METHODS:
+        raise CaptureError(f"unknown capture method {method!r}; use one of {', '.join(METHODS)}")
+    args, kwargs = _as_args(example_args), dict(example_kwargs or {})
+    tried = ("symbolic", "export") if method == "auto" else (method,)
+    failures: dict[str, BaseException] = {}
+    for m in tried:
+        try:
+            gm = _symbolic(model, args, kwargs) if m == "symbolic" else _export(model, args, kwargs)
+        except Exception as err:
+            failures[m] = err
+            _raise_if_bad_inputs(model, args, kwargs, err)
+            continue
+        notes = [f"{k} failed: {type(e).__name__}" for k, e in failures.items()]
+        _finish(gm, m, training=False, params=count_params(model), notes=notes)
+        return gm
+    raise CaptureError(_failure_message(model, failures))
+
+
+def _failure_message(model: nn.Module, failures: dict[str, BaseException]) -> str:
+    lines = [f"could not capture {type(model).__name__}:"]
+    for m, err in failures.items():
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        lines.append(f"  {m}: {type(err).__name__}: {first}")
+    lines.append(_HINT)
+    return "\n".join(lines)
+
+
+def _raise_if_bad_inputs(model: nn.Module, args: tuple, kwargs: dict, err: BaseException) -> None:
+    """If eager execution on fake inputs fails too, the inputs (not the tracer) are at fault."""
+    mode = _fake_mode()
+    try:
+        run_with_fake_state(model, mode, model, *_fakeify(mode, args), **_fakeify(mode, kwargs))
+    except Exception as own:
+        raise InputShapeError(
+            f"{type(model).__name__} rejected inputs {_describe(args, kwargs)}: "
+            f"{type(own).__name__}: {own}. Check the input shapes and dtypes the model expects."
+        ) from own
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+class _WithLoss(nn.Module):
+    def __init__(self, model: nn.Module, loss_fn: Callable[[Any], torch.Tensor] | None) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, *args: Any) -> tuple[torch.Tensor]:
+        out = self.model(*args)
+        if self.loss_fn is not None:
+            return (self.loss_fn(out),)
+        first = pytree.tree_leaves(out)[0]
+        return (first.float().sum(),)
+
+
+def capture_training(
+    model: nn.Module,
+    example_args: Any,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
+) -> torch.fx.GraphModule:
+    """Capture one training step's joint forward+backward graph through aot_autograd.
+
+    Args:
+        model: the module to train (real weights or ``meta``); left untouched.
+        example_args: a tensor or tuple of positional inputs.
+        loss_fn: maps the model's output to a scalar loss; default: sum of the first output.
+
+    Returns:
+        A GraphModule of aten ops whose placeholders are parameters, buffers and inputs and
+        whose outputs are the loss and the gradients; ``CaptureInfo(method="aot-joint",
+        training=True)``.
+
+    Raises:
+        CaptureError: aot_autograd is unavailable or could not trace the step.
+    """
+    args = _as_args(example_args)
+    try:
+        from torch._functorch.aot_autograd import aot_export_module
+    except ImportError as err:  # private API: say what broke instead of an ImportError
+        raise CaptureError(
+            f"this torch ({torch.__version__}) lacks aot_export_module; training capture needs "
+            "torch>=2.1 with torch._functorch.aot_autograd"
+        ) from err
+    wrapper = _WithLoss(model, loss_fn)
+    try:
+        gm, _sig = aot_export_module(wrapper, list(args), trace_joint=True, output_loss_index=0)
+    except Exception as err:
+        _raise_if_bad_inputs(model, args, {}, err)
+        raise CaptureError(
+            f"training capture of {type(model).__name__} failed: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}. The loss must be a scalar tensor "
+            "and every parameter that requires grad must reach it; " + _HINT
+        ) from err
+    _fill_missing_vals(gm)
+    _finish(gm, "aot-joint", training=True, params=count_params(model))
+    return gm
+
+
+def _fill_missing_vals(gm: torch.fx.GraphModule) -> None:
+    """aot_autograd stores fake values on nodes; propagate them if a node was left without."""
+    if all("val" in n.meta for n in gm.graph.nodes if n.op != "output"):
+        return
+    mode = _fake_mode()
+    inputs = [_fakeify(mode, n.meta["val"]) for n in gm.graph.find_nodes(op="placeholder")]
+    FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*inputs)
