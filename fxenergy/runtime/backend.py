@@ -7,6 +7,7 @@ DVFS model) and ``NullBackend`` (does nothing; for machines where clocks cannot 
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
@@ -22,6 +23,12 @@ class SwitchEvent:
     latency_s: float
     energy_j: float  #: energy spent during the switch (simulator only; 0 where unknown)
     label: str = ""  #: what asked for it (partition name, pipeline action, ...)
+    requested_mhz: int | None = None  #: the clock asked for, where it was not supported
+
+
+def nearest_clock_mhz(clocks_mhz: tuple[int, ...], mhz: float) -> int:
+    """The clock in ``clocks_mhz`` nearest to ``mhz`` (ties go to the higher clock)."""
+    return min(clocks_mhz, key=lambda c: (abs(c - mhz), -c))
 
 
 class FrequencyBackend(ABC):
@@ -29,6 +36,9 @@ class FrequencyBackend(ABC):
 
     name: str = "abstract"
     simulated: bool = False
+    has_energy_counter: bool = True
+    #: how often the energy counter refreshes; windows shorter than this are unreliable
+    counter_update_period_s: float = 0.0
 
     @abstractmethod
     def supported_clocks_mhz(self) -> tuple[int, ...]:
@@ -55,6 +65,14 @@ class FrequencyBackend(ABC):
     @abstractmethod
     def trace(self) -> list[SwitchEvent]:
         """Every switch carried out so far, in order."""
+
+    def now_s(self) -> float:
+        """The backend's clock in seconds (virtual for the simulator, monotonic otherwise)."""
+        return time.perf_counter()
+
+    def describe(self) -> str:
+        """One line saying what this backend is (and whether it is simulated)."""
+        return self.name
 
     def __enter__(self) -> FrequencyBackend:
         return self

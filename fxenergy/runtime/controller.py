@@ -1,0 +1,262 @@
+"""The switching controller: carry out clock-switch requests without stalling the CUDA stream.
+
+At a partition boundary the host thread only *records an event* on the current stream and queues
+a request; it never waits for the GPU. A controller thread waits for the event (the GPU has
+reached the boundary), then asks the backend for the clock. Timing model, in order:
+
+1. **Order.** Requests are handled first in, first out; an older request is never applied after a
+   newer one.
+2. **Superseded.** When the thread finds that later boundaries have been reached too (their
+   events are complete), only the newest is applied; the older ones are dropped as superseded —
+   their partitions are already over.
+3. **No-ops.** A request for the clock already in force is skipped (NVML is not called).
+4. **Minimum dwell.** A switch less than ``min_dwell_s`` after the previous switch *started* is
+   delayed until the dwell has passed; meanwhile a newer completed request supersedes it.
+
+Under the simulator the controller acts synchronously in virtual time (``threaded=False``): there
+is no GPU to overlap with, and it keeps runs deterministic. Work is accounted per partition
+there, so a delayed switch can only take effect at the next boundary; by then the newer request
+supersedes it, i.e. a switch within the dwell is dropped. A request still pending at close is
+dropped too (there is no work left to run at its clock).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from fxenergy.runtime.backend import FrequencyBackend, nearest_clock_mhz
+
+log = logging.getLogger("fxenergy.runtime")
+
+Outcome = Literal["applied", "noop", "superseded", "dropped"]
+
+
+class EventLike(Protocol):
+    """The part of ``torch.cuda.Event`` the controller uses."""
+
+    def record(self) -> None: ...
+
+    def query(self) -> bool: ...
+
+    def synchronize(self) -> None: ...
+
+
+class ImmediateEvent:
+    """An event that is complete once recorded: CPU work has finished when the host reaches it."""
+
+    def record(self) -> None:
+        return None
+
+    def query(self) -> bool:
+        return True
+
+    def synchronize(self) -> None:
+        return None
+
+
+def cuda_event_factory() -> EventLike:
+    """A ``torch.cuda.Event`` whose ``synchronize`` sleeps instead of spinning (blocking=True)."""
+    import torch
+
+    return torch.cuda.Event(blocking=True)
+
+
+@dataclass(frozen=True)
+class SwitchRequest:
+    """One boundary's wish for a clock."""
+
+    seq: int
+    clock_mhz: int
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the controller did with a request, at backend time ``t_s``."""
+
+    request: SwitchRequest
+    outcome: Outcome
+    t_s: float
+
+
+@dataclass
+class _Queued:
+    request: SwitchRequest
+    event: EventLike
+
+
+class SwitchController:
+    """Applies switch requests to a backend off the hot path.
+
+    Args:
+        backend: the backend whose clock is switched.
+        min_dwell_s: the least time between the starts of two switches (0 = no limit).
+        event_factory: makes the event recorded at each boundary (``torch.cuda.Event`` on a GPU;
+            a fake in tests; :class:`ImmediateEvent` for CPU work).
+        threaded: run a controller thread (real GPUs) or act at once in backend time (simulator).
+    """
+
+    def __init__(
+        self,
+        backend: FrequencyBackend,
+        *,
+        min_dwell_s: float = 0.0,
+        event_factory: Callable[[], EventLike] = ImmediateEvent,
+        threaded: bool = True,
+    ) -> None:
+        if min_dwell_s < 0:
+            raise ValueError(f"min_dwell_s must be >= 0, got {min_dwell_s}")
+        self.backend = backend
+        self.min_dwell_s = min_dwell_s
+        self.event_factory = event_factory
+        self.threaded = threaded
+        self.decisions: list[Decision] = []
+        self._seq = 0
+        self._last_switch_s: float | None = None
+        self._pending: SwitchRequest | None = None  # synchronous mode: a delayed request
+        self._queue: collections.deque[_Queued] = collections.deque()
+        self._cond = threading.Condition()
+        self._backend_lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._dropping = False  # close(drain=False): what is still queued or waiting is dropped
+        self._closed = False
+        self._error: BaseException | None = None
+
+    # --- host side -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the controller thread (threaded mode); idempotent."""
+        if self.threaded and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fxenergy-clocks", daemon=True)
+            self._thread.start()
+
+    def request(self, clock_mhz: int, label: str = "") -> SwitchRequest:
+        """Ask for ``clock_mhz`` from this point of the stream on; returns at once."""
+        self.raise_if_failed()
+        req = SwitchRequest(self._seq, int(clock_mhz), label)
+        self._seq += 1
+        if not self.threaded:
+            self._request_now(req)
+            return req
+        event = self.event_factory()
+        event.record()
+        with self._cond:
+            self._queue.append(_Queued(req, event))
+            self._cond.notify()
+        return req
+
+    def raise_if_failed(self) -> None:
+        """Re-raise, on the caller's thread, an error the controller thread hit."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self, drain: bool = True, timeout_s: float = 30.0) -> None:
+        """Stop. ``drain``: first apply what is queued, as its events complete; else drop it."""
+        if self.threaded and self._thread is not None:
+            with self._cond:
+                if not drain:
+                    self._dropping = True
+                    self._drop_queued()
+                self._stopping = True
+                self._cond.notify()
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.warning(
+                    "fxenergy: clock controller still waiting on the GPU after %ss", timeout_s
+                )
+            self._thread = None
+        if self._pending is not None:
+            self._record(self._pending, "dropped")
+            self._pending = None
+
+    def restore(self) -> None:
+        """Refuse further switches and reset the backend's clocks (safe from signal handlers)."""
+        with self._backend_lock:
+            self._closed = True
+            self.backend.reset()
+
+    # --- decisions -----------------------------------------------------------------------------
+    def _record(self, req: SwitchRequest, outcome: Outcome) -> None:
+        self.decisions.append(Decision(req, outcome, self.backend.now_s()))
+
+    def _is_noop(self, req: SwitchRequest) -> bool:
+        clocks = self.backend.supported_clocks_mhz()
+        target = nearest_clock_mhz(clocks, req.clock_mhz) if clocks else req.clock_mhz
+        return target == self.backend.current_clock_mhz
+
+    def _dwell_left_s(self) -> float:
+        if self._last_switch_s is None or self.min_dwell_s <= 0:
+            return 0.0
+        return self._last_switch_s + self.min_dwell_s - self.backend.now_s()
+
+    def _apply(self, req: SwitchRequest) -> None:
+        with self._backend_lock:
+            if self._closed:
+                self._record(req, "dropped")
+                return
+            if self._is_noop(req):
+                self._record(req, "noop")
+                return
+            start = self.backend.now_s()
+            self.backend.set_clock(req.clock_mhz, req.label)
+            self._last_switch_s = start
+            self._record(req, "applied")
+
+    def _request_now(self, req: SwitchRequest) -> None:
+        if self._pending is not None:
+            self._record(self._pending, "superseded")
+            self._pending = None
+        if not self._is_noop(req) and self._dwell_left_s() > 0:
+            self._pending = req  # delayed: the next boundary supersedes it, or close drops it
+            return
+        self._apply(req)
+
+    # --- controller thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while (item := self._next()) is not None:
+                item.event.synchronize()  # the GPU reached this boundary
+                req = self._newest_done(item.request)
+                while (wait := self._dwell_left_s()) > 0 and not self._abandoned():
+                    with self._cond:
+                        self._cond.wait(wait)
+                    req = self._newest_done(req)
+                if self._abandoned():
+                    self._record(req, "dropped")
+                    continue
+                self._apply(req)
+        except BaseException as exc:  # surfaced on the host thread by raise_if_failed
+            log.error("fxenergy: clock controller stopped: %s", exc)
+            self._error = exc
+
+    def _next(self) -> _Queued | None:
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            return self._queue.popleft() if self._queue else None
+
+    def _newest_done(self, req: SwitchRequest) -> SwitchRequest:
+        """Skip to the newest queued request whose boundary has already been reached."""
+        with self._cond:
+            while self._queue and self._queue[0].event.query():
+                self._record(req, "superseded")
+                req = self._queue.popleft().request
+        return req
+
+    def _abandoned(self) -> bool:
+        return self._closed or self._dropping
+
+    def _drop_queued(self) -> None:
+        while self._queue:
+            self._record(self._queue.popleft().request, "dropped")
+
+    # --- results -------------------------------------------------------------------------------
+    def count(self, outcome: Outcome) -> int:
+        """How many requests ended with ``outcome``."""
+        return sum(1 for d in self.decisions if d.outcome == outcome)

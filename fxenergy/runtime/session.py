@@ -1,0 +1,278 @@
+"""``FrequencyRuntime``: the object an optimized module runs under, and ``enter_partition``.
+
+The rewrite pass puts a ``call_function`` node calling :func:`enter_partition` (registered with
+``torch.fx.node.has_side_effect``, so dead-code elimination keeps it) at the start of each plan
+partition. At run time that call finds the current runtime (a context variable) and asks its
+controller for the partition's clock; with no runtime it does nothing, so a rewritten module
+still runs plainly.
+
+Under the simulator the runtime also *accounts the work*: entering partition ``j`` runs the
+partition that just ended (its ``cost``) on the virtual GPU at the clock in force, and leaving the
+runtime runs the last one. The simulated totals are therefore exactly the DVFS model's prediction
+for the plan: per-node time and energy at the partition's clock, plus a switch stall
+(``switch_latency_s`` at idle power) for every change of clock, starting from the maximum clock.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx
+
+from fxenergy import meta
+from fxenergy.errors import NvmlError, PlanMismatchError
+from fxenergy.meta import CostRecord
+from fxenergy.runtime import restore
+from fxenergy.runtime.backend import FrequencyBackend, SwitchEvent
+from fxenergy.runtime.controller import (
+    EventLike,
+    ImmediateEvent,
+    SwitchController,
+    cuda_event_factory,
+)
+from fxenergy.runtime.sim import NullBackend, SimulatedBackend
+
+if TYPE_CHECKING:
+    from fxenergy.plan import Plan
+
+log = logging.getLogger("fxenergy.runtime")
+
+_CURRENT: contextvars.ContextVar[FrequencyRuntime | None] = contextvars.ContextVar(
+    "fxenergy_runtime", default=None
+)
+
+
+@dataclass(frozen=True)
+class RuntimePartition:
+    """One plan partition as the runtime sees it.
+
+    ``cost`` is the partition's work for the simulator: one record, or one per node (the plan's
+    own accounting: the model is applied per node and summed); ``None`` where unknown.
+    """
+
+    index: int
+    clock_mhz: int
+    cost: CostRecord | tuple[CostRecord, ...] | None = None
+    label: str = ""
+
+    def costs(self) -> tuple[CostRecord, ...]:
+        if self.cost is None:
+            return ()
+        return (self.cost,) if isinstance(self.cost, CostRecord) else tuple(self.cost)
+
+
+@dataclass(frozen=True)
+class RuntimeSummary:
+    """What a runtime did; ``simulated`` says whether the numbers are model predictions."""
+
+    backend: str
+    simulated: bool
+    time_s: float
+    energy_j: float
+    switches: int
+    trace: tuple[SwitchEvent, ...]
+    noop_skipped: int
+    superseded: int
+    dropped: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the trace as a list of dicts)."""
+        d = {k: v for k, v in self.__dict__.items() if k != "trace"}
+        d["trace"] = [e.__dict__ for e in self.trace]
+        return d
+
+
+def current_runtime() -> FrequencyRuntime | None:
+    """The runtime entered on this thread/context, if any."""
+    return _CURRENT.get()
+
+
+@torch.fx.node.has_side_effect
+def enter_partition(index: int) -> None:
+    """Start plan partition ``index``: switch to its clock (no-op without a current runtime)."""
+    runtime = _CURRENT.get()
+    if runtime is not None:
+        runtime.enter_partition(index)
+
+
+def _default_threaded(backend: FrequencyBackend) -> bool:
+    # Only a real GPU has a stream to overlap with; the simulator and null act at once.
+    return not (backend.simulated or isinstance(backend, NullBackend))
+
+
+def _default_events(threaded: bool) -> Callable[[], EventLike]:
+    return cuda_event_factory if threaded and torch.cuda.is_available() else ImmediateEvent
+
+
+class FrequencyRuntime:
+    """Runs a rewritten module's partitions at their planned clocks.
+
+    Use as a context manager: it becomes the current runtime, starts the controller, and on
+    exit (normal, exception, SIGINT, SIGTERM, interpreter exit) restores the clocks.
+
+    Args:
+        backend: where clocks are set (NVML, simulator, null).
+        partitions: the plan's partitions, by index.
+        min_dwell_s: least time between two switches (see ``controller``); 0 = none.
+        event_factory: boundary events; default ``torch.cuda.Event`` on a GPU, else immediate.
+        threaded: use a controller thread; default: only for real GPUs.
+        restore_on_exit: reset the backend's clocks when the runtime exits.
+    """
+
+    def __init__(
+        self,
+        backend: FrequencyBackend,
+        partitions: Sequence[RuntimePartition],
+        *,
+        min_dwell_s: float = 0.0,
+        event_factory: Callable[[], EventLike] | None = None,
+        threaded: bool | None = None,
+        restore_on_exit: bool = True,
+    ) -> None:
+        self.backend = backend
+        self.partitions = {p.index: p for p in partitions}
+        if len(self.partitions) != len(partitions):
+            raise PlanMismatchError("runtime partitions have duplicate indices")
+        threaded = _default_threaded(backend) if threaded is None else threaded
+        self.controller = SwitchController(
+            backend,
+            min_dwell_s=min_dwell_s,
+            event_factory=event_factory or _default_events(threaded),
+            threaded=threaded,
+        )
+        self.restore_on_exit = restore_on_exit
+        self._active: RuntimePartition | None = None
+        self._token: contextvars.Token[FrequencyRuntime | None] | None = None
+        self._start: tuple[float, float, int] | None = None  # time, energy, trace length
+        self._end: tuple[float, float] | None = None
+        self._warn_costless()
+
+    @classmethod
+    def from_plan(
+        cls,
+        plan: Plan,
+        backend: FrequencyBackend,
+        gm: torch.fx.GraphModule | None = None,
+        **kwargs: Any,
+    ) -> FrequencyRuntime:
+        """Partitions from a :class:`~fxenergy.plan.Plan`; node costs read from ``gm`` if given."""
+        costs = {n.name: n.meta.get(meta.COST) for n in gm.graph.nodes} if gm is not None else {}
+        parts = []
+        for p in plan.partitions:
+            node_costs = tuple(c for c in (costs.get(n) for n in p.nodes) if c is not None)
+            label = f"partition {p.index} @ {p.clock_mhz} MHz"
+            parts.append(RuntimePartition(p.index, p.clock_mhz, node_costs or None, label))
+        return cls(backend, parts, **kwargs)
+
+    def _warn_costless(self) -> None:
+        if not self.backend.simulated:
+            return
+        costless = sorted(i for i, p in self.partitions.items() if p.cost is None)
+        if costless:
+            log.warning(
+                "fxenergy: simulated runtime: partitions %s carry no cost, so their work is not "
+                "in the simulated totals",
+                costless,
+            )
+
+    # --- context manager -----------------------------------------------------------------------
+    def __enter__(self) -> FrequencyRuntime:
+        if self._token is not None:
+            raise RuntimeError("this FrequencyRuntime is already entered")
+        restore.protect(self)
+        self._start = (self.backend.now_s(), self._energy(), len(self.backend.trace))
+        self._end = None
+        self._active = None
+        self.controller.start()
+        self._token = _CURRENT.set(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                self._finish_work()
+            self.controller.close(drain=False)  # the work is over: what is queued is moot
+            self._end = (self.backend.now_s(), self._energy())
+        finally:
+            if self._token is not None:
+                _CURRENT.reset(self._token)
+                self._token = None
+            if self.restore_on_exit:
+                self.controller.restore()
+            restore.release(self)
+        if exc_type is None:
+            self.controller.raise_if_failed()
+
+    def _finish_work(self) -> None:
+        if self.backend.simulated:
+            self._account(self._active)
+        elif self.controller.threaded and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # the window must cover the GPU work, not just its launch
+        self._active = None
+
+    def restore(self) -> None:
+        """Restorer protocol (atexit, signals): stop switching and reset the clocks."""
+        self.controller.restore()
+
+    # --- boundaries ----------------------------------------------------------------------------
+    def enter_partition(self, index: int) -> None:
+        """Account the partition that just ended (simulator) and request ``index``'s clock."""
+        part = self.partitions.get(index)
+        if part is None:
+            raise PlanMismatchError(
+                f"enter_partition({index}), but this runtime has partitions "
+                f"{sorted(self.partitions)}: build the FrequencyRuntime from the same plan as "
+                "the rewritten module"
+            )
+        if self.backend.simulated:
+            self._account(self._active)
+        self.controller.request(part.clock_mhz, part.label or f"partition {index}")
+        self._active = part
+
+    def _account(self, part: RuntimePartition | None) -> None:
+        if part is None:
+            return
+        assert isinstance(self.backend, SimulatedBackend)
+        label = part.label or f"partition {part.index}"
+        for cost in part.costs():
+            self.backend.execute(cost, label)
+
+    # --- results -------------------------------------------------------------------------------
+    def _energy(self) -> float:
+        if not self.backend.has_energy_counter:
+            return float("nan")
+        try:
+            return self.backend.energy_j()
+        except NvmlError as exc:
+            log.warning("fxenergy: no energy reading: %s", exc)
+            return float("nan")
+
+    def summary(self) -> RuntimeSummary:
+        """Time, energy and switches since the runtime was entered (up to its exit, if over)."""
+        if self._start is None:
+            raise RuntimeError("the runtime has not been entered yet")
+        t0, e0, n0 = self._start
+        t1, e1 = self._end if self._end is not None else (self.backend.now_s(), self._energy())
+        trace = tuple(self.backend.trace[n0:])
+        return RuntimeSummary(
+            backend=self.backend.describe(),
+            simulated=self.backend.simulated,
+            time_s=t1 - t0,
+            energy_j=e1 - e0,
+            switches=len(trace),
+            trace=trace,
+            noop_skipped=self.controller.count("noop"),
+            superseded=self.controller.count("superseded"),
+            dropped=self.controller.count("dropped"),
+        )
