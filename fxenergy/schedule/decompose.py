@@ -21,8 +21,10 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
+
+import numpy as np
 
 from fxenergy.schedule.cpsat.graph import Tensor, Window, WindowResult, solve_window
 from fxenergy.schedule.problem import Problem, Solution
@@ -41,6 +43,7 @@ class WindowsRun:
     solved: int  #: windows where CP-SAT returned a plan
     optimal: int  #: windows CP-SAT proved optimal
     reused: int  #: windows answered from an identical earlier window
+    skipped: int  #: windows left at the hint because the time limit ran out
     notes: tuple[str, ...]
 
 
@@ -61,16 +64,18 @@ def solve_windows(
     hint = hint or baseline_solution(problem)
     order = list(hint.order)
     hint_clocks = [hint.clocks[t] for t in order]
-    size = max(1, window_size)
+    size = _aligned_size(problem, order, max(1, window_size))
     cuts = [*range(0, len(order), size), len(order)]
     spans = list(pairwise(cuts))
     ctx = _Context(problem, order, hint_clocks, spans, memory_bound)
     hint_time = ctx.span_time(0, len(order), 0)
+    # the hint's slack allocation is kept per window (so repeated blocks see equal budgets);
+    # only slack a window leaves unused, or the hint left over, moves on to later windows
     carry = time_budget - hint_time
     state = _Boundary(clock=0, run=0)
     out_order: list[int] = []
     out_clocks: list[int] = []
-    counts = {"solved": 0, "optimal": 0, "reused": 0}
+    counts = {"solved": 0, "optimal": 0, "reused": 0, "skipped": 0}
     cache: dict[tuple, WindowResult] = {}
     with _progress_bar(progress, len(spans), len(order)) as advance:
         for w, (a, b) in enumerate(spans):
@@ -78,14 +83,19 @@ def solve_windows(
             budget = ctx.span_time(a, b, state.clock) + carry
             window = ctx.window(w, a, b, state, budget, max_shift if max_shift else size)
             key = ctx.key(window)
-            res = cache.get(key)
+            res = _from_local(window, cache.get(key))
+            if res is not None and not _fits_memory(window, res):
+                res = None
             if res is not None:
                 counts["reused"] += 1
+            elif left <= 0:  # out of time: the rest keeps the hint (still legal)
+                res = WindowResult("SKIPPED", None, None, None, None)
+                counts["skipped"] += 1
             else:
-                per = max(_MIN_WINDOW_S, left / (len(spans) - w)) if left > 0 else _MIN_WINDOW_S
+                per = max(_MIN_WINDOW_S, left / (len(spans) - w))
                 cap = ctx.span_energy(a, b, state.clock) if objective == "switches" else None
                 res = solve_window(problem, window, objective, per, workers, cap)
-                cache[key] = res
+                cache[key] = _to_local(window, res)
             if res.order is not None:
                 counts["solved"] += 1
                 counts["optimal"] += res.status == "OPTIMAL"
@@ -104,7 +114,8 @@ def solve_windows(
     one = len(spans) == 1 and counts["optimal"] == 1
     notes = (
         f"CP-SAT: {len(spans)} windows of <= {size} tasks, {counts['solved']} solved "
-        f"({counts['optimal']} proved optimal, {counts['reused']} reused from identical windows) "
+        f"({counts['optimal']} proved optimal, {counts['reused']} reused from identical windows, "
+        f"{counts['skipped']} kept the hint for lack of time) "
         f"in {_time.perf_counter() - started:.1f} s",
     )
     return WindowsRun(
@@ -228,7 +239,12 @@ class _Context:
         return Tensor(self.p.tasks[t].output_bytes, producer, readers, after)
 
     def key(self, window: Window) -> tuple:
-        """Content of a window up to renaming of its tasks: equal keys, equal answers."""
+        """Content of a window up to renaming of its tasks, memory budget aside.
+
+        A cached answer is reused only if it also fits this window's memory headroom
+        (:func:`_fits_memory`): optimal under a looser bound and feasible under this one means
+        optimal here too; under a tighter bound it is still a legal, hint-or-better answer.
+        """
         local = {t: i for i, t in enumerate(window.tasks)}
         tasks = tuple((self.p.tasks[t].durations, self.p.tasks[t].energies) for t in window.tasks)
         tensors = tuple(
@@ -251,8 +267,6 @@ class _Context:
             window.end_clock,
             window.end_min_run,
             window.time_budget,
-            window.fixed_live,
-            window.memory_bound,
             window.max_shift,
         )
 
@@ -277,6 +291,56 @@ def _fixed_ranges(
     """
     bounds = [wt, *readers, windows] if is_output else [wt, *readers]
     return [(lo + 1, hi) for lo, hi in pairwise(bounds) if hi > lo + 1]
+
+
+def _to_local(window: Window, res: WindowResult) -> WindowResult:
+    """A window answer with task ids replaced by positions in ``window.tasks`` (for reuse)."""
+    if res.order is None:
+        return res
+    local = {t: i for i, t in enumerate(window.tasks)}
+    return replace(res, order=tuple(local[t] for t in res.order))
+
+
+def _from_local(window: Window, res: WindowResult | None) -> WindowResult | None:
+    """A cached answer mapped onto this window's tasks."""
+    if res is None or res.order is None:
+        return res
+    return replace(res, order=tuple(window.tasks[i] for i in res.order))
+
+
+def _fits_memory(window: Window, res: WindowResult) -> bool:
+    """Whether a cached window answer keeps this window's live bytes under its bound."""
+    if res.order is None:
+        return True  # the hint: it fits whenever the hint fits
+    pos = {t: k for k, t in enumerate(res.order)}
+    n = len(res.order)
+    delta = [0] * (n + 1)
+    for x in window.tensors:
+        first = 0 if x.producer is None else pos[x.producer]
+        last = n - 1 if x.live_after else max([pos[r] for r in x.readers] + [first])
+        delta[first] += x.size
+        delta[last + 1] -= x.size
+    live, run = 0, 0
+    for k in range(n):
+        run += delta[k]
+        live = max(live, run)
+    return window.fixed_live + live <= window.memory_bound
+
+
+def _aligned_size(problem: Problem, order: list[int], size: int) -> int:
+    """A window size that is a multiple of the graph's repeat period, when it has one.
+
+    Transformer graphs repeat one block per layer; windows that line up with the blocks see
+    identical content and reuse each other's answers. The period is the smallest shift under
+    which at least 90 % of the task cost signatures repeat; the size stays within 2x of
+    ``size``.
+    """
+    sig = np.array([hash((problem.tasks[t].durations, problem.tasks[t].energies)) for t in order])
+    n = len(sig)
+    for period in range(max(2, size // 4), min(4 * size, n // 3) + 1):
+        if np.count_nonzero(sig[:-period] == sig[period:]) >= 0.9 * (n - period):
+            return period * max(1, round(size / period))
+    return size
 
 
 @contextmanager
