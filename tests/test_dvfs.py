@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -78,7 +79,7 @@ def test_power_cap_flattens_the_top_clocks() -> None:
 
 def test_power_rises_with_clock_and_is_bounded(model: DVFSModel) -> None:
     powers = [model.power_w(GEMM, f) for f in reversed(model.clocks_mhz())]
-    assert all(b >= a - 1e-6 for a, b in zip(powers, powers[1:], strict=False))
+    assert all(b >= a - 1e-6 for a, b in itertools.pairwise(powers))
     assert powers[-1] <= model.params.power_cap_w * 1.001
     assert not any(math.isnan(p) for p in powers)
 

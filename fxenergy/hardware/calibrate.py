@@ -1,10 +1,10 @@
 """Fit the DVFS model's free power parameters to a measured time/energy profile.
 
 Each computation in the profile (a stage's forward or backward) is modelled as a two-part mix:
-``Work(compute_s=C)`` (time ∝ 1/f) followed by ``Work(memory_s=M)`` (time independent of f).
-``C`` and ``M`` of every computation are fitted together with the GPU's shared parameters
+``Work(compute_s=C, activity=A)`` (time ∝ 1/f) then ``Work(memory_s=M)`` (time independent of
+f). ``C``, ``M`` and ``A`` of every computation are fitted with the GPU's shared parameters
 (:data:`FIT_FIELDS`), by least squares on relative time and energy errors. The GPU parameters
-are what carries over to other computations; the per-computation ``C, M`` are what one-point
+are what carries over to other computations; the per-computation ``C, M, A`` are what one-point
 profiling (:mod:`fxenergy.hardware.extrapolate`) has to infer from a single measurement.
 """
 
@@ -53,9 +53,9 @@ class CalibrationResult:
     points: int
 
 
-def two_part_mix(compute_s: float, memory_s: float) -> tuple[Work, Work]:
+def two_part_mix(compute_s: float, memory_s: float, activity: float = 1.0) -> tuple[Work, Work]:
     """The mix used for a whole computation: a compute-bound part, then a memory-bound part."""
-    return (Work(compute_s, 0.0), Work(0.0, memory_s))
+    return (Work(compute_s, 0.0, activity=activity), Work(0.0, memory_s))
 
 
 def profile_errors(
@@ -94,7 +94,7 @@ def _unpack(
     params = base.replace(**{f: float(v) for f, v in zip(fields, x, strict=False)})
     rest = x[len(fields) :]
     mixes = {
-        k: two_part_mix(math.exp(rest[2 * i]), math.exp(rest[2 * i + 1]))
+        k: two_part_mix(math.exp(rest[3 * i]), math.exp(rest[3 * i + 1]), rest[3 * i + 2])
         for i, k in enumerate(keys)
     }
     return params, mixes
@@ -106,7 +106,7 @@ def _initial(profile: Profile, keys: list[Key], spec: GPUSpec) -> list[float]:
     for k in keys:
         table = profile.table(*k)
         t = table[max(table)].time_s * min(1.0, max(table) / spec.max_clock_mhz)
-        x += [math.log(0.95 * t), math.log(0.05 * t)]
+        x += [math.log(0.95 * t), math.log(0.05 * t), 0.95]
     return x
 
 
@@ -128,8 +128,8 @@ def fit_profile(
     base = start or get_power_params(spec)
     keys = profile.keys()
     x0 = [getattr(base, f) for f in fields] + _initial(profile, keys, spec)
-    lo = [_BOUNDS[f][0] for f in fields] + [-30.0] * (2 * len(keys))
-    hi = [_BOUNDS[f][1] for f in fields] + [10.0] * (2 * len(keys))
+    lo = [_BOUNDS[f][0] for f in fields] + [-30.0, -30.0, 0.0] * len(keys)
+    hi = [_BOUNDS[f][1] for f in fields] + [10.0, 10.0, 1.0] * len(keys)
     x0 = [min(max(v, a + 1e-9), b - 1e-9) for v, a, b in zip(x0, lo, hi, strict=True)]
 
     def residuals(x: list[float]) -> list[float]:

@@ -79,12 +79,12 @@ class PowerParams:
 # --- the calibration: A100-SXM4-80GB against the measured Perseus GPT-3 profile -------------
 _CAL = "calibrated: bench/calibrate_dvfs.py on Perseus gpt3-175b+a100_sxm_bf16 (docs/dvfs.md)"
 _A100_FIT = {
-    "static_power_w": 41.8,
-    "compute_dyn_w": 500.4,
-    "knee_mhz": 1108.0,
-    "v_min_ratio": 0.813,
-    "power_cap_w": 480.5,
-    "cap_sharpness": 106.0,
+    "static_power_w": 44.4,
+    "compute_dyn_w": 512.1,
+    "knee_mhz": 1107.0,
+    "v_min_ratio": 0.810,
+    "power_cap_w": 479.7,
+    "cap_sharpness": 117.0,
 }
 _A100_FIT_IDLE_W = 60.0
 _A100_FIT_TDP_W = 400.0

@@ -1,0 +1,150 @@
+"""One-point profiling: from one (time, energy) at the max clock, predict every supported clock.
+
+One measurement cannot tell how a computation splits into clock-bound and memory-bound work, so
+the split is inferred from its *power*. The computation is modelled as the calibration's
+two-part mix (:func:`fxenergy.hardware.calibrate.two_part_mix`): a compute part (time ∝ 1/f,
+tensor cores busy) and a memory part (time flat, SMs stalled, DRAM busy). The model's average
+power at the max clock rises monotonically with the compute share ρ, so ρ is found by bisection
+where the model's power equals the measured ``energy / time``:
+
+* power at (or above) what a fully compute-bound mix draws, i.e. at the board cap: ρ = 1, the
+  computation is compute-heavy and throttled at the top clocks (time flat there);
+* power at (or below) a pure memory-bound mix: ρ = 0, time barely changes with the clock.
+
+The mix is then scaled so the model reproduces the measured time at the max clock, and energies
+are scaled by ``measured / modelled`` energy at the max clock (1 unless ρ was clipped), so the
+measured row is reproduced exactly. Assumption (docs/dvfs.md): power below the compute-bound
+level means memory-bound time, not idle SMs or launch gaps (whose time would scale with 1/f).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fxenergy.errors import ProfileError
+from fxenergy.hardware.calibrate import two_part_mix
+from fxenergy.hardware.dvfs import DVFSModel, Work, get_dvfs_model
+from fxenergy.hardware.specs import GPUSpec
+from fxenergy.profiles import Profile, ProfileRow
+
+_BISECT_STEPS = 40
+#: Relative uncertainty of a measured power (NVML counter noise plus the model's own fit error).
+POWER_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class OnePointFit:
+    """What one measured point says about a computation."""
+
+    compute_share: float  #: ρ: fraction of the (uncapped) max-clock time that scales with 1/f
+    mix: tuple[Work, Work]  #: the scaled two-part mix
+    energy_scale: float  #: measured / modelled energy at the max clock (1 unless clipped)
+    clipped: str  #: "" or "compute" / "memory" when the power was outside the model's range
+
+
+def _unit_mix(theta: float) -> tuple[Work, Work]:
+    """The mix at position θ on the inference path: compute share = activity = 1 - θ."""
+    share = 1.0 - theta
+    return two_part_mix(share, 1.0 - share, activity=share)
+
+
+def _unit_power(model: DVFSModel, theta: float) -> float:
+    return model.mix_power_w(_unit_mix(theta), model.spec.max_clock_mhz)
+
+
+def _solve_theta(model: DVFSModel, power_w: float) -> float:
+    """The path position θ in [0, 1] whose max-clock power is ``power_w`` (clipped)."""
+    if power_w >= _unit_power(model, 0.0):
+        return 0.0
+    if power_w <= _unit_power(model, 1.0):
+        return 1.0
+    lo, hi = 0.0, 1.0  # power falls as θ rises
+    for _ in range(_BISECT_STEPS):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _unit_power(model, mid) > power_w else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def fit_one_point(
+    model: DVFSModel, time_s: float, energy_j: float, power_tolerance: float = POWER_TOLERANCE
+) -> OnePointFit:
+    """Infer a computation's mix from one (time, energy) at the max clock.
+
+    Every path position whose modelled power is within ``power_tolerance`` of the measured one
+    is consistent with the measurement; the midpoint of that interval is taken. Where power is
+    steep along the path the interval is narrow; at the power cap it is wide (the cap hides how
+    compute-heavy the work is) and the midpoint bounds the worst-case error.
+    """
+    if time_s <= 0 or energy_j <= 0:
+        raise ProfileError(f"need positive time and energy, got {time_s} s, {energy_j} J")
+    power = energy_j / time_s
+    theta = 0.5 * (
+        _solve_theta(model, power * (1.0 + power_tolerance))
+        + _solve_theta(model, power * (1.0 - power_tolerance))
+    )
+    clipped = ""
+    if power > _unit_power(model, 0.0) * (1.0 + power_tolerance):
+        clipped = "compute"
+    elif power < _unit_power(model, 1.0) * (1.0 - power_tolerance):
+        clipped = "memory"
+    unit = _unit_mix(theta)
+    scale = time_s / model.mix_time_s(unit, model.spec.max_clock_mhz)
+    share = 1.0 - theta
+    mix = two_part_mix(share * scale, theta * scale, activity=share)
+    energy_scale = energy_j / model.mix_energy_j(mix, model.spec.max_clock_mhz)
+    return OnePointFit(share, mix, energy_scale, clipped)
+
+
+def predict(fit: OnePointFit, model: DVFSModel, freq_mhz: float) -> tuple[float, float]:
+    """(time_s, energy_j) of a one-point-fitted computation at ``freq_mhz``."""
+    t = model.mix_time_s(fit.mix, freq_mhz)
+    return t, model.mix_energy_j(fit.mix, freq_mhz) * fit.energy_scale
+
+
+def _max_clock_rows(profile: Profile, spec: GPUSpec) -> dict[tuple[int, str], ProfileRow]:
+    f_max = spec.max_clock_mhz
+    rows = {(r.stage, r.instruction): r for r in profile.rows if r.freq_mhz == f_max}
+    lacking = [k for k in profile.keys() if k not in rows]
+    if lacking:
+        have = sorted({r.freq_mhz for r in profile.rows}, reverse=True)
+        raise ProfileError(
+            f"one-point extrapolation needs each computation measured at {spec.name}'s max SM "
+            f"clock {f_max} MHz; {len(lacking)} (e.g. stage {lacking[0][0]} "
+            f"{lacking[0][1]!r}) have only clocks {have[:6]}{' ...' if len(have) > 6 else ''}. "
+            f"Measure them with the SM clock locked at {f_max} MHz, or check --gpu."
+        )
+    return rows
+
+
+def extrapolate_profile(
+    profile: Profile,
+    gpu: str | GPUSpec,
+    clocks_mhz: tuple[int, ...] | None = None,
+    keep_measured: bool = True,
+) -> Profile:
+    """Fill a profile measured at the max clock only with predictions at every supported clock.
+
+    Args:
+        profile: rows in the Perseus format; every computation must have a row at the GPU's
+            max clock (rows at other clocks are kept as measured if ``keep_measured``).
+        gpu: spec-table name, NVML name or :class:`GPUSpec`.
+        clocks_mhz: clocks to predict (default: every supported clock).
+        keep_measured: keep measured rows instead of predicting over them.
+
+    Raises:
+        ProfileError: a computation lacks a max-clock row.
+        UnknownGPUError: ``gpu`` is not in the spec table.
+    """
+    model = get_dvfs_model(gpu)
+    base = _max_clock_rows(profile, model.spec)
+    measured = {(r.stage, r.instruction, r.freq_mhz): r for r in profile.rows}
+    out: list[ProfileRow] = []
+    for (stage, instr), row in sorted(base.items()):
+        fit = fit_one_point(model, row.time_s, row.energy_j)
+        for f in clocks_mhz or model.clocks_mhz():
+            if keep_measured and (stage, instr, f) in measured:
+                out.append(measured[(stage, instr, f)])
+                continue
+            t, e = predict(fit, model, f)
+            out.append(ProfileRow(stage, instr, int(f), t, e))
+    return Profile(tuple(out))
