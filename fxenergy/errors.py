@@ -56,3 +56,7 @@ class InvalidScheduleError(FxEnergyError):
 
 class InputShapeError(CaptureError, ValueError):
     """The model itself rejects the example inputs (wrong shapes or dtypes)."""
+
+
+class ModelLoadError(FxEnergyError, ValueError):
+    """A MODEL argument names no importable module, attribute, file or built-in model."""
