@@ -148,3 +148,25 @@ def extrapolate_profile(
             t, e = predict(fit, model, f)
             out.append(ProfileRow(stage, instr, int(f), t, e))
     return Profile(tuple(out))
+
+
+def one_point_errors(
+    profile: Profile, gpu: str | GPUSpec, model: DVFSModel | None = None
+) -> tuple[list[float], list[float]]:
+    """Relative time and energy errors of one-point extrapolation on a fully measured profile.
+
+    Uses only each computation's max-clock row as input and compares the predictions with every
+    other measured row (the max-clock rows themselves are excluded: they are exact by design).
+    """
+    model = model or get_dvfs_model(gpu)
+    base = _max_clock_rows(profile, model.spec)
+    fits = {k: fit_one_point(model, r.time_s, r.energy_j) for k, r in base.items()}
+    t_err: list[float] = []
+    e_err: list[float] = []
+    for row in profile.rows:
+        if row.freq_mhz == model.spec.max_clock_mhz:
+            continue
+        t, e = predict(fits[(row.stage, row.instruction)], model, row.freq_mhz)
+        t_err.append(t / row.time_s - 1.0)
+        e_err.append(e / row.energy_j - 1.0)
+    return t_err, e_err
