@@ -30,7 +30,8 @@ from fxenergy.schedule.cpsat.graph import Tensor, Window, WindowResult, solve_wi
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.validate import baseline_solution
 
-_MIN_WINDOW_S = 0.05
+_MIN_WINDOW_S = 0.2
+_MAX_SHIFT = 16  #: positions a task may move within its window (keeps models small)
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,12 @@ def solve_windows(
     out_clocks: list[int] = []
     counts = {"solved": 0, "optimal": 0, "reused": 0, "skipped": 0}
     cache: dict[tuple, WindowResult] = {}
+    tried: set[int] = set()
     with _progress_bar(progress, len(spans), len(order)) as advance:
         for w, (a, b) in enumerate(spans):
             left = time_limit_s - (_time.perf_counter() - started)
             budget = ctx.span_time(a, b, state.clock) + carry
-            window = ctx.window(w, a, b, state, budget, max_shift if max_shift else size)
+            window = ctx.window(w, a, b, state, budget, max_shift or _MAX_SHIFT)
             key = ctx.key(window)
             res = _from_local(window, cache.get(key))
             if res is not None and not _fits_memory(window, res):
@@ -92,7 +94,10 @@ def solve_windows(
                 res = WindowResult("SKIPPED", None, None, None, None)
                 counts["skipped"] += 1
             else:
-                per = max(_MIN_WINDOW_S, left / (len(spans) - w))
+                # share the time among the distinct window contents not tried yet
+                todo = ctx.contents[w:]
+                per = max(_MIN_WINDOW_S, left / max(1, len(set(todo) - tried)))
+                tried.add(ctx.contents[w])
                 cap = ctx.span_energy(a, b, state.clock) if objective == "switches" else None
                 res = solve_window(problem, window, objective, per, workers, cap)
                 cache[key] = _to_local(window, res)
@@ -154,6 +159,8 @@ class _Context:
             for pos in range(a, b):
                 self.win[order[pos]] = w
         self.fixed = self._fixed_live(len(spans))
+        sig = [hash((t.durations, t.energies)) for t in problem.tasks]
+        self.contents = [hash(tuple(sig[t] for t in order[a:b])) for a, b in spans]
 
     def _fixed_live(self, windows: int) -> list[int]:
         """Bytes live through each whole window: made earlier, read later (or graph outputs)."""
@@ -201,8 +208,9 @@ class _Context:
     ) -> Window:
         tasks = tuple(self.order[a:b])
         inside = set(tasks)
-        edges = tuple((u, v) for u, v in self.p.edges if u in inside and v in inside)
-        end_clock = self.hint_clocks[b - 1]
+        edges = tuple((u, v) for u in tasks for v in self.p.successors[u] if v in inside)
+        last = b == len(self.order)
+        end_clock = None if last else self.hint_clocks[b - 1]
         return Window(
             tasks=tasks,
             hint_clocks=tuple(self.hint_clocks[a:b]),
@@ -210,7 +218,7 @@ class _Context:
             incoming_clock=state.clock,
             incoming_run=state.run,
             end_clock=end_clock,
-            end_min_run=self.hint_run_at(b) if end_clock != 0 else 0,
+            end_min_run=self.need if last else self.hint_run_at(b),
             time_budget=budget,
             fixed_live=self.fixed[w],
             tensors=self._tensors(w, tasks, inside),

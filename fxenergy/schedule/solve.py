@@ -169,6 +169,7 @@ def _cpsat_candidates(
     mem: int,
     hint: Solution | None,
     time_limit_s: float,
+    started: float,
     progress: bool,
     window_size: int,
     notes: list[str],
@@ -182,7 +183,7 @@ def _cpsat_candidates(
             time_budget=limit,
             memory_bound=mem,
             hint=hint,
-            time_limit_s=time_limit_s,
+            time_limit_s=time_limit_s - (_time.perf_counter() - started),
             progress=progress,
             window_size=window_size,
         )

@@ -60,7 +60,8 @@ class Window:
         edges: precedence pairs between window tasks (task ids).
         incoming_clock: clock the GPU is at before the first position.
         incoming_run: time units the partition at ``incoming_clock`` has already run.
-        end_clock: the last position's clock (fixed, so the next window's start is known).
+        end_clock: the last position's clock (fixed, so the next window's start is known);
+            None leaves it free (the graph's last window).
         end_min_run: time the last partition must have run by the window's end (0: none).
         time_budget: most time units the window may take (its tasks and switches).
         fixed_live: bytes live at every position whatever the order (baseline included).
@@ -74,7 +75,7 @@ class Window:
     edges: tuple[tuple[int, int], ...]
     incoming_clock: int
     incoming_run: int
-    end_clock: int
+    end_clock: int | None
     end_min_run: int
     time_budget: int
     fixed_live: int
@@ -174,7 +175,7 @@ class _WindowModel:
             for k, xv in row.items():
                 for c in range(nc):
                     self.m.add_bool_or([xv.Not(), self.b[i][c].Not(), self.z[k][c]])
-        if self.n:
+        if self.n and self.w.end_clock is not None:
             self.m.add(self.z[self.n - 1][self.w.end_clock] == 1)
 
     def _add_switches(self) -> None:
@@ -218,52 +219,56 @@ class _WindowModel:
             if k + 1 < self.n:
                 closing = [self.s[k + 1], self.z[k][0].Not()]
                 self.m.add(acc[k] >= need).only_enforce_if(closing)
-        if self.w.end_min_run and self.w.end_clock != 0:
-            self.m.add(acc[self.n - 1] >= self.w.end_min_run)
+        if self.w.end_min_run:
+            self.m.add(acc[self.n - 1] >= self.w.end_min_run).only_enforce_if(self.z[-1][0].Not())
         self.dur, self.acc = dur, acc
 
     def _add_memory(self, minimise: bool) -> None:
-        """Live bytes at each position stay under the bound (or under ``peak`` when minimised)."""
-        live: list[list[tuple[int, cp_model.IntVar]]] = [[] for _ in range(self.n)]
-        for j, tensor in enumerate(self.w.tensors):
-            for k, var in self._liveness(j, tensor):
-                live[k].append((tensor.size, var))
-        if minimise:
-            top = self.w.fixed_live + sum(t.size for t in self.w.tensors)
-            self.peak = self.m.new_int_var(0, top, "peak")
-        for terms in live:
-            most = self.w.fixed_live + sum(size for size, _ in terms)
-            if not minimise and most <= self.w.memory_bound:
-                continue
-            expr = self.w.fixed_live + sum(size * v for size, v in terms)
-            self.m.add(expr <= (self.peak if minimise else self.w.memory_bound))
+        """Live bytes at each position stay under the bound (or under ``peak`` when minimised).
 
-    def _liveness(self, j: int, tensor: Tensor) -> list[tuple[int, cp_model.IntVar]]:
-        """``(k, l)`` pairs: ``l`` is forced to 1 when the tensor is live at position ``k``."""
+        Liveness variables are made only at positions where the bound could bind: where every
+        tensor that might be live there, live at once, would exceed it.
+        """
+        spans = [self._live_span(t) for t in self.w.tensors]
+        most = [self.w.fixed_live] * self.n
+        for tensor, (first, last) in zip(self.w.tensors, spans, strict=True):
+            for k in range(first, last + 1):
+                most[k] += tensor.size
+        if minimise:
+            self.peak = self.m.new_int_var(0, max(most, default=self.w.fixed_live), "peak")
+            watch = set(range(self.n))
+        else:
+            watch = {k for k in range(self.n) if most[k] > self.w.memory_bound}
+        live: dict[int, list[cp_model.LinearExpr]] = {k: [] for k in watch}
+        for j, (tensor, (first, last)) in enumerate(zip(self.w.tensors, spans, strict=True)):
+            for k in watch.intersection(range(first, last + 1)):
+                live[k].append(tensor.size * self._live_var(j, tensor, k))
+        cap = self.peak if minimise else self.w.memory_bound
+        for terms in live.values():
+            self.m.add(self.w.fixed_live + sum(terms) <= cap)
+
+    def _live_span(self, tensor: Tensor) -> tuple[int, int]:
+        """Positions where ``tensor`` might be live in some order of the window."""
         prod = None if tensor.producer is None else self.local[tensor.producer]
-        readers = [self.local[r] for r in tensor.readers]
         first = 0 if prod is None else self.ranges[prod][0]
-        last = (
-            self.n - 1
-            if tensor.live_after
-            else max(
-                [self.ranges[r][1] for r in readers]
-                + ([] if prod is None else [self.ranges[prod][1]])
-            )
-        )
-        out = []
-        for k in range(first, last + 1):
-            lv = self.m.new_bool_var(f"l{j}_{k}")
-            made = 1 if prod is None else sum(v for kk, v in self.x[prod].items() if kk <= k)
-            if tensor.live_after:
-                self.m.add(lv >= made)
-            if prod is not None and not readers and not tensor.live_after:
-                self.m.add(lv >= self.x[prod].get(k, 0))
-            for r in readers:
-                later = sum(v for kk, v in self.x[r].items() if kk >= k)
-                self.m.add(lv >= made + later - 1)
-            out.append((k, lv))
-        return out
+        if tensor.live_after:
+            return first, self.n - 1
+        ends = [self.ranges[self.local[r]][1] for r in tensor.readers]
+        return first, max([*ends, *([] if prod is None else [self.ranges[prod][1]])])
+
+    def _live_var(self, j: int, tensor: Tensor, k: int) -> cp_model.IntVar:
+        """A literal forced to 1 when ``tensor`` is live at position ``k``."""
+        prod = None if tensor.producer is None else self.local[tensor.producer]
+        lv = self.m.new_bool_var(f"l{j}_{k}")
+        made = 1 if prod is None else sum(v for kk, v in self.x[prod].items() if kk <= k)
+        if tensor.live_after:
+            self.m.add(lv >= made)
+        elif prod is not None and not tensor.readers:
+            self.m.add(lv >= self.x[prod].get(k, 0))
+        for r in tensor.readers:
+            later = sum(v for kk, v in self.x[self.local[r]].items() if kk >= k)
+            self.m.add(lv >= made + later - 1)
+        return lv
 
     def _add_objective(self, objective: str, energy_cap: int | None) -> None:
         if energy_cap is not None:
