@@ -156,8 +156,15 @@ class SwitchController:
             error, self._error = self._error, None
             raise error
 
-    def close(self, drain: bool = True, timeout_s: float = 30.0) -> None:
-        """Stop. ``drain``: first apply what is queued, as its events complete; else drop it."""
+    def close(self, drain: bool = True, timeout_s: float | None = None) -> None:
+        """Stop the controller.
+
+        Args:
+            drain: apply what is queued as its events complete (waits up to ``timeout_s``,
+                default 30 s); else drop it. A request whose event the thread is already
+                waiting on cannot be interrupted (CUDA events are not): it is dropped when the
+                GPU reaches it, and the join waits ``timeout_s`` (default 1 s) at most.
+        """
         if self.threaded and self._thread is not None:
             with self._cond:
                 if not drain:
@@ -165,11 +172,10 @@ class SwitchController:
                     self._drop_queued()
                 self._stopping = True
                 self._cond.notify()
-            self._thread.join(timeout_s)
+            timeout = timeout_s if timeout_s is not None else (30.0 if drain else 1.0)
+            self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning(
-                    "fxenergy: clock controller still waiting on the GPU after %ss", timeout_s
-                )
+                log.info("fxenergy: clock controller still waiting on the GPU after %ss", timeout)
             self._thread = None
         if self._pending is not None:
             self._record(self._pending, "dropped")

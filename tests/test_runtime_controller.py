@@ -1,0 +1,189 @@
+"""SwitchController with a fake event type: no-ops skipped, dwell enforced, order preserved."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from fxenergy.runtime.controller import SwitchController
+from fxenergy.runtime.sim import NullBackend, SimulatedBackend
+
+GPU = "A100-SXM4-80GB"
+
+
+class ManualEvent:
+    """A CUDA-event stand-in the test completes by hand (the GPU reaching a boundary)."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self.recorded = False
+
+    def record(self) -> None:
+        self.recorded = True
+
+    def query(self) -> bool:
+        return self._done.is_set()
+
+    def synchronize(self) -> None:
+        assert self._done.wait(10), "test event never completed"
+
+    def complete(self) -> None:
+        self._done.set()
+
+
+class RecordingBackend(NullBackend):
+    """Null backend that remembers each real set_clock call and when it came."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__(GPU)
+        self.calls: list[tuple[int, float, str]] = []
+        self.fail_at = fail_at
+
+    def set_clock(self, mhz: int, label: str = "") -> int:
+        if self.fail_at is not None and mhz == self.fail_at:
+            raise RuntimeError(f"refused {mhz}")
+        self.calls.append((mhz, time.perf_counter(), label))
+        return super().set_clock(mhz, label)
+
+
+def _threaded(backend: RecordingBackend, **kw: float) -> tuple[SwitchController, list]:
+    events: list[ManualEvent] = []
+
+    def factory() -> ManualEvent:
+        events.append(ManualEvent())
+        return events[-1]
+
+    ctl = SwitchController(backend, event_factory=factory, threaded=True, **kw)
+    ctl.start()
+    return ctl, events
+
+
+def _wait_for(ctl: SwitchController, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(ctl.decisions) < n:
+        assert time.monotonic() < deadline, ctl.decisions
+        time.sleep(0.002)
+
+
+def _outcomes(ctl: SwitchController) -> list[tuple[int, str]]:
+    return [(d.request.clock_mhz, d.outcome) for d in ctl.decisions]
+
+
+def test_request_returns_before_the_gpu_reaches_the_boundary() -> None:
+    backend = RecordingBackend()
+    ctl, events = _threaded(backend)
+    ctl.request(900, "p0")
+    assert events[0].recorded and backend.calls == []  # host did not wait
+    events[0].complete()
+    _wait_for(ctl, 1)
+    assert [c[0] for c in backend.calls] == [900]
+    ctl.close()
+
+
+def test_order_preserved_and_noops_skipped() -> None:
+    backend = RecordingBackend()
+    ctl, events = _threaded(backend)
+    for clock in (900, 900, 1200, 1410, 600):
+        ctl.request(clock)
+    for i, ev in enumerate(events):  # boundaries reached one by one
+        ev.complete()
+        _wait_for(ctl, i + 1)
+    ctl.close()
+    assert _outcomes(ctl) == [
+        (900, "applied"),
+        (900, "noop"),
+        (1200, "applied"),
+        (1410, "applied"),
+        (600, "applied"),
+    ]
+    assert [c[0] for c in backend.calls] == [900, 1200, 1410, 600]
+
+
+def test_boundaries_already_passed_are_superseded() -> None:
+    backend = RecordingBackend()
+    ctl, events = _threaded(backend)
+    for clock in (900, 1200, 600):
+        ctl.request(clock)
+    for ev in reversed(events):  # the controller waits on the first; the rest are done by then
+        ev.complete()
+    _wait_for(ctl, 3)
+    ctl.close()
+    assert _outcomes(ctl) == [(900, "superseded"), (1200, "superseded"), (600, "applied")]
+    assert [c[0] for c in backend.calls] == [600]
+
+
+def test_dwell_delays_the_next_switch() -> None:
+    backend = RecordingBackend()
+    ctl, events = _threaded(backend, min_dwell_s=0.15)
+    ctl.request(900)
+    ctl.request(1200)
+    for ev in events[:1]:
+        ev.complete()
+    _wait_for(ctl, 1)
+    events[1].complete()
+    _wait_for(ctl, 2)
+    ctl.close()
+    (f0, t0, _), (f1, t1, _) = backend.calls
+    assert (f0, f1) == (900, 1200)
+    assert t1 - t0 >= 0.15
+
+
+def test_dwell_in_virtual_time_drops_a_switch_too_soon() -> None:
+    sim = SimulatedBackend(GPU, switch_latency_s=0.001)
+    ctl = SwitchController(sim, min_dwell_s=0.05, threaded=False)
+    ctl.request(900)
+    sim.idle(0.01)
+    ctl.request(600)  # 11 ms after the last switch started: delayed
+    assert sim.current_clock_mhz == 900
+    sim.idle(0.1)
+    ctl.request(1200)  # supersedes the delayed one; the dwell has passed
+    ctl.request(1200)
+    sim.idle(0.001)
+    ctl.request(700)  # too soon again, and nothing comes after it: dropped at close
+    ctl.close()
+    assert _outcomes(ctl) == [
+        (900, "applied"),
+        (600, "superseded"),
+        (1200, "applied"),
+        (1200, "noop"),
+        (700, "dropped"),
+    ]
+    assert [e.to_mhz for e in sim.trace] == [900, 1200]
+
+
+def test_close_without_drain_drops_queued_and_restore_blocks_switching() -> None:
+    backend = RecordingBackend()
+    ctl, events = _threaded(backend)
+    ctl.request(900)
+    ctl.request(1200)
+    ctl.request(600)
+    events[0].complete()
+    _wait_for(ctl, 1)
+    ctl.close(drain=False, timeout_s=0.01)  # the thread is blocked on the 1200 boundary
+    ctl.restore()
+    assert backend.current_clock_mhz == 1410
+    events[1].complete()  # the GPU gets there after all: too late to switch
+    _wait_for(ctl, 3)
+    assert sorted(_outcomes(ctl)) == [(600, "dropped"), (900, "applied"), (1200, "dropped")]
+    assert [c[0] for c in backend.calls] == [900]
+
+
+def test_controller_thread_error_surfaces_on_the_host() -> None:
+    backend = RecordingBackend(fail_at=600)
+    ctl, events = _threaded(backend)
+    ctl.request(600)
+    events[0].complete()
+    deadline = time.monotonic() + 10
+    while ctl._error is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    with pytest.raises(RuntimeError, match="refused 600"):
+        ctl.request(900)
+    ctl.close()
+
+
+def test_negative_dwell_rejected() -> None:
+    with pytest.raises(ValueError, match="min_dwell_s"):
+        SwitchController(RecordingBackend(), min_dwell_s=-1.0)
