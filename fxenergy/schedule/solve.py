@@ -134,6 +134,7 @@ def solve(
                 mem,
                 greedy_sol,
                 time_limit_s,
+                started,
                 progress,
                 window_size,
                 notes,
