@@ -130,7 +130,10 @@ class SwitchController:
 
     # --- host side -----------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the controller thread (threaded mode); idempotent."""
+        """(Re)open for requests and start the controller thread (threaded mode); idempotent."""
+        if self._thread is None:
+            self._stopping = self._dropping = self._closed = False
+            self._last_switch_s = None
         if self.threaded and self._thread is None:
             self._thread = threading.Thread(target=self._run, name="fxenergy-clocks", daemon=True)
             self._thread.start()
@@ -182,10 +185,11 @@ class SwitchController:
             self._pending = None
 
     def restore(self) -> None:
-        """Refuse further switches and reset the backend's clocks (safe from signal handlers)."""
+        """Refuse further switches and reset the backend's clocks, once (signal-handler safe)."""
         with self._backend_lock:
-            self._closed = True
-            self.backend.reset()
+            if not self._closed:
+                self._closed = True
+                self.backend.reset()
 
     # --- decisions -----------------------------------------------------------------------------
     def _record(self, req: SwitchRequest, outcome: Outcome) -> None:
