@@ -80,6 +80,9 @@ class Problem:
             collectives, I/O) that must keep their relative order.
         switch: cost of a clock change.
         memory_baseline_bytes: bytes always live (weights, inputs): added to every live count.
+        cyclic: the graph runs again and again (a training or serving loop) and the clock is
+            kept between runs, so the first partition starts at the *last* partition's clock
+            instead of the maximum: a plan that is one slower clock throughout never switches.
         time_unit_s: seconds per time unit.
         energy_unit_j: joules per energy unit.
     """
@@ -90,6 +93,7 @@ class Problem:
     order_edges: tuple[tuple[int, int], ...] = ()
     switch: SwitchModel = field(default_factory=SwitchModel)
     memory_baseline_bytes: int = 0
+    cyclic: bool = False
     time_unit_s: float = 1e-6
     energy_unit_j: float = 1e-6
 
