@@ -1,0 +1,179 @@
+"""``fxenergy report MODEL``: FLOPs, bytes, roofline time, critical path and peak memory.
+
+MODEL is a built-in name (``fxenergy models``), ``pkg.module:attr`` or ``path/to/file.py:attr``.
+Built-in models come with example inputs; other models need ``--input-shape`` (once per
+positional input). Example::
+
+    fxenergy report gpt-tiny --gpu H100-SXM5 --top 10
+    fxenergy report llama-7b --input-shape 1,2048 --format json
+    fxenergy report torchvision.models:resnet18 --input-shape 1,3,224,224 --device meta
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from fxenergy.errors import FxEnergyError
+from fxenergy.models import make_input
+from fxenergy.models.loader import LoadedModel, load_model
+
+
+class UsageError(FxEnergyError, ValueError):
+    """A command-line value that cannot be parsed."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="cost, roofline, critical path and peak memory of a model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_arguments(p)
+    p.add_argument("--gpu", default=None, help="GPU for the roofline (fxenergy gpus lists them)")
+    p.add_argument("--top", type=int, default=20, help="rows in the top-ops and rollup tables")
+    p.add_argument("--group-by", choices=["module", "op"], default="module")
+    p.add_argument("--depth", type=int, default=None, help="cut module paths to this many parts")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=run)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """MODEL and the input/capture options (shared with other commands that capture a model)."""
+    p.add_argument("model", metavar="MODEL", help="built-in name, pkg.module:attr or file.py:attr")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        type=parse_shape,
+        default=[],
+        metavar="1,3,224,224",
+        help="shape of a positional input (repeat per input)",
+    )
+    p.add_argument(
+        "--input-dtype",
+        action="append",
+        default=[],
+        metavar="DTYPE",
+        help="dtype of the inputs (once for all, or once per --input-shape)",
+    )
+    p.add_argument(
+        "--kwarg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword input, a Python literal (use_cache=False); repeatable",
+    )
+    p.add_argument("--device", default=None, help="where to build the model (meta: no weights)")
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="report a training step (forward + backward, loss = sum of first output)",
+    )
+    p.add_argument("--method", choices=["auto", "symbolic", "export"], default="auto",
+                   help="capture method (--train always uses aot_autograd)")  # fmt: skip
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``."""
+    try:
+        shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: write e.g. 1,3,224,224") from None
+    if any(d < 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: dimensions must be >= 0")
+    return shape
+
+
+def parse_dtype(text: str) -> torch.dtype:
+    """``"int64"`` / ``"torch.bfloat16"`` -> the torch dtype."""
+    dtype = getattr(torch, text.replace("torch.", ""), None)
+    if not isinstance(dtype, torch.dtype):
+        raise UsageError(f"unknown dtype {text!r}; e.g. float32, bfloat16, float16, int64")
+    return dtype
+
+
+def parse_kwargs(items: list[str]) -> dict[str, Any]:
+    """``["use_cache=False", "mode=fast"]`` -> ``{"use_cache": False, "mode": "fast"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsageError(f"--kwarg {item!r} is not KEY=VALUE (e.g. use_cache=False)")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()  # a bare word is a string
+    return out
+
+
+def example_inputs(args: argparse.Namespace, loaded: LoadedModel) -> tuple[tuple, dict[str, Any]]:
+    """Inputs from ``--input-shape``/``--input-dtype``/``--kwarg``, else the built-in's."""
+    kwargs = parse_kwargs(args.kwarg)
+    device = torch.device(loaded.device)
+    spec = loaded.spec
+    if not args.input_shape:
+        if spec is None:
+            raise UsageError(f"{loaded.name!r} is not a built-in model: give --input-shape")
+        if args.input_dtype:
+            dtype = parse_dtype(args.input_dtype[0])
+            return tuple(make_input(s, dtype, device) for s in spec.input_shapes), {
+                **spec.example_kwargs, **kwargs}  # fmt: skip
+        inputs, spec_kwargs = spec.example_inputs(device)
+        return inputs, {**spec_kwargs, **kwargs}
+    dtypes = [parse_dtype(d) for d in args.input_dtype] or [
+        spec.input_dtype if spec else torch.float32
+    ]
+    if len(dtypes) not in (1, len(args.input_shape)):
+        raise UsageError(
+            f"{len(dtypes)} --input-dtype for {len(args.input_shape)} --input-shape: "
+            "give one for all inputs or one per input"
+        )
+    dtypes = dtypes * len(args.input_shape) if len(dtypes) == 1 else dtypes
+    high = spec.vocab_size if spec else 2
+    tensors = tuple(
+        make_input(s, d, device, high) for s, d in zip(args.input_shape, dtypes, strict=True)
+    )
+    base = dict(spec.example_kwargs) if spec else {}
+    return tensors, {**base, **kwargs}
+
+
+def capture_model(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, str]:
+    """Load MODEL, build its inputs and capture it; returns the graph and a title."""
+    from fxenergy.capture import capture, capture_training
+
+    loaded = load_model(args.model, args.device)
+    inputs, kwargs = example_inputs(args, loaded)
+    if args.train:
+        if kwargs:
+            raise UsageError("--train passes positional inputs only; drop --kwarg")
+        gm = capture_training(loaded.module.train(), inputs)
+    else:
+        gm = capture(loaded.module, inputs, kwargs, method=args.method)
+    shapes = " ".join("x".join(map(str, t.shape)) for t in inputs)
+    mode = "training step" if args.train else "inference"
+    return gm, f"{loaded.name} [{shapes}] {mode} on {loaded.device}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from fxenergy.cli import console
+    from fxenergy.hardware.specs import get_gpu
+    from fxenergy.report import analyze, build_report, render_json, render_tables
+
+    if args.gpu is not None:
+        get_gpu(args.gpu)  # fail fast (listing the known GPUs) before a long capture
+    gm, title = capture_model(args)
+    gm = analyze(gm, args.gpu)
+    report = build_report(gm, title=title, group_by=args.group_by, depth=args.depth)
+    if args.format == "json":
+        sys.stdout.write(render_json(report) + "\n")
+    else:
+        # Pipes and CI logs get rich's 80-column default, which folds every table.
+        wide = console if console.is_terminal else Console(width=max(console.width, 160))
+        render_tables(report, wide, top=args.top)
+    return 0
