@@ -3,18 +3,21 @@
 One measurement cannot tell how a computation splits into clock-bound and memory-bound work, so
 the split is inferred from its *power*. The computation is modelled as the calibration's
 two-part mix (:func:`fxenergy.hardware.calibrate.two_part_mix`): a compute part (time ∝ 1/f,
-tensor cores busy) and a memory part (time flat, SMs stalled, DRAM busy). The model's average
-power at the max clock rises monotonically with the compute share ρ, so ρ is found by bisection
-where the model's power equals the measured ``energy / time``:
+activity a) and a memory part (time flat, SMs stalled, DRAM busy). A lower power at the max clock
+can mean more memory-bound time (time flatter in f) or less busy SMs (time still ∝ 1/f); one point
+cannot tell them apart, so both move together along a path θ ∈ [0, 1]: compute share ρ = 1 - θ,
+activity a = 1 - θ/2. The model's max-clock power falls monotonically along it, and θ is found by
+bisection where it equals the measured ``energy / time``, within ``POWER_TOLERANCE``; the midpoint
+of the consistent interval is taken:
 
-* power at (or above) what a fully compute-bound mix draws, i.e. at the board cap: ρ = 1, the
+* away from the cap power is steep in θ: the interval is narrow, θ is pinned down;
+* at the board cap the interval is wide (the cap hides how compute-heavy the work is): the
   computation is compute-heavy and throttled at the top clocks (time flat there);
-* power at (or below) a pure memory-bound mix: ρ = 0, time barely changes with the clock.
+* at (or below) a pure memory-bound mix: θ = 1, time barely changes with the clock.
 
 The mix is then scaled so the model reproduces the measured time at the max clock, and energies
-are scaled by ``measured / modelled`` energy at the max clock (1 unless ρ was clipped), so the
-measured row is reproduced exactly. Assumption (docs/dvfs.md): power below the compute-bound
-level means memory-bound time, not idle SMs or launch gaps (whose time would scale with 1/f).
+are scaled by ``measured / modelled`` energy at the max clock (1 unless θ was clipped or the
+tolerance moved it), so the measured row is reproduced exactly. docs/dvfs.md has the error.
 """
 
 from __future__ import annotations
@@ -42,10 +45,20 @@ class OnePointFit:
     clipped: str  #: "" or "compute" / "memory" when the power was outside the model's range
 
 
+def _path(theta: float) -> tuple[float, float]:
+    """(compute share ρ, compute activity a) at position θ ∈ [0, 1] of the inference path.
+
+    Both fall together from a dense compute-bound computation (θ = 0) towards pure memory
+    traffic (θ = 1). The activity stops at 0.5 so power keeps falling along the whole path
+    (latency-bound compute at very low activity draws less than streaming memory does).
+    """
+    return 1.0 - theta, 1.0 - 0.5 * theta
+
+
 def _unit_mix(theta: float) -> tuple[Work, Work]:
-    """The mix at position θ on the inference path: compute share = activity = 1 - θ."""
-    share = 1.0 - theta
-    return two_part_mix(share, 1.0 - share, activity=share)
+    """The mix at position θ on the inference path, total time 1 s at the max clock uncapped."""
+    share, activity = _path(theta)
+    return two_part_mix(share, 1.0 - share, activity=activity)
 
 
 def _unit_power(model: DVFSModel, theta: float) -> float:
@@ -89,8 +102,8 @@ def fit_one_point(
         clipped = "memory"
     unit = _unit_mix(theta)
     scale = time_s / model.mix_time_s(unit, model.spec.max_clock_mhz)
-    share = 1.0 - theta
-    mix = two_part_mix(share * scale, theta * scale, activity=share)
+    share, activity = _path(theta)
+    mix = two_part_mix(share * scale, (1.0 - share) * scale, activity=activity)
     energy_scale = energy_j / model.mix_energy_j(mix, model.spec.max_clock_mhz)
     return OnePointFit(share, mix, energy_scale, clipped)
 
