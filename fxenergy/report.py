@@ -339,6 +339,7 @@ def rollup_table(
     for g in groups[:top]:
         cs = g["compute_share"]
         bound = "compute" if cs >= 0.5 else "memory"
+        bound = f"{bound} ({100 * max(cs, 1 - cs):.0f}%)" if g["time_s"] else "-"
         crit = g["critical_time_s"] / g["time_s"] if g["time_s"] else 0.0
         table.add_row(
             g["group"],
@@ -347,7 +348,7 @@ def rollup_table(
             fmt_count(g["bytes"], "B"),
             fmt_time(g["time_s"]),
             f"{100 * g['time_share']:.1f}%",
-            f"{bound} ({100 * max(cs, 1 - cs):.0f}%)",
+            bound,
             f"{100 * crit:.0f}%",
         )
     return table
