@@ -1,8 +1,8 @@
 """``profile_clocks``: time and energy of a computation at each SM clock, as a Perseus CSV.
 
-On a real GPU the callable runs ``warmup`` times, then enough times (at least ``repeats``) that
-the measured window lasts ``min_window_s`` — NVML's energy counter refreshes about every 100 ms,
-so short windows are unreliable — and each row is the per-call average. Clocks are reset after
+On a real GPU the callable runs ``warmup`` times, then in one measured window at least
+``repeats`` times and for at least ``min_window_s`` (NVML's energy counter refreshes about every
+100 ms, so short windows are unreliable); each row is the per-call average. Clocks are reset after
 the sweep, however it ends. Without a GPU the profiler says so and offers the simulator, which
 needs the computation's cost (a ``CostRecord``, or a GraphModule annotated by ``annotate-cost``)
 and produces SIMULATED rows: DVFS-model predictions, never measurements.
@@ -79,13 +79,26 @@ def _simulated_row(
     return ProfileRow(stage, instr, freq, sim.now_s() - t0, sim.energy_j() - e0)
 
 
-def _run_timed(fn: Callable[[], Any], backend: FrequencyBackend, calls: int) -> tuple[float, float]:
+def _run_window(
+    fn: Callable[[], Any], backend: FrequencyBackend, repeats: int, min_window_s: float
+) -> tuple[float, float, int]:
+    """Call ``fn`` at least ``repeats`` times and for at least ``min_window_s``, in one window.
+
+    The calls go in batches sized from the rate seen so far; the GPU is synchronized only
+    between batches, so kernels stay queued back to back as in a real run.
+    """
     synchronize_gpu(backend)
     t0, e0 = time.perf_counter(), read_energy_j(backend)
-    for _ in range(calls):
-        fn()
-    synchronize_gpu(backend)
-    return time.perf_counter() - t0, read_energy_j(backend) - e0
+    calls, batch = 0, max(1, repeats)
+    while True:
+        for _ in range(batch):
+            fn()
+        calls += batch
+        synchronize_gpu(backend)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_window_s:
+            return elapsed, read_energy_j(backend) - e0, calls
+        batch = max(1, math.ceil((min_window_s - elapsed) * calls / max(elapsed, 1e-9)))
 
 
 def _measured_row(
@@ -100,9 +113,7 @@ def _measured_row(
     freq = backend.set_clock(clock, label=f"profile {clock} MHz")
     for _ in range(warmup):
         fn()
-    one_s, _ = _run_timed(fn, backend, 1)
-    calls = max(repeats, math.ceil(min_window_s / max(one_s, 1e-9)))
-    time_s, energy_j = _run_timed(fn, backend, calls)
+    time_s, energy_j, calls = _run_window(fn, backend, repeats, min_window_s)
     if not math.isfinite(energy_j):
         raise NvmlError(f"{backend.describe()} has no energy counter to profile with")
     return ProfileRow(where[0], where[1], freq, time_s / calls, energy_j / calls)
