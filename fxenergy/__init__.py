@@ -11,9 +11,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# Eager on purpose: the submodule ``fxenergy.capture`` would otherwise shadow the function.
+from fxenergy.capture import capture, capture_training
+
 _LAZY: dict[str, str] = {
-    "capture": "fxenergy.capture",
-    "capture_training": "fxenergy.capture",
     "optimize": "fxenergy.api",
     "OptimizedModule": "fxenergy.api",
     "backend": "fxenergy.training",
@@ -31,7 +32,7 @@ _LAZY: dict[str, str] = {
     "FxEnergyError": "fxenergy.errors",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "capture", "capture_training", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ model predicts, and the report says SIMULATED.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,10 +23,12 @@ from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S, get_dvfs_model
 from fxenergy.hardware.specs import get_gpu
 from fxenergy.pass_infra import get_pass, run_passes
 from fxenergy.plan import Plan, PlanMetrics, PlanPartition, graph_fingerprint
-from fxenergy.runtime import FrequencyBackend, get_backend
+from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
 from fxenergy.schedule.build import GraphProblem, build_problem
+from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.solve import ScheduleResult, solve
+from fxenergy.schedule.validate import check, evaluate
 
 DEFAULT_GPU = "A100-SXM4-80GB"
 
@@ -61,7 +64,31 @@ def plan_graph(
         time_limit_s=time_limit_s,
         progress=progress,
     )
-    return plan_from_result(gm, gp, result, max_slowdown)
+    return plan_from_result(gm, gp, _with_global_clock(gp.problem, result), max_slowdown)
+
+
+def _with_global_clock(problem: Problem, result: ScheduleResult) -> ScheduleResult:
+    """The better of the solver's plan and the best single global clock (what Zeus-style
+    tuning finds): a cyclic plan at one clock never switches, which the windowed solver may miss.
+    """
+    best = result
+    for c in range(1, problem.num_clocks):
+        sol = Solution.original(problem, c)
+        ev = evaluate(problem, sol)
+        if ev.time > result.deadline or ev.peak_memory > result.memory_bound:
+            continue
+        if ev.energy < best.evaluation.energy:
+            check(problem, sol)
+            note = f"one global clock ({problem.clocks_mhz[c]} MHz) beat the windowed plan"
+            best = dataclasses.replace(
+                result,
+                solution=sol,
+                evaluation=ev,
+                status="GLOBAL-CLOCK",
+                gap=(ev.energy - result.bound) / ev.energy if result.bound is not None else None,
+                notes=(*result.notes, note),
+            )
+    return best
 
 
 def plan_from_result(
@@ -96,7 +123,7 @@ def plan_from_result(
         solve_time_s=result.solve_time_s,
         notes=result.notes,
         objective=result.objective,
-        extra={"clocks_mhz": list(p.clocks_mhz), "tasks": p.num_tasks},
+        extra={"clocks_mhz": list(p.clocks_mhz), "tasks": p.num_tasks, "cyclic": p.cyclic},
     )
 
 
@@ -108,7 +135,9 @@ def apply_plan(gm: torch.fx.GraphModule, plan: Plan) -> torch.fx.GraphModule:
     plan.check_graph(gm)
     new = torch.fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name=type(gm).__name__)
     new.meta.update(gm.meta)
-    new = run_passes(new, [get_pass("reorder", order=list(plan.order))])
+    current = tuple(n.name for n in new.graph.nodes if n.op not in ("placeholder", "output"))
+    if current != plan.order:
+        new = run_passes(new, [get_pass("reorder", order=list(plan.order))])
     return run_passes(new, [get_pass("insert-frequency-switches", plan=plan)])
 
 
@@ -138,10 +167,32 @@ class OptimizedModule(nn.Module):
         self.last_run: RuntimeSummary | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with FrequencyRuntime.from_plan(self.plan, self.backend, self.graph_module) as rt:
-            out = self.graph_module(*args, **kwargs)
+        # A cyclic plan keeps the last partition's clock between calls (its first partition was
+        # planned to start there); clocks are restored on error, at exit, SIGINT/SIGTERM and by
+        # restore_clocks().
+        cyclic = bool(self.plan.extra.get("cyclic", False))
+        rt = FrequencyRuntime.from_plan(
+            self.plan, self.backend, self.graph_module, restore_on_exit=not cyclic
+        )
+        try:
+            with rt:
+                out = self.graph_module(*args, **kwargs)
+        except BaseException:
+            self.restore_clocks()
+            raise
+        if cyclic:
+            restore.protect(self)
         self.last_run = rt.summary()
         return out
+
+    def restore(self) -> None:
+        """Restorer protocol (atexit, signals): put the GPU's clocks back."""
+        self.backend.reset()
+
+    def restore_clocks(self) -> None:
+        """Put the GPU's clocks back now (they are kept between calls of a cyclic plan)."""
+        self.backend.reset()
+        restore.release(self)
 
     def report(self, console: Any = None) -> None:
         """Print the plan (and the latest run) as rich tables."""

@@ -89,8 +89,13 @@ def build_problem(
     model: DVFSModel,
     clocks_mhz: Sequence[int] | None = None,
     min_partition_factor: float = 1.0,
+    cyclic: bool = True,
 ) -> GraphProblem:
-    """The scheduling problem of an ``annotate-cost``-ed graph on ``model``'s GPU."""
+    """The scheduling problem of an ``annotate-cost``-ed graph on ``model``'s GPU.
+
+    ``cyclic`` (default): the graph runs in a loop and the clock is kept between runs, so the
+    first partition starts at the last one's clock (see ``Problem.cyclic``).
+    """
     nodes = [n for n in gm.graph.nodes if _is_task(n)]
     missing = [n.name for n in nodes if meta.COST not in n.meta]
     if missing:
@@ -133,6 +138,7 @@ def build_problem(
         memory_baseline_bytes=_baseline_bytes(gm),
         time_unit_s=t_unit,
         energy_unit_j=e_unit,
+        cyclic=cyclic,
     )
     return GraphProblem(problem, tuple(n.name for n in nodes), model)
 
