@@ -26,7 +26,7 @@ import torch
 import torch.fx
 
 from fxenergy import meta
-from fxenergy.errors import NvmlError, PlanMismatchError
+from fxenergy.errors import PlanMismatchError
 from fxenergy.meta import CostRecord
 from fxenergy.runtime import restore
 from fxenergy.runtime.backend import FrequencyBackend, SwitchEvent
@@ -36,6 +36,7 @@ from fxenergy.runtime.controller import (
     SwitchController,
     cuda_event_factory,
 )
+from fxenergy.runtime.meter import read_energy_j, synchronize_gpu
 from fxenergy.runtime.sim import NullBackend, SimulatedBackend
 
 if TYPE_CHECKING:
@@ -186,7 +187,8 @@ class FrequencyRuntime:
         if self._token is not None:
             raise RuntimeError("this FrequencyRuntime is already entered")
         restore.protect(self)
-        self._start = (self.backend.now_s(), self._energy(), len(self.backend.trace))
+        synchronize_gpu(self.backend)  # earlier queued GPU work is not this runtime's
+        self._start = (self.backend.now_s(), read_energy_j(self.backend), len(self.backend.trace))
         self._end = None
         self._active = None
         self.controller.start()
@@ -203,7 +205,7 @@ class FrequencyRuntime:
             if exc_type is None:
                 self._finish_work()
             self.controller.close(drain=False)  # the work is over: what is queued is moot
-            self._end = (self.backend.now_s(), self._energy())
+            self._end = (self.backend.now_s(), read_energy_j(self.backend))
         finally:
             if self._token is not None:
                 _CURRENT.reset(self._token)
@@ -217,8 +219,8 @@ class FrequencyRuntime:
     def _finish_work(self) -> None:
         if self.backend.simulated:
             self._account(self._active)
-        elif self.controller.threaded and torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()  # the window must cover the GPU work, not just its launch
+        else:
+            synchronize_gpu(self.backend)  # the window must cover the GPU work, not its launch
         self._active = None
 
     def restore(self) -> None:
@@ -249,21 +251,16 @@ class FrequencyRuntime:
             self.backend.execute(cost, label)
 
     # --- results -------------------------------------------------------------------------------
-    def _energy(self) -> float:
-        if not self.backend.has_energy_counter:
-            return float("nan")
-        try:
-            return self.backend.energy_j()
-        except NvmlError as exc:
-            log.warning("fxenergy: no energy reading: %s", exc)
-            return float("nan")
-
     def summary(self) -> RuntimeSummary:
         """Time, energy and switches since the runtime was entered (up to its exit, if over)."""
         if self._start is None:
             raise RuntimeError("the runtime has not been entered yet")
         t0, e0, n0 = self._start
-        t1, e1 = self._end if self._end is not None else (self.backend.now_s(), self._energy())
+        t1, e1 = (
+            self._end
+            if self._end is not None
+            else (self.backend.now_s(), read_energy_j(self.backend))
+        )
         trace = tuple(self.backend.trace[n0:])
         return RuntimeSummary(
             backend=self.backend.describe(),
