@@ -79,6 +79,29 @@ def held_out(profile: Profile, gpu: str) -> None:
         line(f"held out: {name}", t, e)
 
 
+#: How far a transferred shape parameter might be off on another GPU.
+PERTURB = {
+    "knee_mhz": (0.9, 1.1),
+    "v_min_ratio": (0.9, 1.1),
+    "static_power_w": (0.7, 1.3),
+    "compute_dyn_w": (0.85, 1.15),
+    "power_cap_w": (0.95, 1.05),
+    "cap_sharpness": (0.5, 2.0),
+    "stall_dyn_w": (0.5, 1.5),
+    "memory_dyn_w": (0.5, 1.5),
+}
+
+
+def sensitivity(profile: Profile, model: DVFSModel) -> None:
+    """One-point error when one parameter is off by the factors in PERTURB."""
+    print(f"{'parameter x factor':<38}{'t RMS':>7}{'t max':>7}{'E RMS':>8}{'E max':>7}")
+    for field, factors in PERTURB.items():
+        for k in factors:
+            params = model.params.replace(**{field: getattr(model.params, field) * k})
+            t, e = one_point_errors(profile, model.spec, DVFSModel(model.spec, params))
+            line(f"{field} x {k:g}", t, e)
+
+
 def plot(profile: Profile, model: DVFSModel, out: Path) -> None:
     import matplotlib
 
@@ -117,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("profile", nargs="?", type=Path, default=SHARED.resolve())
     ap.add_argument("--gpu", default="A100-SXM4-80GB")
     ap.add_argument("--leave-out", action="store_true", help="also run held-out refits")
+    ap.add_argument("--sensitivity", action="store_true", help="perturb each GPU parameter")
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args(argv)
     profile = read_profile(args.profile)
@@ -131,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.leave_out:
         held_out(profile, args.gpu)
     per_computation(profile, model)
+    if args.sensitivity:
+        sensitivity(profile, model)
     if args.plot:
         plot(profile, model, args.plot)
     return 0

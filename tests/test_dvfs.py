@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from fxenergy.errors import UnknownGPUError
+from fxenergy.errors import FxEnergyError, UnknownGPUError
 from fxenergy.hardware import known_gpus
 from fxenergy.hardware.dvfs import DVFSModel, PowerParams, Work, get_dvfs_model
 from fxenergy.meta import CostRecord
@@ -88,3 +88,12 @@ def test_switch_latency_is_configurable() -> None:
     m = get_dvfs_model("A100-SXM4-80GB", switch_latency_s=0.002)
     assert m.switch_latency_s == 0.002
     assert m.switch_energy_j() == pytest.approx(0.002 * m.idle_power_w)
+
+
+def test_power_cap_override() -> None:
+    m = get_dvfs_model("A100-SXM4-80GB", power_cap_w=400)
+    assert m.params.power_cap_w == 400
+    assert "overridden" in m.params.source("power_cap_w")
+    assert m.power_w(GEMM, 1410) <= 400.5
+    with pytest.raises(FxEnergyError, match="static power"):
+        get_dvfs_model("A100-SXM4-80GB", power_cap_w=0.4)

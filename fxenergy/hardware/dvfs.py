@@ -234,11 +234,27 @@ def get_dvfs_model(
     gpu: str | GPUSpec,
     switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
     params: PowerParams | None = None,
+    power_cap_w: float | None = None,
 ) -> DVFSModel:
     """The DVFS model of a GPU from the spec table (by name, NVML name, or :class:`GPUSpec`).
+
+    Args:
+        gpu: the GPU.
+        switch_latency_s: stall per clock switch (spent at idle power).
+        params: power parameters to use instead of the table's.
+        power_cap_w: the board's actual power limit, where it differs from the table's (e.g. an
+            A100-SXM4-80GB on a 400 W board, or ``nvmlDeviceGetPowerManagementLimit`` / 1000).
 
     Raises:
         UnknownGPUError: the GPU is not in the spec table (the message says how to add it).
     """
     spec = get_gpu(gpu)
+    params = params or get_power_params(spec)
+    if power_cap_w is not None:
+        if power_cap_w <= params.static_power_w:
+            raise FxEnergyError(
+                f"power_cap_w={power_cap_w} W is below {spec.name}'s static power "
+                f"{params.static_power_w:.0f} W; pass the board limit in watts"
+            )
+        params = params.replace(power_cap_w=float(power_cap_w))
     return DVFSModel(spec, params=params, switch_latency_s=switch_latency_s)
