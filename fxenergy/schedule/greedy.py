@@ -3,9 +3,9 @@
 * :func:`fixed_order_plan` — clocks for a given order by Lagrangian dynamic programming: for a
   price ``λ`` on time, the DP finds the clocks minimising ``Σ (energy + λ·time)`` with every switch
   charged ``switch_energy + λ·latency`` exactly (O(n·C) per λ); partitions too short to pay their
-  switch are raised to the maximum clock; ``λ`` is searched (log bisection) for the cheapest plan
-  that meets the deadline. The best single global clock (what Zeus-style tuning finds) is tried
-  too. This is the greedy baseline, the CP-SAT hint and the fallback.
+  switch are raised to the maximum clock; ``λ`` is swept on log grids (all at once) for the
+  cheapest plan that meets the deadline. The best single global clock (what Zeus-style tuning
+  finds) is tried too. This is the greedy baseline, the CP-SAT hint and the fallback.
 * :func:`energy_lower_bound` — a valid bound on the energy of *any* legal schedule: drop order,
   switches and partition rules, keep ``Σ duration ≤ deadline``, and solve the LP relaxation of
   that multiple-choice knapsack exactly (per-task lower convex hulls, steepest savings first).
@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from fxenergy.schedule.problem import Problem, Solution
 
-_BISECTIONS = 24
+_GRID = 32  #: λ values per DP sweep (all solved in one vectorised pass)
 
 
 def cost_arrays(problem: Problem, order: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -32,46 +31,55 @@ def cost_arrays(problem: Problem, order: Sequence[int]) -> tuple[np.ndarray, np.
 
 
 def dp_clocks(
-    dur: np.ndarray, en: np.ndarray, lam: float, switch_cost: float, start_clock: int = 0
+    dur: np.ndarray,
+    en: np.ndarray,
+    lams: np.ndarray,
+    switch_energy: float,
+    switch_latency: float,
+    start_clock: int = 0,
 ) -> np.ndarray:
-    """Clock per row minimising ``Σ (en + lam·dur) + switch_cost · switches`` (exact DP)."""
+    """Per ``λ`` in ``lams``, the clock per row minimising ``Σ (en + λ·dur)`` with every switch
+    charged ``switch_energy + λ·switch_latency`` (exact DP, all ``λ`` at once).
+
+    Returns:
+        An ``(len(lams), n)`` array of clock indices.
+    """
     n, c = dur.shape
-    cost = en + lam * dur
-    came_same = np.zeros((n, c), dtype=bool)
-    came_from = np.zeros(n, dtype=np.int64)
-    best = np.full(c, switch_cost)
-    best[start_clock] = 0.0
+    lams = np.asarray(lams, dtype=np.float64)
+    nl = len(lams)
+    sw = (switch_energy + lams * switch_latency)[:, None]  # (L, 1)
+    came_same = np.zeros((n, nl, c), dtype=bool)
+    came_from = np.zeros((n, nl), dtype=np.int64)
+    best = np.repeat(sw, c, axis=1)
+    best[:, start_clock] = 0.0
+    rows = np.arange(nl)
+    cost = en[:, None, :] + lams[None, :, None] * dur[:, None, :]  # (n, L, C)
     for p in range(n):
-        j = int(np.argmin(best))
-        switched = best[j] + switch_cost
+        j = best.argmin(axis=1)
+        switched = best[rows, j][:, None] + sw
         same = best <= switched
         came_same[p] = same
         came_from[p] = j
-        best = np.where(same, best, switched) + cost[p]
-    clocks = np.empty(n, dtype=np.int64)
-    cur = int(np.argmin(best)) if n else start_clock
+        best = np.where(same, best, switched)
+        best += cost[p]
+    clocks = np.empty((nl, n), dtype=np.int64)
+    cur = best.argmin(axis=1) if n else np.full(nl, start_clock)
     for p in range(n - 1, -1, -1):
-        clocks[p] = cur
-        if not came_same[p, cur]:
-            cur = int(came_from[p])
+        clocks[:, p] = cur
+        cur = np.where(came_same[p, rows, cur], cur, came_from[p])
     return clocks
 
 
 def repair_short_partitions(dur: np.ndarray, clocks: np.ndarray, min_time: int) -> np.ndarray:
     """Raise every non-max partition shorter than ``min_time`` to the maximum clock (index 0)."""
-    clocks = clocks.copy()
     n = len(clocks)
-    start = 0
-    while start < n:
-        stop = start
-        while stop < n and clocks[stop] == clocks[start]:
-            stop += 1
-        if clocks[start] != 0:
-            span = dur[np.arange(start, stop), clocks[start:stop]].sum()
-            if span < min_time:
-                clocks[start:stop] = 0
-        start = stop
-    return clocks
+    if not n or min_time <= 0:
+        return clocks.copy()
+    starts = np.flatnonzero(np.concatenate(([True], clocks[1:] != clocks[:-1])))
+    spans = np.add.reduceat(dur[np.arange(n), clocks], starts)
+    short = (spans < min_time) & (clocks[starts] != 0)
+    lengths = np.diff(np.concatenate((starts, [n])))
+    return np.where(np.repeat(short, lengths), 0, clocks)
 
 
 def totals(
@@ -91,8 +99,9 @@ def fixed_order_plan(
 ) -> np.ndarray | None:
     """Cheapest clocks (per position of ``order``) found within ``time_budget``; None if none.
 
-    Candidates: every single global clock, and the repaired Lagrangian DP plan for each ``λ``
-    tried by a log bisection. The plan with the least energy whose time fits wins.
+    Candidates: every single global clock, the repaired Lagrangian DP plan for each ``λ`` of two
+    log sweeps, and splices of the plans either side of the budget. The plan with the least
+    energy whose time fits wins.
     """
     dur, en = cost_arrays(problem, order)
     min_time = problem.switch.min_partition_time
@@ -108,26 +117,30 @@ def fixed_order_plan(
     for c in range(problem.num_clocks):
         clocks = np.full(len(order), c, dtype=np.int64)
         consider(repair_short_partitions(dur, clocks, min_time))
-    sw = lambda lam: problem.switch.energy + lam * problem.switch.latency  # noqa: E731
-    plan = lambda lam: repair_short_partitions(  # noqa: E731
-        dur, dp_clocks(dur, en, lam, sw(lam), start_clock), min_time
-    )
-    if consider(plan(0.0)) <= time_budget:
+    sw_e, sw_l = problem.switch.energy, problem.switch.latency
+
+    def sweep(lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Repaired DP plans for ``lams`` and whether each fits the budget."""
+        plans = dp_clocks(dur, en, lams, sw_e, sw_l, start_clock)
+        plans = np.stack([repair_short_partitions(dur, row, min_time) for row in plans])
+        return plans, np.array([consider(row) <= time_budget for row in plans])
+
+    # λ is a price of time in energy units per time unit: sweep it on a log grid around the
+    # problem's own ratio, then once more between the last λ that misses and the first that fits
+    scale = float(en.sum() / max(dur.sum(), 1.0))
+    lams = np.concatenate(([0.0], scale * np.logspace(-4, 4, _GRID)))
+    plans, fits = sweep(lams)
+    if fits[0] or not fits.any():
         return best[1] if best else None
-    lo, hi = 1e-6, 1.0
-    while consider(plan(hi)) > time_budget and hi < 1e12:
-        lo, hi = hi, hi * 16
-    for _ in range(_BISECTIONS):
-        mid = math.sqrt(lo * hi)
-        if consider(plan(mid)) <= time_budget:
-            hi = mid
-        else:
-            lo = mid
-        if hi / lo < 1.0 + 1e-3:
-            break
+    first = int(np.argmax(fits))
+    lo_lam, hi_lam = lams[first - 1], lams[first]
+    lams = np.geomspace(max(lo_lam, hi_lam * 1e-3), hi_lam, _GRID)
+    plans2, fits2 = sweep(lams)
+    lo = plans[first - 1] if fits2.all() else plans2[int(np.argmax(fits2)) - 1]
+    hi = plans2[int(np.argmax(fits2))] if fits2.any() else plans[first]
     # the Lagrangian plans jump between λ_lo (too slow) and λ_hi (fits); splice them to spend
     # the slack the jump leaves (the duality gap of a discrete problem)
-    for split in _splices(dur, en, plan(lo), plan(hi), problem, time_budget, start_clock):
+    for split in _splices(dur, en, lo, hi, problem, time_budget, start_clock):
         consider(repair_short_partitions(dur, split, min_time))
     return best[1] if best else None
 

@@ -220,7 +220,10 @@ def _pick(
                 f"{status} candidate misses the budget (time {ev.time}, peak {ev.peak_memory})"
             )
             continue
-        if best is None or objective_value(objective, ev) < objective_value(objective, best[2]):
+        # the baseline keeps ties (no change without a gain); between plans, ties go to the
+        # later candidate: CP-SAT's plan is window-optimal around the greedy one
+        key, best_key = objective_value(objective, ev), best and objective_value(objective, best[2])
+        if best is None or key < best_key or (key == best_key and best[0] != "BASELINE"):
             best = (status, sol, ev)
     assert best is not None  # the baseline always qualifies: its time is the reference
     if best[0] == "BASELINE":
