@@ -28,6 +28,8 @@ class SwitchEvent:
 
 def nearest_clock_mhz(clocks_mhz: tuple[int, ...], mhz: float) -> int:
     """The clock in ``clocks_mhz`` nearest to ``mhz`` (ties go to the higher clock)."""
+    if mhz in clocks_mhz:  # the usual case, on every boundary: keep it cheap
+        return int(mhz)
     return min(clocks_mhz, key=lambda c: (abs(c - mhz), -c))
 
 

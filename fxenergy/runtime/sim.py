@@ -83,6 +83,7 @@ class SimulatedBackend(FrequencyBackend):
         self._energy_j = 0.0
         self._trace: list[SwitchEvent] = []
         self.work: list[WorkRecord] = []  #: every execute/idle call, in order
+        self._memo: dict[tuple[CostRecord, int], tuple[float, float]] = {}
 
     @property
     def switch_latency_s(self) -> float:
@@ -116,8 +117,13 @@ class SimulatedBackend(FrequencyBackend):
 
     def execute(self, cost: CostRecord, label: str = "") -> WorkRecord:
         """Run ``cost`` at the current clock: advance virtual time and energy by the model."""
-        f = self._current
-        return self._advance(self.model.time_s(cost, f), self.model.energy_j(cost, f), label)
+        key = (cost, self._current)
+        if (te := self._memo.get(key)) is None:  # a training loop runs the same work again
+            te = self._memo[key] = (
+                self.model.time_s(cost, self._current),
+                self.model.energy_j(cost, self._current),
+            )
+        return self._advance(te[0], te[1], label)
 
     def idle(self, seconds: float, label: str = "idle") -> WorkRecord:
         """Stay idle for ``seconds`` at the model's idle power."""
