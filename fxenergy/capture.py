@@ -19,8 +19,10 @@ without allocating weights, and the original model is left exactly as it was.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -111,6 +113,18 @@ def tf32_flags() -> bool:
     return bool(torch.backends.cuda.matmul.allow_tf32)
 
 
+@contextmanager
+def quiet_fake_errors() -> Iterator[None]:
+    """fake_tensor logs a traceback before re-raising op errors; we report them ourselves."""
+    log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 # --- argument handling -------------------------------------------------------------------------
 
 
@@ -118,6 +132,18 @@ def _as_args(example_args: Any) -> tuple[Any, ...]:
     if isinstance(example_args, (tuple, list)):
         return tuple(example_args)
     return (example_args,)
+
+
+def _to_meta_if_model_is(model: nn.Module, value: Any) -> Any:
+    """A model built on ``meta`` cannot mix with CPU inputs; move them (shapes are all we use)."""
+    devices = {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
+    if devices != {"meta"}:
+        return value
+
+    def conv(x: Any) -> Any:
+        return x.to("meta") if isinstance(x, torch.Tensor) else x
+
+    return pytree.tree_map(conv, value)
 
 
 def _describe(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
@@ -218,9 +244,18 @@ def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
 def _needs_val(node: torch.fx.Node) -> bool:
     if "val" in node.meta:
         return False
-    return node.op in ("placeholder", "get_attr") or (
+    if node.op == "get_attr":  # subgraphs of higher-order ops (autocast, set_grad) have none
+        return not isinstance(_attr(node), torch.nn.Module)
+    return node.op == "placeholder" or (
         node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
     )
+
+
+def _attr(node: torch.fx.Node) -> Any:
+    obj: Any = node.graph.owning_module
+    for part in str(node.target).split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 # --- public API --------------------------------------------------------------------------------
@@ -251,14 +286,21 @@ def capture(
     if method not in METHODS:
         raise CaptureError(f"unknown capture method {method!r}; use one of {', '.join(METHODS)}")
     args, kwargs = _as_args(example_args), dict(example_kwargs or {})
+    args, kwargs = _to_meta_if_model_is(model, (args, kwargs))
     tried = ("symbolic", "export") if method == "auto" else (method,)
     failures: dict[str, BaseException] = {}
     for m in tried:
         try:
-            gm = _symbolic(model, args, kwargs) if m == "symbolic" else _export(model, args, kwargs)
+            with quiet_fake_errors():
+                gm = (
+                    _symbolic(model, args, kwargs)
+                    if m == "symbolic"
+                    else _export(model, args, kwargs)
+                )
         except Exception as err:
             failures[m] = err
-            _raise_if_bad_inputs(model, args, kwargs, err)
+            with quiet_fake_errors():
+                _raise_if_bad_inputs(model, args, kwargs, err)
             continue
         notes = [f"{k} failed: {type(e).__name__}" for k, e in failures.items()]
         _finish(gm, m, training=False, params=count_params(model), notes=notes)
@@ -281,23 +323,50 @@ def _raise_if_bad_inputs(model: nn.Module, args: tuple, kwargs: dict, err: BaseE
     try:
         run_with_fake_state(model, mode, model, *_fakeify(mode, args), **_fakeify(mode, kwargs))
     except Exception as own:
+        if _is_tracing_limit(own):  # data-dependent Python: a tracing problem, not the inputs
+            return
         raise InputShapeError(
             f"{type(model).__name__} rejected inputs {_describe(args, kwargs)}: "
             f"{type(own).__name__}: {own}. Check the input shapes and dtypes the model expects."
         ) from own
 
 
+def _is_tracing_limit(err: BaseException) -> bool:
+    """Errors fake tensors raise where real tensors would not (values are unknown)."""
+    from torch._subclasses import fake_tensor as ft
+
+    limits: tuple[type[BaseException], ...] = (
+        ft.DataDependentOutputException,
+        ft.DynamicOutputShapeException,
+        ft.UnsupportedOperatorException,
+        ft.UnsupportedFakeTensorException,
+    )
+    try:
+        from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+        limits += (GuardOnDataDependentSymNode,)
+    except ImportError:
+        pass
+    return isinstance(err, limits)
+
+
 # --- training ----------------------------------------------------------------------------------
 
 
 class _WithLoss(nn.Module):
-    def __init__(self, model: nn.Module, loss_fn: Callable[[Any], torch.Tensor] | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Any], torch.Tensor] | None,
+        kwargs: dict[str, Any],
+    ) -> None:
         super().__init__()
         self.model = model
         self.loss_fn = loss_fn
+        self.kwargs = kwargs
 
     def forward(self, *args: Any) -> tuple[torch.Tensor]:
-        out = self.model(*args)
+        out = self.model(*args, **self.kwargs)
         if self.loss_fn is not None:
             return (self.loss_fn(out),)
         first = pytree.tree_leaves(out)[0]
@@ -308,6 +377,7 @@ def capture_training(
     model: nn.Module,
     example_args: Any,
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    example_kwargs: dict[str, Any] | None = None,
 ) -> torch.fx.GraphModule:
     """Capture one training step's joint forward+backward graph through aot_autograd.
 
@@ -315,6 +385,8 @@ def capture_training(
         model: the module to train (real weights or ``meta``); left untouched.
         example_args: a tensor or tuple of positional inputs.
         loss_fn: maps the model's output to a scalar loss; default: sum of the first output.
+        example_kwargs: non-tensor keyword arguments of forward (``use_cache=False``); pass
+            tensors positionally.
 
     Returns:
         A GraphModule of aten ops whose placeholders are parameters, buffers and inputs and
@@ -324,7 +396,10 @@ def capture_training(
     Raises:
         CaptureError: aot_autograd is unavailable or could not trace the step.
     """
-    args = _as_args(example_args)
+    args, kwargs = _as_args(example_args), dict(example_kwargs or {})
+    args = _to_meta_if_model_is(model, args)
+    if any(isinstance(x, torch.Tensor) for x in pytree.tree_leaves(kwargs)):
+        raise CaptureError("capture_training takes tensor inputs positionally (example_args)")
     try:
         from torch._functorch.aot_autograd import aot_export_module
     except ImportError as err:  # private API: say what broke instead of an ImportError
@@ -332,11 +407,13 @@ def capture_training(
             f"this torch ({torch.__version__}) lacks aot_export_module; training capture needs "
             "torch>=2.1 with torch._functorch.aot_autograd"
         ) from err
-    wrapper = _WithLoss(model, loss_fn)
+    wrapper = _WithLoss(model, loss_fn, kwargs)
     try:
-        gm, _sig = aot_export_module(wrapper, list(args), trace_joint=True, output_loss_index=0)
+        gm, sig = aot_export_module(
+            _exported(wrapper, args), list(args), trace_joint=True, output_loss_index=0
+        )
     except Exception as err:
-        _raise_if_bad_inputs(model, args, {}, err)
+        _raise_if_bad_inputs(model, args, kwargs, err)
         raise CaptureError(
             f"training capture of {type(model).__name__} failed: {type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}. The loss must be a scalar tensor "
@@ -344,7 +421,39 @@ def capture_training(
         ) from err
     _fill_missing_vals(gm)
     _finish(gm, "aot-joint", training=True, params=count_params(model))
+    _attribute_state(gm, [*sig.parameters, *sig.buffers])
     return gm
+
+
+def _attribute_state(gm: torch.fx.GraphModule, state_names: list[str]) -> None:
+    """aot_autograd drops module stacks: attribute each parameter/buffer placeholder, and the
+    ops that read it (through views), to the module owning it. Other nodes stay at ""."""
+    placeholders = gm.graph.find_nodes(op="placeholder")
+    for node, name in zip(placeholders, state_names, strict=False):
+        owner = name.removeprefix("model.").rpartition(".")[0]
+        frontier = [node]
+        while frontier:
+            cur = frontier.pop()
+            cur.meta[meta.MODULE] = owner
+            for user in cur.users:
+                if user.meta.get(meta.MODULE) == "" and user.op == "call_function":
+                    user.meta[meta.MODULE] = owner
+                    if _is_view_node(user):
+                        frontier.append(user)
+
+
+def _is_view_node(node: torch.fx.Node) -> bool:
+    target = node.target
+    return isinstance(target, torch._ops.OpOverload) and target.is_view
+
+
+def _exported(wrapper: nn.Module, args: tuple[Any, ...]) -> nn.Module:
+    """torch.export's aten graph of the loss (it handles models that check for tracing, as
+    transformers' mask code does); the module itself where export fails."""
+    try:
+        return torch.export.export(wrapper, args, strict=False).module()
+    except Exception:  # aot_export_module below reports the failure that matters
+        return wrapper
 
 
 def _fill_missing_vals(gm: torch.fx.GraphModule) -> None:

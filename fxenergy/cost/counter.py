@@ -9,9 +9,6 @@ placeholders' ``node.meta["val"]``, parameters and buffers are swapped for fakes
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +19,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fxenergy import meta
-from fxenergy.capture import run_with_fake_state, tf32_flags
+from fxenergy.capture import quiet_fake_errors, run_with_fake_state, tf32_flags
 from fxenergy.cost.ops import OpCost, op_cost
 from fxenergy.errors import FxEnergyError
 
@@ -69,16 +66,64 @@ class _Charger(TorchDispatchMode):
 
 
 class _Interp(torch.fx.Interpreter):
-    def __init__(self, gm: torch.fx.GraphModule, charger: _Charger) -> None:
+    """Runs the graph with ``charger.node`` set; aten nodes repeated with the same argument
+    shapes (the layers of a deep model) reuse the first one's charge and get a fresh fake
+    output built from their recorded value instead of dispatching again."""
+
+    def __init__(self, gm: torch.fx.GraphModule, charger: _Charger, mode: FakeTensorMode) -> None:
         super().__init__(gm, garbage_collect_values=True)
         self.charger = charger
+        self.mode = mode
+        self.seen: dict[tuple, torch.fx.Node] = {}
 
     def run_node(self, n: torch.fx.Node) -> Any:
+        key = self._key(n)
+        first = self.seen.get(key) if key is not None else None
+        if first is not None:
+            if first in self.charger.acc:
+                self.charger.acc[n] = self.charger.acc[first]
+            return _fresh_input(self.mode, n.meta["val"])
         self.charger.node = n
         try:
             return super().run_node(n)
         finally:
             self.charger.node = None
+            if key is not None:
+                self.seen[key] = n
+
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        # Grad mode on (the fake parameters require grad) keeps nn.MultiheadAttention and
+        # TransformerEncoderLayer off their fused inference fast paths, as torch.export does,
+        # so symbolic and export captures of one model count the same aten ops.
+        with torch.enable_grad():
+            return super().call_module(target, args, kwargs)
+
+    def _key(self, n: torch.fx.Node) -> tuple | None:
+        """Hashable description of an aten call's inputs, or None if it cannot be reused."""
+        if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
+            return None
+        if not _plain_value(n.meta.get("val")):
+            return None
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        ids: dict[int, int] = {}
+        parts: list[Any] = []
+        for x in leaves:
+            if isinstance(x, torch.Tensor):
+                alias = ids.setdefault(id(x), len(ids))  # x*x reads one tensor: keep that
+                parts.append((tuple(x.shape), x.stride(), x.dtype, x.device, alias))
+            elif isinstance(x, (int, float, bool, str, type(None), torch.dtype, torch.device)):
+                parts.append(x)
+            else:
+                return None
+        return (n.target, str(spec), tuple(parts))
+
+
+def _plain_value(val: Any) -> bool:
+    """A tensor or a flat tuple/list of tensors (outputs we can rebuild from metadata)."""
+    if isinstance(val, torch.Tensor):
+        return True
+    return isinstance(val, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in val)
 
 
 def _fresh_input(mode: FakeTensorMode, val: Any) -> Any:
@@ -92,18 +137,6 @@ def _fresh_input(mode: FakeTensorMode, val: Any) -> Any:
         return t.requires_grad_(v.requires_grad) if v.is_floating_point() else t
 
     return pytree.tree_map(one, val)
-
-
-@contextmanager
-def quiet_fake_errors() -> Iterator[None]:
-    """fake_tensor logs a traceback before re-raising op errors; we report them ourselves."""
-    log = logging.getLogger("torch._subclasses.fake_tensor")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def _node_dtype(node: torch.fx.Node, acc: _Acc | None) -> str:
@@ -137,7 +170,7 @@ def count_costs(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, meta.CostRecord
 
     def run(*args: Any) -> Any:
         with charger:
-            return _Interp(gm, charger).run(*args, enable_io_processing=False)
+            return _Interp(gm, charger, mode).run(*args, enable_io_processing=False)
 
     try:
         with quiet_fake_errors():

@@ -251,7 +251,8 @@ DATA_MOVEMENT = frozenset(
     "index_fill index_fill_ masked_scatter narrow_copy expand_copy permute_copy view_copy "
     "t_copy transpose_copy unsqueeze_copy squeeze_copy lift_fresh_copy resize_as_ "
     "_pin_memory pin_memory _to_dense to_dense im2col col2im _unsafe_index_put "
-    "one_hot eye linspace bucketize searchsorted".split()
+    "one_hot eye linspace bucketize searchsorted slice_backward select_backward diagonal_backward "
+    "unfold_backward as_strided_backward index_select_backward".split()
 )
 
 #: Ops that neither compute nor move bytes (aliases, allocations without a write, checks).
