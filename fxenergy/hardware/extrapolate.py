@@ -31,7 +31,9 @@ from fxenergy.hardware.specs import GPUSpec
 from fxenergy.profiles import Profile, ProfileRow
 
 _BISECT_STEPS = 40
-#: Relative uncertainty of a measured power (NVML counter noise plus the model's own fit error).
+#: Relative uncertainty of a measured power: the model's own energy fit error (0.9 % RMS, 2.2 %
+#: max, docs/dvfs.md) plus NVML's (A100/H100 power readings sample ~25 % of the time: Yang et al.,
+#: "Part-time Power Measurements: nvidia-smi's Lack of Attention", arXiv 2312.02741).
 POWER_TOLERANCE = 0.02
 
 
