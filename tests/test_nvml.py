@@ -157,6 +157,20 @@ def test_gpu_override_and_bad_index(fake: mock.MagicMock) -> None:
         NvmlBackend(device_index=3)
 
 
+def test_default_device_is_torchs_cuda_device_by_uuid(
+    fake: mock.MagicMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.nvmlDeviceGetIndex.return_value = 2  # CUDA_VISIBLE_DEVICES=2: cuda:0 is NVML's GPU 2
+    monkeypatch.setattr(nvml, "_torch_cuda_uuid", lambda: "GPU-1234")
+    b = NvmlBackend()
+    fake.nvmlDeviceGetHandleByUUID.assert_called_once_with("GPU-1234")
+    assert b.device_index == 2
+    fake.nvmlDeviceGetHandleByIndex.assert_not_called()
+    monkeypatch.setattr(nvml, "_torch_cuda_uuid", lambda: None)  # no CUDA in torch: index 0
+    assert NvmlBackend().device_index == 0
+    fake.nvmlDeviceGetHandleByIndex.assert_called_once_with(0)
+
+
 def test_nvml_missing_or_no_driver(
     fake: mock.MagicMock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -24,7 +24,7 @@ class BackendError(FxEnergyError, ValueError):
 def get_backend(
     kind: str = "auto",
     gpu: str | GPUSpec | None = None,
-    device_index: int = 0,
+    device_index: int | None = None,
     *,
     switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
 ) -> FrequencyBackend:
@@ -36,7 +36,7 @@ def get_backend(
             warning that says SIMULATED).
         gpu: spec-table GPU name; for NVML it overrides the name NVML reports, for the
             simulator it picks the GPU (default A100-SXM4-80GB, said in the log).
-        device_index: NVML device index.
+        device_index: NVML device index; default: torch's current CUDA device (by UUID).
         switch_latency_s: the simulator's clock-switch stall.
 
     Raises:
@@ -62,7 +62,7 @@ def _simulated(gpu: str | GPUSpec | None, switch_latency_s: float) -> SimulatedB
 
 
 def _auto(
-    gpu: str | GPUSpec | None, device_index: int, switch_latency_s: float
+    gpu: str | GPUSpec | None, device_index: int | None, switch_latency_s: float
 ) -> FrequencyBackend:
     try:
         backend = NvmlBackend(device_index, gpu)

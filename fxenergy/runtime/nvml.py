@@ -57,6 +57,20 @@ def _code(exc: BaseException) -> int | None:
     return getattr(exc, "value", None)
 
 
+def _torch_cuda_uuid() -> str | None:
+    """NVML-style UUID of torch's current CUDA device; None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    try:
+        uuid = str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+    except (AttributeError, RuntimeError) as exc:  # older torch, or a broken CUDA setup
+        log.info("cannot read the CUDA device's UUID: %s", exc)
+        return None
+    return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+
+
 def _init() -> None:
     global _init_count
     api = _api()
@@ -89,7 +103,8 @@ class NvmlBackend(FrequencyBackend):
     """One real GPU's SM clock and energy counter, through NVML.
 
     Args:
-        device_index: NVML device index (not affected by ``CUDA_VISIBLE_DEVICES``).
+        device_index: NVML device index (NVML ignores ``CUDA_VISIBLE_DEVICES``); default: the
+            GPU behind torch's current CUDA device (matched by UUID), else index 0.
         gpu: spec-table name to treat the GPU as; default: looked up from NVML's device name.
         lock_memory: also lock the memory clock at its maximum while the SM clock is locked.
 
@@ -103,19 +118,22 @@ class NvmlBackend(FrequencyBackend):
     counter_update_period_s = 0.1
 
     def __init__(
-        self, device_index: int = 0, gpu: str | GPUSpec | None = None, *, lock_memory: bool = True
+        self,
+        device_index: int | None = None,
+        gpu: str | GPUSpec | None = None,
+        *,
+        lock_memory: bool = True,
     ) -> None:
         _init()
         self._open = True
         try:
-            self._handle = self._device(device_index)
+            self._handle, self.device_index = self._device(device_index)
             self.nvml_name: str = str(_api().nvmlDeviceGetName(self._handle))
             self.gpu: GPUSpec = self._identify(gpu)
             self._mem_max_mhz, self._clocks = self._query_clocks()
         except BaseException:
             _shutdown()
             raise
-        self.device_index = device_index
         self.lock_memory = lock_memory
         self._current = self._clocks[0]
         self._gpu_locked = False
@@ -123,12 +141,21 @@ class NvmlBackend(FrequencyBackend):
         self._trace: list[SwitchEvent] = []
 
     # --- setup ---------------------------------------------------------------------------------
-    def _device(self, index: int) -> Any:
+    def _device(self, index: int | None) -> tuple[Any, int]:
         api = _api()
+        if index is None:
+            uuid = _torch_cuda_uuid()
+            if uuid is not None:  # NVML numbers GPUs ignoring CUDA_VISIBLE_DEVICES; UUIDs agree
+                try:
+                    handle = api.nvmlDeviceGetHandleByUUID(uuid)
+                    return handle, int(api.nvmlDeviceGetIndex(handle))
+                except _NVMLError as exc:
+                    log.info("NVML does not know CUDA device %s (%s); using index 0", uuid, exc)
+            index = 0
         count = api.nvmlDeviceGetCount()
         if not 0 <= index < count:
             raise NvmlError(f"no GPU at NVML index {index}: NVML sees {count}; {_SIM_HINT}")
-        return api.nvmlDeviceGetHandleByIndex(index)
+        return api.nvmlDeviceGetHandleByIndex(index), index
 
     def _identify(self, gpu: str | GPUSpec | None) -> GPUSpec:
         try:
