@@ -19,20 +19,25 @@ without allocating weights, and the original model is left exactly as it was.
 from __future__ import annotations
 
 import inspect
-import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.utils import _pytree as pytree
 
 from fxenergy import meta
+from fxenergy.cost.fake import (
+    count_params,
+    fake_mode,
+    fakeify,
+    quiet_fake_errors,
+    run_with_fake_state,
+    tf32_flags,
+)
 from fxenergy.errors import CaptureError, InputShapeError
 
 METHODS = ("auto", "symbolic", "export")
@@ -43,86 +48,6 @@ _HINT = (
     "Python control flow from forward(); or call torch.export.draft_export(model, args) for "
     "a detailed tracing report."
 )
-
-
-# --- fake values -------------------------------------------------------------------------------
-
-
-def _fake_mode() -> FakeTensorMode:
-    # Real tensors that reach an op (constants built inside forward) are fakeified on the fly.
-    return FakeTensorMode(allow_non_fake_inputs=True)
-
-
-def _fakeify(mode: FakeTensorMode, value: Any) -> Any:
-    """Replace every tensor in ``value`` by a fake tensor of the same shape, dtype and device."""
-
-    def conv(x: Any) -> Any:
-        return mode.from_tensor(x, static_shapes=True) if isinstance(x, torch.Tensor) else x
-
-    return pytree.tree_map(conv, value)
-
-
-def fake_state(module: nn.Module, mode: FakeTensorMode) -> dict[str, torch.Tensor]:
-    """Fake copies of every parameter and buffer of ``module`` (tied tensors stay tied)."""
-    state: dict[str, torch.Tensor] = {}
-    for name, p in module.named_parameters(remove_duplicate=False):
-        state[name] = mode.from_tensor(p, static_shapes=True)
-    for name, b in module.named_buffers(remove_duplicate=False):
-        state[name] = mode.from_tensor(b, static_shapes=True)
-    return state
-
-
-class _Call(nn.Module):
-    """Holds ``module`` as a child so ``functional_call`` can swap its state during ``fn``."""
-
-    def __init__(self, module: nn.Module, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self.inner = module
-        self._fn = fn
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self._fn(*args, **kwargs)
-
-
-def run_with_fake_state(
-    module: nn.Module, mode: FakeTensorMode, fn: Callable[..., Any], *args: Any, **kwargs: Any
-) -> Any:
-    """Call ``fn(*args, **kwargs)`` inside ``mode`` with ``module``'s state swapped for fakes.
-
-    The swap is undone afterwards, so in-place buffer updates (BatchNorm's running stats) never
-    reach the real module.
-    """
-    state = {f"inner.{k}": v for k, v in fake_state(module, mode).items()}
-
-    def inside_mode(*a: Any, **kw: Any) -> Any:
-        # The swap and its undo run outside the fake mode: undoing inside it after an error
-        # would leave fake tensors on the real module.
-        with mode, torch.no_grad():
-            return fn(*a, **kw)
-
-    return torch.func.functional_call(_Call(module, inside_mode), state, args, kwargs, strict=False)
-
-
-def count_params(module: nn.Module) -> int:
-    """Number of distinct parameter elements of ``module`` (tied weights counted once)."""
-    return sum(p.numel() for p in module.parameters())
-
-
-def tf32_flags() -> bool:
-    """Whether torch currently lets fp32 matmuls use TF32 tensor cores (cuBLAS flag)."""
-    return bool(torch.backends.cuda.matmul.allow_tf32)
-
-
-@contextmanager
-def quiet_fake_errors() -> Iterator[None]:
-    """fake_tensor logs a traceback before re-raising op errors; we report them ourselves."""
-    log = logging.getLogger("torch._subclasses.fake_tensor")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 # --- argument handling -------------------------------------------------------------------------
@@ -218,8 +143,8 @@ def _symbolic(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
     bound = _bind(model, args, kwargs)
     concrete = {name: value for name, value, tensorish in bound if not tensorish}
     gm = torch.fx.symbolic_trace(model, concrete_args=concrete or None)
-    mode = _fake_mode()
-    values = [_fakeify(mode, value) for _, value, _ in bound]
+    mode = fake_mode()
+    values = [fakeify(mode, value) for _, value, _ in bound]
 
     def propagate(*vals: Any) -> Any:
         return FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*vals)
@@ -319,9 +244,9 @@ def _failure_message(model: nn.Module, failures: dict[str, BaseException]) -> st
 
 def _raise_if_bad_inputs(model: nn.Module, args: tuple, kwargs: dict, err: BaseException) -> None:
     """If eager execution on fake inputs fails too, the inputs (not the tracer) are at fault."""
-    mode = _fake_mode()
+    mode = fake_mode()
     try:
-        run_with_fake_state(model, mode, model, *_fakeify(mode, args), **_fakeify(mode, kwargs))
+        run_with_fake_state(model, mode, model, *fakeify(mode, args), **fakeify(mode, kwargs))
     except Exception as own:
         if _is_tracing_limit(own):  # data-dependent Python: a tracing problem, not the inputs
             return
@@ -460,6 +385,6 @@ def _fill_missing_vals(gm: torch.fx.GraphModule) -> None:
     """aot_autograd stores fake values on nodes; propagate them if a node was left without."""
     if all("val" in n.meta for n in gm.graph.nodes if n.op != "output"):
         return
-    mode = _fake_mode()
-    inputs = [_fakeify(mode, n.meta["val"]) for n in gm.graph.find_nodes(op="placeholder")]
+    mode = fake_mode()
+    inputs = [fakeify(mode, n.meta["val"]) for n in gm.graph.find_nodes(op="placeholder")]
     FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*inputs)

@@ -19,7 +19,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fxenergy import meta
-from fxenergy.capture import quiet_fake_errors, run_with_fake_state, tf32_flags
+from fxenergy.cost.fake import quiet_fake_errors, run_with_fake_state, tf32_flags
 from fxenergy.cost.ops import OpCost, op_cost
 from fxenergy.errors import FxEnergyError
 
