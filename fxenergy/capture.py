@@ -252,7 +252,8 @@ def _raise_if_bad_inputs(model: nn.Module, args: tuple, kwargs: dict, err: BaseE
             return
         raise InputShapeError(
             f"{type(model).__name__} rejected inputs {_describe(args, kwargs)}: "
-            f"{type(own).__name__}: {own}. Check the input shapes and dtypes the model expects."
+            f"{type(own).__name__}: {str(own).rstrip('.')}. "
+            "Check the input shapes and dtypes the model expects."
         ) from own
 
 
