@@ -44,11 +44,10 @@ def _load(args: argparse.Namespace) -> Profile:
                 f"{args.profile} has one clock only; pass --gpu to extrapolate it to all clocks"
             )
         try:
-            from fxenergy.hardware.dvfs import extrapolate_profile
-            from fxenergy.hardware.specs import get_gpu
+            from fxenergy.hardware.extrapolate import extrapolate_profile
         except ImportError as exc:
             raise FxEnergyError(f"the DVFS model is not available: {exc}") from exc
-        profile = extrapolate_profile(profile, get_gpu(args.gpu))
+        profile = extrapolate_profile(profile, args.gpu)
     return profile
 
 

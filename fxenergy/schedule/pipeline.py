@@ -122,6 +122,7 @@ class StageCosts:
 
     options: Mapping[tuple[int, str], Mapping[int, ClockOption]]
     blocked_power_w: float
+    _candidates: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_profile(
@@ -191,11 +192,15 @@ class StageCosts:
         measure is the effective energy; an option both slower and effectively dearer is never
         worth taking (Perseus's Pareto filter, applied after the blocked-power shift).
         """
+        key = (c[0], c[1])
+        if key in self._candidates:
+            return self._candidates[key]
         p = self.blocked_power_w
         out: list[ClockOption] = []
         for o in sorted(self.options[(c[0], c[1])].values(), key=lambda o: (o.time_s, o.energy_j)):
             if not out or o.energy_j - p * o.time_s < out[-1].energy_j - p * out[-1].time_s:
                 out.append(o)
+        self._candidates[key] = out
         return out
 
 
@@ -275,7 +280,7 @@ class PipelinePlan:
     evaluation: PlanEvaluation
     baseline: PlanEvaluation
     deadline_s: float
-    method: str  #: "lp+cpsat", "lp-rounded" or "max-clock" (what produced the kept plan)
+    method: str  #: "lp+cpsat", "lp+greedy", "hint" or "max-clock" (what produced the kept plan)
     lower_bound_j: float | None = None  #: LP relaxation bound at this deadline (None: unknown)
 
     @property
@@ -332,3 +337,88 @@ class PipelinePlan:
                 for r in range(self.dag.num_ranks)
             ],
         }
+
+
+def slow_down_greedily(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    freqs: Mapping[Computation, int],
+    deadline_s: float,
+    fixed_horizon: bool = False,
+) -> dict[Computation, int]:
+    """One pass of single-computation moves to slower candidate clocks that still fit.
+
+    Computations are visited in topological order; each takes the slowest candidate that fits
+    in its float (the time it can grow without pushing the iteration past the deadline) and
+    lowers the energy. Critical computations are skipped: floats only shrink as others grow.
+    """
+    p = costs.blocked_power_w
+    out = dict(freqs)
+    dur = [costs.option(c, out[c]).time_s for c in dag.topological]
+    slack = SlackTracker(dag, dur, deadline_s, 0.0 if fixed_horizon else p * dag.num_ranks)
+    for k, c in enumerate(dag.topological):
+        if slack.floats[k] <= 1e-12:
+            continue
+        now = costs.option(c, out[c])
+        for o in reversed(costs.candidates(c)):  # slowest first
+            extra = o.time_s - now.time_s
+            if extra <= 0:
+                break
+            gain = (o.energy_j - p * o.time_s) - (now.energy_j - p * now.time_s)
+            if slack.try_grow(k, extra, gain):
+                out[c] = o.freq_mhz
+                break
+    return out
+
+
+class SlackTracker:
+    """Floats of a DAG's computations under a deadline, refreshed lazily as computations grow.
+
+    After growing computations by ``used`` seconds in total without moving the makespan, every
+    float has shrunk by at most ``used``: a move that fits in ``float - used`` is safe without
+    recomputing (the common case); anything else triggers an exact recomputation.
+    """
+
+    def __init__(self, dag: PipelineDAG, dur: list[float], deadline_s: float, per_s: float):
+        self.index = {c: k for k, c in enumerate(dag.topological)}
+        self.preds = [[self.index[q] for q in dag.predecessors[c]] for c in dag.topological]
+        self.succs = [[self.index[q] for q in dag.successors[c]] for c in dag.topological]
+        self.dur, self.deadline_s, self.per_s = dur, deadline_s, per_s
+        self._refresh()
+
+    def _refresh(self) -> None:
+        n, dur = len(self.dur), self.dur
+        finish = [0.0] * n
+        for k in range(n):
+            finish[k] = max([finish[q] for q in self.preds[k]], default=0.0) + dur[k]
+        latest = [0.0] * n
+        for k in reversed(range(n)):
+            latest[k] = min([latest[q] - dur[q] for q in self.succs[k]], default=self.deadline_s)
+        self.floats = [latest[k] - finish[k] for k in range(n)]
+        self.span, self.used = max(finish), 0.0
+
+    def try_grow(self, k: int, extra: float, gain_j: float) -> bool:
+        """Lengthen computation ``k`` by ``extra`` s if it fits and lowers the energy.
+
+        ``gain_j`` is the change in effective energy; a longer makespan adds ``per_s`` J/s.
+        """
+        if extra > self.floats[k]:  # floats only shrink: a stale one is an upper bound
+            return False
+        headroom = self.deadline_s - self.span
+        if extra <= self.floats[k] - headroom - self.used:  # fits without moving the makespan
+            if gain_j >= 0:
+                return False
+            self.dur[k] += extra
+            self.used += extra
+            return True
+        if self.used > 0:
+            self._refresh()
+            if extra > self.floats[k]:
+                return False
+            headroom = self.deadline_s - self.span
+        grow = max(0.0, extra - (self.floats[k] - headroom))
+        if gain_j + self.per_s * grow >= 0:
+            return False
+        self.dur[k] += extra
+        self._refresh()
+        return True

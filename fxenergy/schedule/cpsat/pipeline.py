@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 
 from ortools.linear_solver import pywraplp
 from ortools.sat.python import cp_model
@@ -29,9 +30,11 @@ from fxenergy.schedule.pipeline import (
     PipelineDAG,
     PipelinePlan,
     PlanEvaluation,
+    SlackTracker,
     StageCosts,
     evaluate,
     max_clock_plan,
+    slow_down_greedily,
 )
 
 logger = logging.getLogger(__name__)
@@ -183,48 +186,76 @@ class PipelineModel:
 class PipelineLP:
     """The LP relaxation (each computation on the convex hull of its options), kept warm.
 
-    Its optimum is a lower bound on the energy at a deadline, and rounding each computation to
-    the faster end of its hull segment gives a feasible plan close to it: the hint CP-SAT starts
-    from. Only the deadline bound changes between solves, so GLOP re-solves from its last basis.
+    Per computation a duration ``d`` between its fastest and slowest option and an energy
+    ``z >= `` every segment of the lower convex hull of its (time, effective energy) options.
+    Its optimum is a lower bound on the energy at a deadline, and rounding ``d`` down to the
+    nearest hull vertex gives a feasible plan close to it: the hint CP-SAT starts from. Only
+    the deadline bound changes between solves, so GLOP re-solves from its last basis.
     """
 
     def __init__(self, dag: PipelineDAG, costs: StageCosts, straggler: bool = False) -> None:
-        self.dag, self.costs = dag, costs
+        self.dag, self.costs, self.straggler = dag, costs, straggler
         self.lp = pywraplp.Solver.CreateSolver("GLOP")
         p = costs.blocked_power_w
         self._hull = {c: _lower_hull(costs.candidates(c), p) for c in dag.topological}
-        self.lam = {c: [self.lp.NumVar(0, 1, "") for _ in hull] for c, hull in self._hull.items()}
-        start = {c: self.lp.NumVar(0, self.lp.infinity(), "") for c in dag.topological}
-        self.makespan = self.lp.NumVar(0, self.lp.infinity(), "T")
-        dur = {c: self._dur(c) for c in dag.topological}
-        for lam in self.lam.values():
-            self.lp.Add(sum(lam) == 1)
+        inf = self.lp.infinity()
+        self.dur = {c: self.lp.NumVar(h[0].time_s, h[-1].time_s, "") for c, h in self._hull.items()}
+        energy = {c: self._add_energy(c, p) for c in dag.topological}
+        start = {c: self.lp.NumVar(0, inf, "") for c in dag.topological}
+        self.makespan = self.lp.NumVar(0, inf, "T")
         for u, v in dag.edges():
-            self.lp.Add(start[v] >= start[u] + dur[u])
+            self.lp.Add(start[v] >= start[u] + self.dur[u])
         for order in dag.rank_orders:
-            self.lp.Add(self.makespan >= start[order[-1]] + dur[order[-1]])
-        eff = [
-            x * (o.energy_j - p * o.time_s)
-            for c, lam in self.lam.items()
-            for x, o in zip(lam, self._hull[c], strict=True)
-        ]
+            self.lp.Add(self.makespan >= start[order[-1]] + self.dur[order[-1]])
         idle = 0 if straggler else p * dag.num_ranks * self.makespan
-        self.lp.Minimize(sum(eff) + idle)
+        self.lp.Minimize(sum(energy.values()) + idle)
 
-    def _dur(self, c: Computation):
-        return sum(x * o.time_s for x, o in zip(self.lam[c], self._hull[c], strict=True))
+    def _add_energy(self, c: Computation, p: float) -> pywraplp.Variable:
+        hull = self._hull[c]
+        z = self.lp.NumVar(-self.lp.infinity(), self.lp.infinity(), "")
+        if len(hull) == 1:
+            self.lp.Add(z >= hull[0].energy_j - p * hull[0].time_s)
+        for a, b in pairwise(hull):
+            ea, eb = a.energy_j - p * a.time_s, b.energy_j - p * b.time_s
+            slope = (eb - ea) / (b.time_s - a.time_s)
+            self.lp.Add(z >= ea + slope * (self.dur[c] - a.time_s))
+        return z
 
     def solve(self, deadline_s: float) -> tuple[dict[Computation, int], float] | None:
         """Rounded clocks and the LP bound (J, without the constant idle term), or None."""
         self.makespan.SetUb(deadline_s)
         if self.lp.Solve() != pywraplp.Solver.OPTIMAL:
             return None
-        freqs = {}
-        for c, lam in self.lam.items():
-            # The faster end of the hull segment the LP sits on: never longer than the LP's.
-            used = [i for i, x in enumerate(lam) if x.solution_value() > 1e-9]
-            freqs[c] = self._hull[c][min(used)].freq_mhz
+        pick: dict[Computation, int] = {}
+        fractional: list[tuple[float, Computation]] = []
+        for c, d in self.dur.items():
+            # The hull vertex at or just below the LP's duration: never longer than the LP's.
+            hull, t = self._hull[c], d.solution_value()
+            i = max([0] + [k for k, o in enumerate(hull) if o.time_s <= t * (1 + 1e-9)])
+            pick[c] = i
+            if i + 1 < len(hull) and t > hull[i].time_s * (1 + 1e-9):
+                share = (t - hull[i].time_s) / (hull[i + 1].time_s - hull[i].time_s)
+                fractional.append((share, c))
+        self._round_up(pick, sorted(fractional, reverse=True), deadline_s)
+        freqs = {c: self._hull[c][i].freq_mhz for c, i in pick.items()}
         return freqs, self.lp.Objective().Value()
+
+    def _round_up(self, pick: dict, fractional: list, deadline_s: float) -> None:
+        """Move computations the LP left between two clocks up to the slower one, greedily.
+
+        Rounding all of them down wastes the slack the LP had planned to use; each move is
+        kept if the iteration still meets the deadline and the energy (effective energy plus
+        blocked power times the longer makespan) goes down.
+        """
+        p = self.costs.blocked_power_w
+        per_second = 0.0 if self.straggler else p * self.dag.num_ranks
+        dur = [self._hull[c][pick[c]].time_s for c in self.dag.topological]
+        slack = SlackTracker(self.dag, dur, deadline_s, per_second)
+        for _, c in fractional:
+            lo, hi = self._hull[c][pick[c]], self._hull[c][pick[c] + 1]
+            gain = (hi.energy_j - p * hi.time_s) - (lo.energy_j - p * lo.time_s)
+            if slack.try_grow(slack.index[c], hi.time_s - lo.time_s, gain):
+                pick[c] += 1
 
 
 def _lower_hull(opts: list, p: float) -> list:
@@ -328,7 +359,12 @@ class PipelinePlanner:
         bound = None
         lp = self.lp.solve(deadline_s)
         if lp is not None:
-            best = self._better(best, lp[0], "lp-rounded", deadline_s, horizon)
+            # The greedy pass only accepts moves that lower the evaluator's energy, so the
+            # rounded LP plan itself need not be scored.
+            greedy = slow_down_greedily(
+                self.dag, self.costs, lp[0], deadline_s, self.straggler_s is not None
+            )
+            best = self._better(best, greedy, "lp+greedy", deadline_s, horizon)
             idle_const = self.costs.blocked_power_w * self.dag.num_ranks * horizon
             bound = lp[1] + (idle_const if self.straggler_s else 0.0)
         if self.polish_s > 0:

@@ -1,0 +1,32 @@
+"""Pipeline profiles predicted from stage modules (cost model + DVFS model)."""
+
+from __future__ import annotations
+
+import torch
+
+from fxenergy.distributed.stage_costs import profile_from_stage_modules
+from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+from fxenergy.schedule.pipeline import StageCosts, build_dag
+
+CLOCKS = (1410, 1200, 1005, 810)
+
+
+def test_profile_from_stage_modules_feeds_the_planner():
+    heavy = torch.nn.Sequential(
+        torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256)
+    )
+    light = torch.nn.Linear(256, 256)
+    profile = profile_from_stage_modules(
+        [heavy, light], torch.randn(32, 256), "A100-SXM4-80GB", CLOCKS
+    )
+    profile.require_complete()
+    assert profile.clocks_mhz() == list(CLOCKS)
+    for stage in (0, 1):
+        fwd, bwd = profile.table(stage, "forward"), profile.table(stage, "backward")
+        assert bwd[1410].time_s > fwd[1410].time_s  # backward does about twice the work
+        assert fwd[810].time_s > fwd[1410].time_s  # lower clock, longer time
+    assert profile.table(0, "forward")[1410].time_s > profile.table(1, "forward")[1410].time_s
+    costs = StageCosts.from_profile(profile, 2, blocked_power_w=60.0)
+    plan = PipelinePlanner(build_dag("1F1B", 2, 4), costs, polish_s=0.0).plan()
+    assert plan.evaluation.energy_j < plan.baseline.energy_j  # the light stage slows down
+    assert {f for c, f in plan.freqs_mhz.items() if c[0] == 1} != {1410}
