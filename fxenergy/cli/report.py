@@ -154,7 +154,10 @@ def capture_model(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, str]:
             raise UsageError("--train passes positional inputs only; drop --kwarg")
         gm = capture_training(loaded.module.train(), inputs)
     else:
-        gm = capture(loaded.module, inputs, kwargs, method=args.method)
+        method = args.method
+        if method == "auto" and loaded.spec is not None:
+            method = loaded.spec.capture_method
+        gm = capture(loaded.module, inputs, kwargs, method=method)
     shapes = " ".join("x".join(map(str, t.shape)) for t in inputs)
     mode = "training step" if args.train else "inference"
     return gm, f"{loaded.name} [{shapes}] {mode} on {loaded.device}"

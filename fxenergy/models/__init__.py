@@ -41,6 +41,9 @@ class ModelSpec:
         example_kwargs: keyword inputs (flags such as ``use_cache=False``).
         default_device: where :meth:`build` puts the model when no device is given.
         requires: Python packages the factory imports.
+        vocab_size: upper bound of random token ids for integer inputs.
+        capture_method: the capture method known to work (transformers models skip the
+            symbolic_trace attempt that always fails on them).
     """
 
     name: str
@@ -52,6 +55,7 @@ class ModelSpec:
     default_device: str = "cpu"
     requires: tuple[str, ...] = ()
     vocab_size: int = 0  #: for int inputs: ids are drawn below this (0: inputs are zeros)
+    capture_method: str = "auto"  #: what ``method="auto"`` should use for this model
 
     def build(self, device: str | torch.device | None = None) -> nn.Module:
         """A fresh instance in eval mode on ``device`` (default: ``default_device``)."""

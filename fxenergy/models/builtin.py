@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -79,4 +81,5 @@ for _spec in (
     ModelSpec("bert-base", "transformers BertModel, default BertConfig() (110M), seq 128",
               _bert_base, ((1, _SEQ),), torch.int64, {}, "meta", _HF, 30522),
 ):  # fmt: skip
-    register_model(_spec)
+    # transformers' forward() has Python control flow symbolic_trace cannot follow: go to export.
+    register_model(dataclasses.replace(_spec, capture_method="export"))
