@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from fxenergy.runtime import restore
 from fxenergy.runtime.controller import SwitchController
 from fxenergy.runtime.sim import NullBackend, SimulatedBackend
 
 GPU = "A100-SXM4-80GB"
+
+
+@pytest.fixture(autouse=True)
+def _clean_restore_state() -> Iterator[None]:
+    """Runtimes install exit/signal hooks: put the process back as it was after each test."""
+    yield
+    restore.uninstall()
 
 
 class ManualEvent:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,19 @@ from fxenergy.runtime import (
     measure,
     nvml,
     profile_clocks,
+    restore,
 )
 
 GPU = "A100-SXM4-80GB"
+
+
+@pytest.fixture(autouse=True)
+def _clean_restore_state() -> Iterator[None]:
+    """Runtimes install exit/signal hooks: put the process back as it was after each test."""
+    yield
+    restore.uninstall()
+
+
 MODEL = get_dvfs_model(GPU)
 COST = CostRecord(
     flops=4 * 10**11,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -22,9 +23,19 @@ from fxenergy.runtime import (
     current_runtime,
     enter_partition,
     get_backend,
+    restore,
 )
 
 GPU = "A100-SXM4-80GB"
+
+
+@pytest.fixture(autouse=True)
+def _clean_restore_state() -> Iterator[None]:
+    """Runtimes install exit/signal hooks: put the process back as it was after each test."""
+    yield
+    restore.uninstall()
+
+
 MODEL = get_dvfs_model(GPU, switch_latency_s=0.010)
 CLOCKS = MODEL.clocks_mhz()
 
@@ -210,3 +221,18 @@ def test_exception_inside_runtime_restores_clock() -> None:
         assert sim.current_clock_mhz == 600
         raise KeyError("boom")
     assert sim.current_clock_mhz == 1410 and current_runtime() is None
+
+
+def test_reentered_runtime_summarizes_each_entry() -> None:
+    sim = SimulatedBackend(GPU, model=MODEL)
+    rt = FrequencyRuntime(sim, [RuntimePartition(0, 900, _cost(5.0, 5.0))])
+    with rt:
+        enter_partition(0)
+        enter_partition(0)  # same clock: a no-op
+    first = rt.summary()
+    with rt:
+        enter_partition(0)
+    second = rt.summary()
+    assert (first.switches, first.noop_skipped) == (1, 1)
+    assert (second.switches, second.noop_skipped) == (1, 0)  # back to 900 after the reset
+    assert second.time_s == pytest.approx(MODEL.time_s(_cost(5.0, 5.0), 900) + 0.010)

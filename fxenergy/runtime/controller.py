@@ -267,6 +267,6 @@ class SwitchController:
             self._record(self._queue.popleft().request, "dropped")
 
     # --- results -------------------------------------------------------------------------------
-    def count(self, outcome: Outcome) -> int:
-        """How many requests ended with ``outcome``."""
-        return sum(1 for d in self.decisions if d.outcome == outcome)
+    def count(self, outcome: Outcome, since: int = 0) -> int:
+        """How many requests ended with ``outcome`` (among decisions ``since`` onwards)."""
+        return sum(1 for d in self.decisions[since:] if d.outcome == outcome)

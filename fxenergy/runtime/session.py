@@ -150,7 +150,8 @@ class FrequencyRuntime:
         self.restore_on_exit = restore_on_exit
         self._active: RuntimePartition | None = None
         self._token: contextvars.Token[FrequencyRuntime | None] | None = None
-        self._start: tuple[float, float, int] | None = None  # time, energy, trace length
+        # time, energy, trace length, decisions length at entry: summary() covers one entry
+        self._start: tuple[float, float, int, int] | None = None
         self._end: tuple[float, float] | None = None
         self._warn_costless()
 
@@ -188,7 +189,12 @@ class FrequencyRuntime:
             raise RuntimeError("this FrequencyRuntime is already entered")
         restore.protect(self)
         synchronize_gpu(self.backend)  # earlier queued GPU work is not this runtime's
-        self._start = (self.backend.now_s(), read_energy_j(self.backend), len(self.backend.trace))
+        self._start = (
+            self.backend.now_s(),
+            read_energy_j(self.backend),
+            len(self.backend.trace),
+            len(self.controller.decisions),
+        )
         self._end = None
         self._active = None
         self.controller.start()
@@ -255,7 +261,7 @@ class FrequencyRuntime:
         """Time, energy and switches since the runtime was entered (up to its exit, if over)."""
         if self._start is None:
             raise RuntimeError("the runtime has not been entered yet")
-        t0, e0, n0 = self._start
+        t0, e0, n0, d0 = self._start
         t1, e1 = (
             self._end
             if self._end is not None
@@ -269,7 +275,7 @@ class FrequencyRuntime:
             energy_j=e1 - e0,
             switches=len(trace),
             trace=trace,
-            noop_skipped=self.controller.count("noop"),
-            superseded=self.controller.count("superseded"),
-            dropped=self.controller.count("dropped"),
+            noop_skipped=self.controller.count("noop", since=d0),
+            superseded=self.controller.count("superseded", since=d0),
+            dropped=self.controller.count("dropped", since=d0),
         )
