@@ -13,7 +13,6 @@ The rewrite rules that remove no-ops and fold constants live in :mod:`fxenergy.r
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ import torch.fx
 import torch.nn as nn
 
 from fxenergy import meta
+from fxenergy.analysis import is_side_effectful, mutated_args
 
 #: Names (aten schema names, torch functions, tensor methods) whose result may alias an input.
 VIEW_NAMES = frozenset(
@@ -80,33 +80,6 @@ def dropout_active(node: torch.fx.Node) -> bool | None:
     return train and p > 0
 
 
-def is_rng(node: torch.fx.Node) -> bool:
-    """True when running the node advances a random-number generator."""
-    active = dropout_active(node)
-    if active is not None:
-        return active
-    t = node.target
-    if isinstance(t, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in t.tags:
-        return True
-    if node.op == "call_method" and t in {"bernoulli", "multinomial"}:
-        return True
-    if node.op == "call_function" and not isinstance(t, torch._ops.OpOverload):
-        return bool(getattr(t, "_nondeterministic_seeded", False)) or target_name(node) in {
-            "rand",
-            "randn",
-            "randint",
-            "randperm",
-            "rand_like",
-            "randn_like",
-            "randint_like",
-            "bernoulli",
-            "multinomial",
-            "normal",
-            "poisson",
-        }
-    return False
-
-
 def _module_mutates(mod: nn.Module) -> bool:
     if getattr(mod, "inplace", False) or getattr(mod, "_is_impure", False):
         return True
@@ -114,31 +87,35 @@ def _module_mutates(mod: nn.Module) -> bool:
     return bool(mod.training) and isinstance(mod, _STATEFUL_IN_TRAIN)
 
 
-def is_mutating_or_effectful(node: torch.fx.Node) -> bool:
-    """True for in-place ops, ops with side effects (asserts, prints, collectives) and writes."""
+def is_barrier(node: torch.fx.Node) -> bool:
+    """RNG, mutation or side effect: nothing moves across it and it is never removed.
+
+    :func:`fxenergy.analysis.is_side_effectful` decides, refined in two ways: dropout is a
+    barrier only when it actually draws (eval or p=0 draws nothing), and modules that write
+    their own state (BatchNorm in training, ``inplace=True`` activations) count as mutating.
+    """
+    if node.op in ("placeholder", "output", "get_attr"):
+        return False
+    active = dropout_active(node)
+    if active is not None:
+        return active
     if node.op == "call_module":
         mod = submodule(node)
-        return mod is not None and _module_mutates(mod)
-    if node.op == "call_method":
-        name = str(node.target)
-        return name.endswith("_") and not name.endswith("__")
-    if node.op != "call_function":
-        return False
+        if mod is not None and _module_mutates(mod):
+            return True
     if node.kwargs.get("inplace") is True or node.kwargs.get("out") is not None:
         return True
-    if node.target in (operator.setitem, print):
-        return True
-    try:  # torch's own schema-, tag- and registry-based check
-        return node.is_impure(impure_random=False)
-    except Exception:  # an owning module or target torch cannot inspect: assume the worst
-        return True
+    return is_side_effectful(node)
 
 
-def is_barrier(node: torch.fx.Node) -> bool:
-    """RNG, mutation or side effect: nothing moves across it and it is never removed."""
-    if node.op in ("placeholder", "output"):
-        return False
-    return is_rng(node) or is_mutating_or_effectful(node)
+def mutated_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """Inputs ``node`` may write: :func:`fxenergy.analysis.mutated_args` plus module state."""
+    if node.op == "call_module":
+        mod = submodule(node)
+        return list(node.all_input_nodes) if mod is not None and _module_mutates(mod) else []
+    if node.kwargs.get("inplace") is True:
+        return [a for a in node.args[:1] if isinstance(a, torch.fx.Node)]
+    return mutated_args(node)
 
 
 def _may_alias(node: torch.fx.Node) -> bool:
@@ -148,30 +125,6 @@ def _may_alias(node: torch.fx.Node) -> bool:
     if node.op == "call_module":
         return isinstance(submodule(node), (nn.Identity, nn.Flatten, nn.Unflatten))
     return node.op in ("call_method", "call_function") and target_name(node) in VIEW_NAMES
-
-
-def mutated_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
-    """Inputs a barrier may write: from the schema for aten ops, else every input."""
-    t = node.target
-    if not isinstance(t, torch._ops.OpOverload):
-        return list(node.all_input_nodes)
-    written: list[torch.fx.Node] = []
-    for i, a in enumerate(t._schema.arguments):
-        if a.alias_info is None or not a.alias_info.is_write:
-            continue
-        value = node.args[i] if i < len(node.args) else node.kwargs.get(a.name)
-        written.extend(_flatten_nodes([value]))
-    return written
-
-
-def _flatten_nodes(values: Iterable[Any]) -> list[torch.fx.Node]:
-    out: list[torch.fx.Node] = []
-    for v in values:
-        if isinstance(v, torch.fx.Node):
-            out.append(v)
-        elif isinstance(v, (list, tuple)):
-            out.extend(_flatten_nodes(v))
-    return out
 
 
 def tainted_nodes(graph: torch.fx.Graph) -> set[torch.fx.Node]:
@@ -188,8 +141,7 @@ def tainted_nodes(graph: torch.fx.Graph) -> set[torch.fx.Node]:
         if _may_alias(node):
             for src in node.all_input_nodes:
                 parent[find(node)] = find(src)
-        if is_mutating_or_effectful(node):
-            mutated.extend(mutated_inputs(node))
+        mutated.extend(mutated_inputs(node))
     roots = {find(n) for n in mutated}
     return {n for n in graph.nodes if find(n) in roots}
 

@@ -1,0 +1,223 @@
+"""CP-SAT: reorder a window of nodes to minimise peak live activation memory.
+
+The window is ``k`` consecutive nodes of a fixed order; everything before and after stays put,
+so the set of buffers alive at the window's edges is fixed and only the window's own peak can
+change. Model (``s_i`` = position of node i in the window, ``p`` = step 0..k-1):
+
+- ``AllDifferent(s)``; ``s_u + 1 ≤ s_v`` for every edge inside the window.
+- buffer b is live at p when it has been produced (``a_bp``: ``s_prod ≤ p``) and is still read
+  or escapes the window (``e_bp``: some reader has ``s_r ≥ p``); only the direction that forces
+  a bool to 1 is encoded, which is exact for a minimisation:
+  ``¬a_bp ⇒ s_prod ≥ p+1``, ``¬e_bp ⇒ s_r ≤ p-1 ∀r``, ``live_bp ≥ a_bp + e_bp − 1``.
+- ``base + Σ_b size_b·live_bp ≤ peak`` for every p; minimise ``peak``.
+- cut: ``peak ≥ base + max_i (bytes i reads + bytes i writes)`` (the working-set bound).
+- hint: the current order; upper bound: the current window peak minus one byte (only strictly
+  better windows are wanted).
+
+The answer is checked with :func:`fxenergy.memory_order.timeline` before it is accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ortools.sat.python import cp_model
+
+from fxenergy.memory_order import MemoryProblem, is_topological, timeline
+
+
+@dataclass
+class WindowBuffer:
+    """One buffer as the window sees it (positions are window-local)."""
+
+    size: int
+    producer: int | None  #: None: produced before the window
+    readers: list[int] = field(default_factory=list)  #: includes the producer
+    escapes: bool = False  #: still needed after the window
+
+
+@dataclass
+class Window:
+    """A window ``order[start:start+len(nodes)]`` as plain data."""
+
+    start: int
+    nodes: list[int]
+    preds: list[list[int]]
+    buffers: list[WindowBuffer]
+    base: int  #: bytes live through the whole window whatever its order
+
+
+def build_window(problem: MemoryProblem, order: Sequence[int], start: int, k: int) -> Window:
+    """Cut ``order[start:start+k]`` out of the problem."""
+    n = len(order)
+    stop = min(n, start + k)
+    nodes = list(order[start:stop])
+    local = {v: i for i, v in enumerate(nodes)}
+    pos = {v: t for t, v in enumerate(order)}
+    preds = [[local[u] for u in problem.preds[v] if u in local] for v in nodes]
+    buffers, base = [], 0
+    for b, size in enumerate(problem.buf_sizes):
+        made = pos[problem.buf_producer[b]]
+        reads = [pos[r] for r in problem.buf_readers[b]]
+        last = n - 1 if problem.buf_escapes[b] else max([made, *reads])
+        if last < start or made >= stop:
+            continue
+        escapes = problem.buf_escapes[b] or last >= stop
+        producer = local.get(problem.buf_producer[b])
+        if producer is None and escapes:
+            base += size
+            continue
+        readers = [local[r] for r in problem.buf_readers[b] if r in local]
+        if producer is not None:
+            readers.append(producer)
+        buffers.append(WindowBuffer(size, producer, readers, escapes))
+    return Window(start, nodes, preds, buffers, base)
+
+
+def _live_bool(model: cp_model.CpModel, s: list, buf: WindowBuffer, p: int, hp: list[int]):
+    """A bool forced to 1 when ``buf`` is live at step p (the int 1 when always produced).
+
+    ``hp`` holds the hint's position of every window node; each new bool gets its value under
+    the hint, so the hint is a complete solution CP-SAT can start from.
+    """
+    if buf.producer is None:
+        produced, hinted_produced = 1, True
+    else:
+        produced = model.NewBoolVar("")
+        model.Add(s[buf.producer] >= p + 1).OnlyEnforceIf(produced.Not())
+        hinted_produced = hp[buf.producer] <= p
+        model.AddHint(produced, hinted_produced)
+    if buf.escapes:
+        return produced
+    read_later = model.NewBoolVar("")
+    for r in buf.readers:
+        model.Add(s[r] <= p - 1).OnlyEnforceIf(read_later.Not())
+    hinted_read = any(hp[r] >= p for r in buf.readers)
+    model.AddHint(read_later, hinted_read)
+    if isinstance(produced, int):
+        return read_later
+    live = model.NewBoolVar("")
+    model.Add(live >= produced + read_later - 1)
+    model.AddHint(live, hinted_produced and hinted_read)
+    return live
+
+
+def _working_set_cut(w: Window) -> int:
+    ws = [0] * len(w.nodes)
+    for buf in w.buffers:
+        for r in set(buf.readers):
+            ws[r] += buf.size
+    return w.base + max(ws, default=0)
+
+
+def solve_window(
+    w: Window, hint: Sequence[int], upper: int, time_limit_s: float, workers: int = 1
+) -> tuple[list[int], int] | None:
+    """Best local order of the window (as window-local indices) and its peak, or None."""
+    k = len(w.nodes)
+    model = cp_model.CpModel()
+    s = [model.NewIntVar(0, k - 1, f"s{i}") for i in range(k)]
+    model.AddAllDifferent(s)
+    for v, ps in enumerate(w.preds):
+        for u in ps:
+            model.Add(s[u] + 1 <= s[v])
+    lower = _working_set_cut(w)
+    if lower > upper:
+        return None
+    peak = model.NewIntVar(lower, upper, "peak")
+    hp = [0] * k
+    for i, t in enumerate(hint):
+        hp[t] = i
+        model.AddHint(s[t], i)
+    for p in range(k):
+        terms = [(buf.size, _live_bool(model, s, buf, p, hp)) for buf in w.buffers]
+        const = w.base + sum(size for size, lit in terms if isinstance(lit, int))
+        model.Add(
+            const + sum(size * lit for size, lit in terms if not isinstance(lit, int)) <= peak
+        )
+    model.Minimize(peak)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.05, time_limit_s)
+    solver.parameters.num_workers = workers
+    status = solver.Solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    local = sorted(range(k), key=lambda i: solver.Value(s[i]))
+    return local, int(solver.Value(peak))
+
+
+def _starts(peak_step: int, n: int, k: int) -> list[int]:
+    if n <= k:
+        return [0]
+    raw = [
+        peak_step - k // 2,
+        peak_step - k // 4,
+        peak_step - 3 * k // 4,
+        peak_step,
+        peak_step - k + 1,
+    ]
+    out: list[int] = []
+    for a in raw:
+        a = min(max(0, a), n - k)
+        if a not in out:
+            out.append(a)
+    return out
+
+
+def improve_windows(
+    problem: MemoryProblem,
+    order: Sequence[int],
+    *,
+    window: int,
+    deadline: float,
+    workers: int = 1,
+    per_window_s: float = 2.0,
+) -> tuple[list[int], int]:
+    """Improve ``order`` window by window around its peak until stuck or out of time.
+
+    Returns the new order and how many windows improved it. Every accepted step lowers the
+    window's peak as measured by :func:`timeline` and keeps the order topological.
+    """
+    order = list(order)
+    n, improved, tried = len(order), 0, set()
+    while n and time.perf_counter() < deadline:
+        tl = timeline(problem, order)
+        peak_step = max(range(n), key=tl.__getitem__)
+        for a in _starts(peak_step, n, window):
+            key = (a, tuple(order[a : a + window]))
+            if key in tried or time.perf_counter() >= deadline:
+                continue
+            tried.add(key)
+            if _try_window(problem, order, tl, a, window, deadline, workers, per_window_s):
+                improved += 1
+                break
+        else:
+            break
+    return order, improved
+
+
+def _try_window(
+    problem: MemoryProblem,
+    order: list[int],
+    tl: list[int],
+    a: int,
+    k: int,
+    deadline: float,
+    workers: int,
+    per_window_s: float,
+) -> bool:
+    w = build_window(problem, order, a, k)
+    old = max(tl[a : a + len(w.nodes)])
+    limit = min(per_window_s, deadline - time.perf_counter())
+    # Ask only for strictly better windows: the hint already achieves ``old``.
+    found = solve_window(w, list(range(len(w.nodes))), old - 1, limit, workers)
+    if found is None or found[1] >= old:
+        return False
+    candidate = order[:a] + [w.nodes[i] for i in found[0]] + order[a + len(w.nodes) :]
+    new_tl = timeline(problem, candidate)
+    if not is_topological(problem, candidate) or max(new_tl[a : a + len(w.nodes)]) >= old:
+        return False
+    order[:] = candidate
+    return True
