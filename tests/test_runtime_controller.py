@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import torch
 
 from fxenergy.runtime import restore
 from fxenergy.runtime.controller import SwitchController
@@ -196,3 +197,26 @@ def test_controller_thread_error_surfaces_on_the_host() -> None:
 def test_negative_dwell_rejected() -> None:
     with pytest.raises(ValueError, match="min_dwell_s"):
         SwitchController(RecordingBackend(), min_dwell_s=-1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_events_do_not_stall_the_stream() -> None:
+    from fxenergy.runtime.controller import cuda_event_factory
+
+    backend = RecordingBackend()
+    ctl = SwitchController(backend, event_factory=cuda_event_factory, threaded=True)
+    ctl.start()
+    a = torch.randn(4096, 4096, device="cuda")
+    torch.cuda.synchronize()
+    for _ in range(50):  # ~100 ms of queued GPU work on a large GPU
+        a = a @ a / 4096
+    t0 = time.perf_counter()
+    ctl.request(900)
+    host_s = time.perf_counter() - t0
+    applied_early = bool(backend.calls)
+    torch.cuda.synchronize()
+    _wait_for(ctl, 1)
+    ctl.close()
+    assert host_s < 0.01 and not applied_early  # queued, not waited for
+    assert [c[0] for c in backend.calls] == [900]

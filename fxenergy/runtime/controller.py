@@ -233,7 +233,7 @@ class SwitchController:
             while (item := self._next()) is not None:
                 item.event.synchronize()  # the GPU reached this boundary
                 req = self._newest_done(item.request)
-                while (wait := self._dwell_left_s()) > 0 and not self._abandoned():
+                while self._must_wait(req) and (wait := self._dwell_left_s()) > 0:
                     with self._cond:
                         self._cond.wait(wait)
                     req = self._newest_done(req)
@@ -258,6 +258,9 @@ class SwitchController:
                 self._record(req, "superseded")
                 req = self._queue.popleft().request
         return req
+
+    def _must_wait(self, req: SwitchRequest) -> bool:
+        return not self._abandoned() and not self._is_noop(req)  # a no-op needs no dwell
 
     def _abandoned(self) -> bool:
         return self._closed or self._dropping

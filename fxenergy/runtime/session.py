@@ -102,6 +102,25 @@ def enter_partition(index: int) -> None:
         runtime.enter_partition(index)
 
 
+def _check_sim_matches_plan(
+    plan: Plan, backend: FrequencyBackend, uncosted: list[str], have_gm: bool
+) -> None:
+    """Say why simulated totals would differ from the plan's prediction, if they will."""
+    latency = getattr(backend, "switch_latency_s", plan.switch_latency_s)
+    if abs(latency - plan.switch_latency_s) > 1e-12:
+        log.warning(
+            "fxenergy: the simulator's switch latency (%g s) is not the plan's (%g s)",
+            latency,
+            plan.switch_latency_s,
+        )
+    if have_gm and uncosted:
+        log.warning(
+            "fxenergy: %d planned nodes have no fxenergy.cost (e.g. %s); the simulator skips them",
+            len(uncosted),
+            ", ".join(uncosted[:3]),
+        )
+
+
 def _default_threaded(backend: FrequencyBackend) -> bool:
     # Only a real GPU has a stream to overlap with; the simulator and null act at once.
     return not (backend.simulated or isinstance(backend, NullBackend))
@@ -165,11 +184,14 @@ class FrequencyRuntime:
     ) -> FrequencyRuntime:
         """Partitions from a :class:`~fxenergy.plan.Plan`; node costs read from ``gm`` if given."""
         costs = {n.name: n.meta.get(meta.COST) for n in gm.graph.nodes} if gm is not None else {}
-        parts = []
+        parts, uncosted = [], []
         for p in plan.partitions:
             node_costs = tuple(c for c in (costs.get(n) for n in p.nodes) if c is not None)
+            uncosted += [n for n in p.nodes if costs.get(n) is None]
             label = f"partition {p.index} @ {p.clock_mhz} MHz"
             parts.append(RuntimePartition(p.index, p.clock_mhz, node_costs or None, label))
+        if backend.simulated:
+            _check_sim_matches_plan(plan, backend, uncosted, gm is not None)
         return cls(backend, parts, **kwargs)
 
     def _warn_costless(self) -> None:
