@@ -39,7 +39,8 @@ class WindowsRun:
     """The stitched plan and what happened on the way."""
 
     solution: Solution | None
-    status: str  #: OPTIMAL (one window, proved), FEASIBLE, or the failure status
+    status: str  #: OPTIMAL (one window holding the whole problem, proved) or FEASIBLE
+    bound: float | None  #: CP-SAT's bound on the objective when one window is the whole problem
     windows: int
     solved: int  #: windows where CP-SAT returned a plan
     optimal: int  #: windows CP-SAT proved optimal
@@ -77,6 +78,7 @@ def solve_windows(
     out_order: list[int] = []
     out_clocks: list[int] = []
     counts = {"solved": 0, "optimal": 0, "reused": 0, "skipped": 0}
+    res: WindowResult | None = None
     cache: dict[tuple, WindowResult] = {}
     tried: set[int] = set()
     with _progress_bar(progress, len(spans), len(order)) as advance:
@@ -116,7 +118,10 @@ def solve_windows(
     clocks = [0] * problem.num_tasks
     for t, c in zip(out_order, out_clocks, strict=True):
         clocks[t] = c
-    one = len(spans) == 1 and counts["optimal"] == 1
+    # one window holding every task with no shift limit is the whole problem: its status and
+    # bound are global (not for "switches", whose window carries the hint's energy as a cap)
+    whole = len(spans) == 1 and len(order) <= (max_shift or _MAX_SHIFT) + 1
+    exact = whole and objective != "switches" and res is not None and res.order is not None
     notes = (
         f"CP-SAT: {len(spans)} windows of <= {size} tasks, {counts['solved']} solved "
         f"({counts['optimal']} proved optimal, {counts['reused']} reused from identical windows, "
@@ -125,7 +130,8 @@ def solve_windows(
     )
     return WindowsRun(
         solution=Solution(tuple(out_order), tuple(clocks)),
-        status="OPTIMAL" if one else "FEASIBLE",
+        status="OPTIMAL" if exact and res.status == "OPTIMAL" else "FEASIBLE",
+        bound=res.bound if exact else None,
         windows=len(spans),
         notes=notes,
         **counts,

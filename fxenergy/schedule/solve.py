@@ -120,6 +120,7 @@ def solve(
     mem = base.peak_memory if memory_bound is None else memory_bound
     notes: list[str] = []
     candidates: list[tuple[str, Solution]] = [("BASELINE", base_sol)]
+    cpsat_bound: float | None = None
     if _degenerate(problem, base):
         notes.append("degenerate problem (no tasks or no time/energy): the baseline is the plan")
     else:
@@ -127,7 +128,8 @@ def solve(
         if greedy_sol is not None:
             candidates.append(("GREEDY", greedy_sol))
         if use_cpsat:
-            candidates += _cpsat_candidates(
+            cpsat_bound = _cpsat_candidates(
+                candidates,
                 problem,
                 objective,
                 limit,
@@ -139,8 +141,9 @@ def solve(
                 window_size,
                 notes,
             )
-    status, solution, ev = _pick(problem, candidates, objective, limit, mem, base, notes)
-    bound = _bound(problem, objective, limit, ev)
+    cap = _energy_cap(problem, objective, candidates)
+    status, solution, ev = _pick(problem, candidates, objective, limit, mem, cap, base, notes)
+    bound = _bound(problem, objective, limit, cpsat_bound, cap, base)
     gap = _gap(objective_value(objective, ev)[0], bound)
     if status != "BASELINE" and gap is not None and gap <= 1e-12:
         status = "OPTIMAL"
@@ -164,6 +167,7 @@ def _degenerate(problem: Problem, base: Evaluation) -> bool:
 
 
 def _cpsat_candidates(
+    candidates: list[tuple[str, Solution]],
     problem: Problem,
     objective: str,
     limit: int,
@@ -174,7 +178,8 @@ def _cpsat_candidates(
     progress: bool,
     window_size: int,
     notes: list[str],
-) -> list[tuple[str, Solution]]:
+) -> float | None:
+    """Append CP-SAT's stitched plan to ``candidates``; return its global bound, if it has one."""
     from fxenergy.schedule.decompose import solve_windows
 
     try:
@@ -190,11 +195,11 @@ def _cpsat_candidates(
         )
     except ImportError as exc:  # ortools missing: the greedy plan still stands
         notes.append(f"CP-SAT unavailable ({exc}); install ortools for reordering")
-        return []
+        return None
     notes.extend(run.notes)
-    if run.solution is None:
-        return []
-    return [(run.status, run.solution)]
+    if run.solution is not None:
+        candidates.append((run.status, run.solution))
+    return run.bound
 
 
 def _pick(
@@ -203,6 +208,7 @@ def _pick(
     objective: str,
     limit: int,
     mem: int,
+    energy_cap: int | None,
     base: Evaluation,
     notes: list[str],
 ) -> tuple[str, Solution, Evaluation]:
@@ -215,7 +221,8 @@ def _pick(
             notes.append(f"{status} candidate rejected by the checker: {exc}")
             continue
         ev = evaluate(problem, sol)
-        if ev.time > limit or (ev.peak_memory > mem and status != "BASELINE"):
+        over_cap = energy_cap is not None and ev.energy > energy_cap
+        if ev.time > limit or (ev.peak_memory > mem and status != "BASELINE") or over_cap:
             notes.append(
                 f"{status} candidate misses the budget (time {ev.time}, peak {ev.peak_memory})"
             )
@@ -225,7 +232,8 @@ def _pick(
         key, best_key = objective_value(objective, ev), best and objective_value(objective, best[2])
         if best is None or key < best_key or (key == best_key and best[0] != "BASELINE"):
             best = (status, sol, ev)
-    assert best is not None  # the baseline always qualifies: its time is the reference
+    if best is None:  # only a capped baseline can get here: it is still the safe answer
+        best = ("BASELINE", candidates[0][1], base)
     if best[0] == "BASELINE":
         if base.peak_memory > mem:
             notes.append(
@@ -237,12 +245,46 @@ def _pick(
     return best
 
 
-def _bound(problem: Problem, objective: str, limit: int, ev: Evaluation) -> float | None:
+def _energy_cap(
+    problem: Problem, objective: str, candidates: list[tuple[str, Solution]]
+) -> int | None:
+    """For ``switches``: the greedy plan's energy, which fewer switches must not exceed."""
+    if objective != "switches":
+        return None
+    energies = [evaluate(problem, sol).energy for status, sol in candidates if status == "GREEDY"]
+    return min(energies) if energies else None
+
+
+def _bound(
+    problem: Problem,
+    objective: str,
+    limit: int,
+    cpsat_bound: float | None,
+    energy_cap: int | None,
+    base: Evaluation,
+) -> float | None:
+    """The best valid lower bound on the objective over every legal plan."""
+    bounds = [cpsat_bound] if cpsat_bound is not None else []
     if objective == "energy":
-        return greedy.energy_lower_bound(problem, limit)
-    if objective == "switches":
-        return 0.0
-    return None
+        lp = greedy.energy_lower_bound(problem, limit)
+        bounds += [] if lp is None else [lp]
+    elif objective == "memory":
+        bounds.append(_working_set_bound(problem))
+    else:  # without a switch every task runs at the max clock: the baseline's energy
+        bounds.append(1.0 if energy_cap is not None and energy_cap < base.energy else 0.0)
+    return max(bounds) if bounds else None
+
+
+def _working_set_bound(problem: Problem) -> int:
+    """Peak-memory lower bound: a task's inputs and output are live together, and so are all
+    graph outputs at the last step."""
+    inputs = [0] * problem.num_tasks
+    for t in range(problem.num_tasks):
+        for c in problem.consumers[t]:
+            inputs[c] += problem.tasks[t].output_bytes
+    step = max((inputs[t] + task.output_bytes for t, task in enumerate(problem.tasks)), default=0)
+    outputs = sum(task.output_bytes for task in problem.tasks if task.is_output)
+    return problem.memory_baseline_bytes + max(step, outputs)
 
 
 def _gap(value: float, bound: float | None) -> float | None:
