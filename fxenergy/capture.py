@@ -150,6 +150,8 @@ def _symbolic(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
         return FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*vals)
 
     run_with_fake_state(gm, mode, propagate, *values)
+    for node, value in zip(gm.graph.find_nodes(op="placeholder"), values, strict=False):
+        node.meta.setdefault("val", value)  # specialized non-tensor inputs (None, flags)
     return gm
 
 
