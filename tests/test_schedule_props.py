@@ -42,3 +42,23 @@ def test_small_problems_reach_the_brute_force_optimum(problem: Problem, slowdown
 
     result = solve(problem, max_slowdown=slowdown, progress=False, time_limit_s=5)
     assert result.evaluation.energy == brute_force(problem, result.deadline)
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems(min_tasks=3, max_tasks=9), st.sampled_from((0.0, 0.1, 0.4)), st.integers(2, 4))
+def test_windowed_plans_stitch_legally(problem: Problem, slowdown: float, window: int) -> None:
+    """Several small windows: boundaries, carried slack and memory context must hold up."""
+    from fxenergy.schedule.decompose import solve_windows
+    from fxenergy.schedule.greedy import greedy_solution
+    from fxenergy.schedule.validate import baseline, deadline
+
+    limit = deadline(problem, slowdown)
+    mem = baseline(problem).peak_memory
+    hint = greedy_solution(problem, limit)
+    run = solve_windows(problem, "energy", limit, mem, hint, 5.0, False, window, max_shift=2)
+    assert run.solution is not None
+    check(problem, run.solution)
+    ev = evaluate(problem, run.solution)
+    assert ev.time <= limit
+    assert ev.peak_memory <= mem
+    assert ev.energy <= evaluate(problem, hint or run.solution).energy
