@@ -114,7 +114,7 @@ def solve_windows(
             state = ctx.boundary_after(w_order, w_clocks, state)
             out_order += w_order
             out_clocks += w_clocks
-            advance(b - a, res.status)
+            advance(b - a, res.status, counts["reused"], counts["optimal"])
     clocks = [0] * problem.num_tasks
     for t, c in zip(out_order, out_clocks, strict=True):
         clocks[t] = c
@@ -359,9 +359,9 @@ def _aligned_size(problem: Problem, order: list[int], size: int) -> int:
 
 @contextmanager
 def _progress_bar(enabled: bool, windows: int, tasks: int) -> Iterator:
-    """A rich progress bar over windows; yields ``advance(tasks_done, status)``."""
+    """A rich progress bar over windows; yields ``advance(tasks, status, reused, optimal)``."""
     if not enabled:
-        yield lambda _n, _status: None
+        yield lambda *_: None
         return
     from rich.progress import (
         BarColumn,
@@ -376,10 +376,15 @@ def _progress_bar(enabled: bool, windows: int, tasks: int) -> Iterator:
         TextColumn("[bold]scheduling[/] {task.fields[status]}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("tasks · {task.fields[windows]} windows"),
+        TextColumn(
+            "tasks · {task.fields[windows]} windows · {task.fields[optimal]} optimal · "
+            "{task.fields[reused]} reused"
+        ),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, transient=True) as bar:
-        job = bar.add_task("schedule", total=tasks, status="", windows=windows)
-        yield lambda n, status: bar.update(job, advance=n, status=status)
+        job = bar.add_task("schedule", total=tasks, status="", windows=windows, reused=0, optimal=0)
+        yield lambda n, status, reused, optimal: bar.update(
+            job, advance=n, status=status, reused=reused, optimal=optimal
+        )
