@@ -303,7 +303,8 @@ def memory_timeline(
     last reader of are freed, so ``peak_bytes`` bounds the real allocation high-water mark.
 
     Raises:
-        InvalidScheduleError: a buffer is read before it is produced in ``order``.
+        InvalidScheduleError: a buffer is read before it is produced in ``order``, or its
+            producer is missing from ``order``.
     """
     pos = {name: i for i, name in enumerate(order)}
     producers = producers or {}
@@ -312,7 +313,10 @@ def memory_timeline(
     for buf, nbytes in sizes.items():
         if nbytes <= 0:
             continue
-        birth = pos[producers.get(buf, buf)]
+        producer = producers.get(buf, buf)
+        if producer not in pos:
+            raise InvalidScheduleError(f"buffer {buf!r}: its producer {producer!r} is not in order")
+        birth = pos[producer]
         death = max(birth, _last_use(buf, users_or_last_use.get(buf, ()), pos, birth))
         spans[buf] = (birth, len(order) - 1 if buf in keep else death)
     delta = [0] * (len(order) + 1)

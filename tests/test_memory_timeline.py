@@ -39,6 +39,8 @@ def test_pure_timeline_by_hand() -> None:
 def test_read_before_produce_is_rejected() -> None:
     with pytest.raises(InvalidScheduleError, match="before it is produced"):
         memory_timeline(["b", "a"], {"a": 4}, {"a": ["b"]})
+    with pytest.raises(InvalidScheduleError, match="not in order"):
+        memory_timeline(["a"], {"a#1": 4}, {}, producers={"a#1": "z"})
 
 
 def test_empty_order() -> None:
