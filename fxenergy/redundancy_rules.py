@@ -141,7 +141,7 @@ def _identity_operand(node: torch.fx.Node) -> Any:
     x, y = args
     if name in ("mul", "__mul__", "__rmul__") and isinstance(y, torch.fx.Node):
         x, y = y, x  # 1 * x
-    if name in ("mul", "__mul__", "__rmul__", "div", "true_divide", "__truediv__"):
+    if name in ("mul", "__mul__", "__rmul__", "div", "truediv", "true_divide", "__truediv__"):
         # x*1 and x/1 are exact in IEEE-754 (and for integers).
         return x if _scalar(y, 1) else None
     if name in ("sub", "__sub__"):
