@@ -186,3 +186,17 @@ def test_switches_objective_keeps_greedy_energy() -> None:
     assert result.evaluation.energy <= greedy.energy
     assert 1 <= result.evaluation.switches <= greedy.switches
     assert result.bound == 1.0  # any plan below the baseline energy switches at least once
+
+
+@pytest.mark.slow
+def test_ten_thousand_tasks_plan_within_a_minute() -> None:
+    from fxenergy.schedule.synthetic import transformer_problem
+
+    p = transformer_problem(10_000, switch_latency_s=0.010)  # simulated training graph
+    result = solve(p, max_slowdown=0.05, time_limit_s=40, progress=False)
+    check(p, result.solution)
+    assert p.num_tasks >= 9_900
+    assert result.solve_time_s <= 60
+    assert result.evaluation.time <= result.deadline
+    assert result.evaluation.peak_memory <= result.baseline.peak_memory
+    assert 0 < result.energy_saving and result.gap is not None and result.gap < 0.02
