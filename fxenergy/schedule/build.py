@@ -38,18 +38,22 @@ class GraphProblem:
 
 
 def candidate_clocks(
-    model: DVFSModel, count: int = 10, floor_ratio: float = 0.45
+    model: DVFSModel, count: int = 8, floor_ratio: float = 0.45, dense_ratio: float = 0.92
 ) -> tuple[int, ...]:
-    """``count`` supported clocks spread evenly from the maximum down to ``floor_ratio`` of it.
+    """Candidate SM clocks: every supported clock down to ``dense_ratio`` of the maximum (where
+    small slowdown budgets are spent, so each step matters), then ``count`` clocks spread evenly
+    down to ``floor_ratio`` of it.
 
     Clocks far below the maximum never pay off for real work (static power dominates), so the
     search space stops there; pass explicit clocks to :func:`build_problem` to override.
     """
     spec = model.spec
     top = spec.max_clock_mhz
+    clocks = {c for c in spec.supported_clocks_mhz() if c >= dense_ratio * top}
     floor = max(spec.min_clock_mhz, floor_ratio * top)
-    step = (top - floor) / max(count - 1, 1)
-    clocks = {spec.nearest_clock_mhz(top - i * step) for i in range(count)}
+    high = min(clocks)
+    step = (high - floor) / max(count, 1)
+    clocks |= {spec.nearest_clock_mhz(high - i * step) for i in range(1, count + 1)}
     return tuple(sorted(clocks, reverse=True))
 
 

@@ -1,0 +1,65 @@
+"""``fxenergy frontier MODEL``: the energy–time frontier (slowdown 0 to 20%) as JSON and PNG."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from fxenergy.cli.optimize import add_planning_arguments
+from fxenergy.cli.report import add_model_arguments, capture_model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "frontier",
+        help="energy-time frontier of a model (one plan per slowdown budget)",
+        description="Plan MODEL at slowdown budgets from 0 to 20%% and write the frontier. "
+        "Numbers come from the DVFS model (a simulated GPU).",
+    )
+    add_model_arguments(p)
+    add_planning_arguments(p)
+    p.add_argument(
+        "--slowdowns",
+        default="0,0.005,0.01,0.02,0.03,0.05,0.075,0.1,0.15,0.2",
+        help="comma-separated budgets (default %(default)s)",
+    )
+    p.add_argument("--out", default="frontier.json", help="JSON output (default %(default)s)")
+    p.add_argument("--plot", default="frontier.png", help="PNG output ('' to skip)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fxenergy.cli import console
+    from fxenergy.frontier import frontier, plot, write_json
+    from fxenergy.hardware.specs import get_gpu
+
+    get_gpu(args.gpu)
+    slowdowns = [float(s) for s in args.slowdowns.split(",") if s.strip()]
+    gm, title = capture_model(args)
+    points = frontier(
+        gm,
+        args.gpu,
+        slowdowns,
+        switch_latency_s=args.switch_latency_ms / 1e3,
+        time_limit_s=args.time_limit,
+    )
+    table = Table(title=f"energy–time frontier: {title} on {args.gpu} (simulated, DVFS model)")
+    for col in ("budget", "time ms", "energy J", "slowdown", "energy saved", "switches"):
+        table.add_column(col, justify="right")
+    for p in points:
+        table.add_row(
+            f"{100 * p.max_slowdown:g}%",
+            f"{p.time_s * 1e3:.4f}",
+            f"{p.energy_j:.5g}",
+            f"{100 * p.slowdown:.2f}%",
+            f"{100 * p.energy_saving:.2f}%",
+            str(p.switches),
+        )
+    console.print(table)
+    write_json(points, args.out, model=title, gpu=args.gpu)
+    console.print(f"frontier written to {args.out}")
+    if args.plot:
+        plot(points, args.plot, title=f"{title} on {args.gpu} (simulated)")
+        console.print(f"plot written to {args.plot}")
+    return 0
