@@ -62,7 +62,11 @@ def _is_inplace_name(name: str) -> bool:
 
 
 def mutated_args(node: torch.fx.Node) -> list[torch.fx.Node]:
-    """Input nodes whose storage ``node`` writes (in-place ops, ``copy_``, ``out=`` variants)."""
+    """Input nodes whose storage ``node`` writes: in-place ops and methods, ``copy_``, ``out=``,
+    ``inplace=True`` functions and modules (``nn.ReLU(inplace=True)``)."""
+    first = [a for a in node.args[:1] if isinstance(a, torch.fx.Node)]
+    if node.op == "call_module":
+        return first if getattr(_submodule(node), "inplace", False) is True else []
     if node.op not in ("call_function", "call_method"):
         return []
     target = node.target
@@ -74,9 +78,21 @@ def mutated_args(node: torch.fx.Node) -> list[torch.fx.Node]:
             value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
             written.extend(v for v in _as_nodes(value))
         return written
+    if node.kwargs.get("out") is not None:
+        return _as_nodes(node.kwargs["out"])
+    if node.kwargs.get("inplace") is True:
+        return first
     if target in _INPLACE_OPERATORS or _is_inplace_name(op_name(node)):
-        return [a for a in node.args[:1] if isinstance(a, torch.fx.Node)]
+        return first
     return []
+
+
+def _submodule(node: torch.fx.Node) -> torch.nn.Module | None:
+    mod = node.graph.owning_module
+    try:
+        return mod.get_submodule(str(node.target)) if mod is not None else None
+    except AttributeError:
+        return None
 
 
 def _as_nodes(value: Any) -> list[torch.fx.Node]:
@@ -89,8 +105,7 @@ def _as_nodes(value: Any) -> list[torch.fx.Node]:
 
 def _is_rng(node: torch.fx.Node) -> bool:
     if node.op == "call_module":
-        mod = node.graph.owning_module
-        sub = mod.get_submodule(str(node.target)) if mod is not None else None
+        sub = _submodule(node)
         return isinstance(sub, _DROPOUT_MODULES) and sub.training and sub.p > 0
     name = op_name(node).lstrip("_").removesuffix("_")
     if name not in _RNG_NAMES:
@@ -103,7 +118,10 @@ def _is_rng(node: torch.fx.Node) -> bool:
 
 
 def is_side_effectful(node: torch.fx.Node) -> bool:
-    """True for nodes whose relative order must be kept: mutation, RNG, I/O, asserts, collectives.
+    """True for nodes whose relative order must be kept.
+
+    That is: mutation (of inputs, or of a module's own state such as BatchNorm's running
+    statistics in training), RNG, and what ``Node.is_impure`` reports (I/O, asserts, collectives).
 
     Placeholders and the output are not counted: they are pinned to the start and end anyway.
     """
@@ -111,10 +129,18 @@ def is_side_effectful(node: torch.fx.Node) -> bool:
         return False
     if mutated_args(node) or _is_rng(node):
         return True
+    if node.op == "call_module" and _updates_own_state(_submodule(node)):
+        return True
     try:
         return bool(node.is_impure())
     except (AssertionError, AttributeError, TypeError, RuntimeError):
         return False  # a module-less graph: the name-based checks above already ran
+
+
+def _updates_own_state(mod: torch.nn.Module | None) -> bool:
+    # BatchNorm in training mode updates running_mean/var: two calls must keep their order.
+    bn = isinstance(mod, torch.nn.modules.batchnorm._NormBase)
+    return bn and mod.training and getattr(mod, "track_running_stats", False)
 
 
 # --- storages ----------------------------------------------------------------------------------

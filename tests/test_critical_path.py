@@ -100,6 +100,33 @@ def test_inplace_mutation_orders_readers() -> None:
     assert is_side_effectful(next(n for n in gm.graph.nodes if n.name == "add_"))
 
 
+class InplaceFlags(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = torch.nn.ReLU(inplace=True)
+        self.bn = torch.nn.BatchNorm1d(4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y = x * 1
+        before = y + 1
+        self.act(y)  # writes y in place
+        z = torch.nn.functional.relu(y * 2, inplace=True)
+        return before, self.bn(y), self.bn(z)
+
+
+def test_inplace_flags_and_module_state() -> None:
+    from fxenergy.capture import capture
+
+    gm = capture(InplaceFlags().train(), (torch.randn(3, 4),), method="symbolic")
+    dag = dependency_graph(gm)
+    assert dag.edges["add", "act"]["kind"] == "order"  # read before nn.ReLU(inplace=True)
+    nodes = {n.name: n for n in gm.graph.nodes}
+    assert is_side_effectful(nodes["relu"])  # F.relu(..., inplace=True)
+    assert dag.has_edge("bn", "bn_1")  # BatchNorm in training updates running stats: keep order
+    eval_gm = torch.fx.symbolic_trace(InplaceFlags().eval())
+    assert not is_side_effectful({n.name: n for n in eval_gm.graph.nodes}["bn"])
+
+
 class Rng(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
