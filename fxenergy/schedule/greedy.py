@@ -196,9 +196,14 @@ def _splice_totals(
     return time, energy
 
 
-def greedy_solution(problem: Problem, time_budget: int) -> Solution | None:
-    """The fixed-order plan on the program order as a :class:`Solution` (None if none fits)."""
-    order = list(range(problem.num_tasks))
+def greedy_solution(
+    problem: Problem, time_budget: int, order: Sequence[int] | None = None
+) -> Solution | None:
+    """The fixed-order plan on ``order`` (default: program order) as a :class:`Solution`.
+
+    Returns None if no plan fits ``time_budget``.
+    """
+    order = list(range(problem.num_tasks)) if order is None else list(order)
     clocks = fixed_order_plan(problem, order, time_budget)
     if clocks is None:
         return None

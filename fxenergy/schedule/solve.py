@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fxenergy.errors import InvalidScheduleError, ScheduleProblemError
-from fxenergy.schedule import greedy
+from fxenergy.schedule import cluster, greedy
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.validate import (
     Evaluation,
@@ -22,6 +22,7 @@ from fxenergy.schedule.validate import (
     check,
     deadline,
     evaluate,
+    peak_memory,
 )
 
 Objective = Literal["energy", "memory", "switches"]
@@ -124,9 +125,7 @@ def solve(
     if _degenerate(problem, base):
         notes.append("degenerate problem (no tasks or no time/energy): the baseline is the plan")
     else:
-        greedy_sol = greedy.greedy_solution(problem, limit)
-        if greedy_sol is not None:
-            candidates.append(("GREEDY", greedy_sol))
+        greedy_sol = _greedy(problem, objective, limit, mem, candidates)
         if use_cpsat:
             cpsat_bound = _cpsat_candidates(
                 candidates,
@@ -160,6 +159,30 @@ def solve(
         notes=tuple(notes),
         solve_time_s=_time.perf_counter() - started,
     )
+
+
+def _greedy(
+    problem: Problem,
+    objective: str,
+    limit: int,
+    mem: int,
+    candidates: list[tuple[str, Solution]],
+) -> Solution | None:
+    """Fixed-order DP plans on the program order and on the clustered order (if it fits ``mem``);
+    both become candidates, the better one is returned as the CP-SAT hint."""
+    plans = []
+    order = cluster.clustered_order(problem)
+    orders = [list(range(problem.num_tasks))]
+    if order != orders[0] and peak_memory(problem, order) <= mem:
+        orders.append(order)
+    for o in orders:
+        sol = greedy.greedy_solution(problem, limit, o)
+        if sol is not None:
+            candidates.append(("GREEDY", sol))
+            plans.append(sol)
+    if not plans:
+        return None
+    return min(plans, key=lambda sol: objective_value(objective, evaluate(problem, sol)))
 
 
 def _degenerate(problem: Problem, base: Evaluation) -> bool:
