@@ -34,6 +34,7 @@ from fxenergy.cost.fake import (
     count_params,
     fake_mode,
     fakeify,
+    fresh_like,
     quiet_fake_errors,
     run_with_fake_state,
     tf32_flags,
@@ -389,5 +390,5 @@ def _fill_missing_vals(gm: torch.fx.GraphModule) -> None:
     if all("val" in n.meta for n in gm.graph.nodes if n.op != "output"):
         return
     mode = fake_mode()
-    inputs = [fakeify(mode, n.meta["val"]) for n in gm.graph.find_nodes(op="placeholder")]
+    inputs = [fresh_like(mode, n.meta["val"]) for n in gm.graph.find_nodes(op="placeholder")]
     FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*inputs)

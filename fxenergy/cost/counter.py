@@ -19,7 +19,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fxenergy import meta
-from fxenergy.cost.fake import quiet_fake_errors, run_with_fake_state, tf32_flags
+from fxenergy.cost.fake import fresh_like, quiet_fake_errors, run_with_fake_state, tf32_flags
 from fxenergy.cost.ops import OpCost, op_cost
 from fxenergy.errors import FxEnergyError
 
@@ -82,7 +82,7 @@ class _Interp(torch.fx.Interpreter):
         if first is not None:
             if first in self.charger.acc:
                 self.charger.acc[n] = self.charger.acc[first]
-            return _fresh_input(self.mode, n.meta["val"])
+            return fresh_like(self.mode, n.meta["val"])
         self.charger.node = n
         try:
             return super().run_node(n)
@@ -126,19 +126,6 @@ def _plain_value(val: Any) -> bool:
     return isinstance(val, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in val)
 
 
-def _fresh_input(mode: FakeTensorMode, val: Any) -> Any:
-    """A new fake tensor in ``mode`` with ``val``'s shape, stride, dtype and device."""
-
-    def one(v: Any) -> Any:
-        if not isinstance(v, torch.Tensor):
-            return v
-        with mode:
-            t = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device)
-        return t.requires_grad_(v.requires_grad) if v.is_floating_point() else t
-
-    return pytree.tree_map(one, val)
-
-
 def _node_dtype(node: torch.fx.Node, acc: _Acc | None) -> str:
     for t in meta.tensor_values(meta.node_value(node)):
         if isinstance(t, torch.Tensor):
@@ -165,7 +152,7 @@ def count_costs(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, meta.CostRecord
             "with fxenergy.capture(...) or run FakeTensorProp before annotate-cost"
         )
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    inputs = [_fresh_input(mode, p.meta["val"]) for p in placeholders]
+    inputs = [fresh_like(mode, p.meta["val"]) for p in placeholders]
     charger = _Charger()
 
     def run(*args: Any) -> Any:

@@ -92,3 +92,16 @@ def quiet_fake_errors() -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
+
+
+def fresh_like(mode: FakeTensorMode, val: Any) -> Any:
+    """A new fake tensor in ``mode`` with ``val``'s shape, stride, dtype and device."""
+
+    def one(v: Any) -> Any:
+        if not isinstance(v, torch.Tensor):
+            return v
+        with mode:
+            t = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device)
+        return t.requires_grad_(v.requires_grad) if v.is_floating_point() else t
+
+    return pytree.tree_map(one, val)
