@@ -200,3 +200,14 @@ def test_ten_thousand_tasks_plan_within_a_minute() -> None:
     assert result.evaluation.time <= result.deadline
     assert result.evaluation.peak_memory <= result.baseline.peak_memory
     assert 0 < result.energy_saving and result.gap is not None and result.gap < 0.02
+
+
+def test_clustered_order_groups_tasks_that_want_the_same_clock() -> None:
+    from fxenergy.schedule.cluster import clustered_order, preferred_clocks
+
+    p = two_chains()
+    assert preferred_clocks(p) == [1, 0, 1, 0]
+    assert clustered_order(p) == [0, 2, 1, 3]
+    # the greedy on the clustered order finds the grouped optimum without CP-SAT
+    fast = solve(p, max_slowdown=0.2, memory_bound=12, progress=False, use_cpsat=False)
+    assert fast.evaluation.energy == 152

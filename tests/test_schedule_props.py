@@ -62,3 +62,13 @@ def test_windowed_plans_stitch_legally(problem: Problem, slowdown: float, window
     assert ev.time <= limit
     assert ev.peak_memory <= mem
     assert ev.energy <= evaluate(problem, hint or run.solution).energy
+
+
+@settings(max_examples=25, deadline=None)
+@given(problems(max_tasks=12))
+def test_clustered_order_is_legal(problem: Problem) -> None:
+    from fxenergy.schedule.cluster import clustered_order
+    from fxenergy.schedule.problem import Solution
+
+    order = clustered_order(problem, max_lead=3)
+    check(problem, Solution(tuple(order), (0,) * problem.num_tasks))

@@ -207,7 +207,10 @@ def greedy_solution(
     clocks = fixed_order_plan(problem, order, time_budget)
     if clocks is None:
         return None
-    return Solution(tuple(order), tuple(int(c) for c in clocks))
+    by_task = [0] * problem.num_tasks
+    for t, c in zip(order, clocks, strict=True):  # clocks come per position of ``order``
+        by_task[t] = int(c)
+    return Solution(tuple(order), tuple(by_task))
 
 
 def energy_lower_bound(problem: Problem, time_budget: int) -> float | None:
