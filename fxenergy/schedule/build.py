@@ -94,11 +94,14 @@ def build_problem(
     clocks_mhz: Sequence[int] | None = None,
     min_partition_factor: float = 1.0,
     cyclic: bool = True,
+    units: tuple[float, float] | None = None,
 ) -> GraphProblem:
     """The scheduling problem of an ``annotate-cost``-ed graph on ``model``'s GPU.
 
     ``cyclic`` (default): the graph runs in a loop and the clock is kept between runs, so the
-    first partition starts at the last one's clock (see ``Problem.cyclic``).
+    first partition starts at the last one's clock (see ``Problem.cyclic``). ``units``
+    (seconds, joules per unit) fixes the integer units, so problems of several graphs can be
+    chained; by default they are chosen from this graph's totals.
     """
     nodes = [n for n in gm.graph.nodes if _is_task(n)]
     missing = [n.name for n in nodes if meta.COST not in n.meta]
@@ -115,7 +118,7 @@ def build_problem(
     ]
     total_t = sum(r[0][0] for r in raw) or 1.0
     total_e = sum(r[0][1] for r in raw) or 1.0
-    t_unit, e_unit = total_t / _RESOLUTION, total_e / _RESOLUTION
+    t_unit, e_unit = units or (total_t / _RESOLUTION, total_e / _RESOLUTION)
     data_edges, out_bytes = _memory_edges(gm, nodes, index)
     outputs = _output_tasks(gm, index)
     tasks = tuple(
