@@ -171,8 +171,9 @@ def main() -> None:
         rows.append(run_shape(args.profile, stages, mbs, args))
         r = rows[-1]
         print(
-            f"# {r['shape']}: shortest {r['shortest_s']:.4f} s, baseline {r['baseline_j']:.1f}"
-            f" J, lowtime shortest {r['lowtime_shortest_s']:.4f} s, fxenergy deadline plans "
+            f"# {r['shape']}: shortest {r['shortest_s']:.4f} s, all-max-clock "
+            f"{r['baseline_j']:.1f} J; lowtime's shortest {r['lowtime_shortest_s']:.4f} s at "
+            f"{r['lowtime_shortest_j']:.1f} J; fxenergy's 4 deadline plans took "
             f"{r['ours_points_s']:.2f} s",
             flush=True,
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fxenergy.distributed.runner import action_label, expected_switches
+from fxenergy.distributed.runner import action_label, expected_switches, rank_plan_from_json
 from fxenergy.profiles import read_profile
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 from fxenergy.schedule.pipeline import StageCosts, build_dag
@@ -30,8 +30,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _plans() -> dict[str, list[list]]:
-    """Per schedule, per rank: [[stage, kind, mb, mhz], ...] in the rank's order."""
+def _plans() -> dict[str, dict]:
+    """Per schedule: the saved plan (``PipelinePlan.to_json()``), as a launcher would ship it."""
     profile = read_profile(DATA)
     out = {}
     for schedule, stages in CASES.items():
@@ -39,15 +39,15 @@ def _plans() -> dict[str, list[list]]:
         costs = StageCosts.from_profile(profile, stages, 83.64, list(range(stages)))
         planner = PipelinePlanner(dag, costs, polish_s=0.0)
         plan = planner.plan(planner.shortest_s * 1.05)
-        out[schedule] = [[[*c, f] for c, f in plan.rank_plan(r)] for r in range(RANKS)]
+        out[schedule] = plan.to_json()
     return out
 
 
-def _train(rank: int, schedule: str, stages: int, plan: list | None) -> dict:
+def _train(rank: int, schedule: str, stages: int, plan: dict | None) -> dict:
     import torch
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
 
-    from fxenergy.distributed.runner import ClockPlanHook
+    from fxenergy.distributed.runner import ClockPlanHook, rank_plan_from_json
     from fxenergy.runtime.factory import get_backend
 
     torch.manual_seed(0)
@@ -64,7 +64,8 @@ def _train(rank: int, schedule: str, stages: int, plan: list | None) -> dict:
     x, y = torch.randn(8, 8), torch.randn(8, 8)
     backend = get_backend("sim", gpu="A100-SXM4-80GB")
     initial = backend.current_clock_mhz
-    rank_plan = [((s, k, m), f) for s, k, m, f in plan] if plan else []
+    fingerprint = build_dag(schedule, stages, MICROBATCHES, RANKS).fingerprint
+    rank_plan = rank_plan_from_json(plan, rank, fingerprint) if plan else []
     hook = ClockPlanHook(pipe_stages, rank_plan, backend, reset_on_exit=False)
     losses: list[float] = []
     for _ in range(STEPS):
@@ -91,7 +92,7 @@ def _worker(rank: int, port: int, plans: dict, out_dir: str) -> None:
         result = {}
         for schedule, stages in CASES.items():
             plain = _train(rank, schedule, stages, None)
-            planned = _train(rank, schedule, stages, plans[schedule][rank])
+            planned = _train(rank, schedule, stages, plans[schedule])
             result[schedule] = {"plain": plain, "planned": planned}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
@@ -108,7 +109,8 @@ def test_pipeline_ranks_follow_their_clock_plans(tmp_path):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
         for schedule in CASES:
             got = result[schedule]
-            plan = [((s, k, m), f) for s, k, m, f in plans[schedule][rank]]
+            doc = plans[schedule]
+            plan = rank_plan_from_json(doc, rank, doc["dag_fingerprint"])
             asked = [[action_label(c), f] for c, f in plan] * STEPS
             assert got["planned"]["requests"] == asked, (schedule, rank)
             switches = expected_switches(plan, got["planned"]["initial"], STEPS)

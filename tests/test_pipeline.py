@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from fxenergy.distributed.orders import (
     torch_rank_orders,
     validate_orders,
 )
-from fxenergy.errors import InfeasibleBudgetError, ProfileError
+from fxenergy.distributed.runner import rank_plan_from_json
+from fxenergy.errors import InfeasibleBudgetError, PlanMismatchError, ProfileError
 from fxenergy.profiles import Profile, ProfileRow, read_profile
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 from fxenergy.schedule.pipeline import (
@@ -184,3 +186,19 @@ def test_bad_inputs_raise_clear_errors():
         build_dag("1F1B", 4, 2)
     with pytest.raises(ScheduleError, match="unknown pipeline schedule"):
         build_dag("zigzag", 4, 8)
+
+
+def test_saved_plan_round_trip_and_mismatch():
+    costs = StageCosts.from_profile(read_profile(DATA), 4, P_BLOCKED)
+    dag = build_dag("1F1B", 4, 8)
+    plan = PipelinePlanner(dag, costs, polish_s=0.0).plan(dag_time(dag, costs) * 1.02)
+    doc = json.loads(json.dumps(plan.to_json()))
+    for rank in range(dag.num_ranks):
+        assert rank_plan_from_json(doc, rank, dag.fingerprint) == plan.rank_plan(rank)
+    other = build_dag("1F1B", 4, 12)
+    with pytest.raises(PlanMismatchError, match="plan again"):
+        rank_plan_from_json(doc, 0, other.fingerprint)
+
+
+def dag_time(dag, costs) -> float:
+    return evaluate(dag, costs, max_clock_plan(dag, costs)).iteration_time_s

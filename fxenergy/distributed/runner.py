@@ -15,12 +15,13 @@ schedule, its communication and its numerics are untouched.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 from fxenergy.distributed.orders import Action
-from fxenergy.errors import FxEnergyError
+from fxenergy.errors import FxEnergyError, PlanMismatchError
 from fxenergy.runtime.backend import FrequencyBackend
 
 
@@ -107,6 +108,32 @@ class ClockPlanHook:
         self._saved.clear()
         if self.reset_on_exit:
             self.backend.reset()
+
+
+def rank_plan_from_json(doc: dict, rank: int, fingerprint: str) -> list[tuple[Action, int]]:
+    """One rank's ``(action, clock)`` list from ``PipelinePlan.to_json()`` output.
+
+    Args:
+        doc: the saved plan.
+        rank: this process's pipeline rank.
+        fingerprint: ``build_dag(...).fingerprint`` of the pipeline about to run.
+
+    Raises:
+        PlanMismatchError: the plan was made for another schedule or shape.
+    """
+    if doc.get("dag_fingerprint") != fingerprint:
+        raise PlanMismatchError(
+            f"the plan was made for a {doc.get('schedule')} pipeline of "
+            f"{doc.get('num_stages')} stages x {doc.get('num_microbatches')} microbatches "
+            f"(fingerprint {doc.get('dag_fingerprint')}), not this one ({fingerprint}); "
+            "plan again with `fxenergy pipeline` for this schedule and shape"
+        )
+    kinds = {"F": "forward", "B": "backward"}
+    out: list[tuple[Action, int]] = []
+    for entry in doc["ranks"][rank]:
+        stage, kind, mb = re.fullmatch(r"(\d+)([FB])(\d+)", entry["action"]).groups()
+        out.append(((int(stage), kinds[kind], int(mb)), int(entry["freq_mhz"])))  # type: ignore[arg-type]
+    return out
 
 
 def expected_switches(

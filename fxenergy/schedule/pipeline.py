@@ -15,6 +15,7 @@ The planner itself (CP-SAT) lives in :mod:`fxenergy.schedule.cpsat.pipeline`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,12 @@ class PipelineDAG:
         return len(self.rank_orders)
 
     @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the per-rank orders: a saved plan is only valid for the same DAG."""
+        text = "|".join(",".join(label(c) for c in order) for order in self.rank_orders)
+        return hashlib.sha256(f"{self.schedule}:{text}".encode()).hexdigest()[:16]
+
+    @cached_property
     def rank_of(self) -> dict[Computation, int]:
         return {c: r for r, order in enumerate(self.rank_orders) for c in order}
 
@@ -83,6 +90,14 @@ class PipelineDAG:
     @cached_property
     def successors(self) -> dict[Computation, tuple[Computation, ...]]:
         return {c: tuple(self.graph.successors(c)) for c in self.graph}
+
+    @cached_property
+    def index_arrays(self) -> tuple[dict[Computation, int], list[list[int]], list[list[int]]]:
+        """Topological index of each computation, and predecessor/successor index lists."""
+        index = {c: k for k, c in enumerate(self.topological)}
+        preds = [[index[q] for q in self.predecessors[c]] for c in self.topological]
+        succs = [[index[q] for q in self.successors[c]] for c in self.topological]
+        return index, preds, succs
 
 
 def build_dag(
@@ -322,6 +337,7 @@ class PipelinePlan:
             "num_stages": self.dag.num_stages,
             "num_microbatches": self.dag.num_microbatches,
             "order_source": self.dag.source,
+            "dag_fingerprint": self.dag.fingerprint,
             "method": self.method,
             "deadline_s": self.deadline_s,
             "iteration_time_s": ev.iteration_time_s,
@@ -380,20 +396,27 @@ class SlackTracker:
     """
 
     def __init__(self, dag: PipelineDAG, dur: list[float], deadline_s: float, per_s: float):
-        self.index = {c: k for k, c in enumerate(dag.topological)}
-        self.preds = [[self.index[q] for q in dag.predecessors[c]] for c in dag.topological]
-        self.succs = [[self.index[q] for q in dag.successors[c]] for c in dag.topological]
+        self.index, self.preds, self.succs = dag.index_arrays
         self.dur, self.deadline_s, self.per_s = dur, deadline_s, per_s
         self._refresh()
 
     def _refresh(self) -> None:
-        n, dur = len(self.dur), self.dur
+        # Plain loops: this runs once per accepted move, and preds/succs have 1-3 entries.
+        n, dur, preds, succs = len(self.dur), self.dur, self.preds, self.succs
         finish = [0.0] * n
         for k in range(n):
-            finish[k] = max([finish[q] for q in self.preds[k]], default=0.0) + dur[k]
+            start = 0.0
+            for q in preds[k]:
+                if finish[q] > start:
+                    start = finish[q]
+            finish[k] = start + dur[k]
         latest = [0.0] * n
-        for k in reversed(range(n)):
-            latest[k] = min([latest[q] - dur[q] for q in self.succs[k]], default=self.deadline_s)
+        for k in range(n - 1, -1, -1):
+            end = self.deadline_s
+            for q in succs[k]:
+                if latest[q] - dur[q] < end:
+                    end = latest[q] - dur[q]
+            latest[k] = end
         self.floats = [latest[k] - finish[k] for k in range(n)]
         self.span, self.used = max(finish), 0.0
 

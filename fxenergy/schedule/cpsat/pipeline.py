@@ -200,25 +200,35 @@ class PipelineLP:
         self._hull = {c: _lower_hull(costs.candidates(c), p) for c in dag.topological}
         inf = self.lp.infinity()
         self.dur = {c: self.lp.NumVar(h[0].time_s, h[-1].time_s, "") for c, h in self._hull.items()}
-        energy = {c: self._add_energy(c, p) for c in dag.topological}
         start = {c: self.lp.NumVar(0, inf, "") for c in dag.topological}
         self.makespan = self.lp.NumVar(0, inf, "T")
+        objective = self.lp.Objective()
+        for c in dag.topological:
+            objective.SetCoefficient(self._add_energy(c, p), 1.0)
+        # Rows through the low-level API: the operator API costs more than the solves here.
         for u, v in dag.edges():
-            self.lp.Add(start[v] >= start[u] + self.dur[u])
+            self._row(0.0, [(start[v], 1.0), (start[u], -1.0), (self.dur[u], -1.0)])
         for order in dag.rank_orders:
-            self.lp.Add(self.makespan >= start[order[-1]] + self.dur[order[-1]])
-        idle = 0 if straggler else p * dag.num_ranks * self.makespan
-        self.lp.Minimize(sum(energy.values()) + idle)
+            last = order[-1]
+            self._row(0.0, [(self.makespan, 1.0), (start[last], -1.0), (self.dur[last], -1.0)])
+        objective.SetCoefficient(self.makespan, 0.0 if straggler else p * dag.num_ranks)
+        objective.SetMinimization()
+
+    def _row(self, lower: float, terms: list) -> None:
+        row = self.lp.Constraint(lower, self.lp.infinity())
+        for var, coef in terms:
+            row.SetCoefficient(var, coef)
 
     def _add_energy(self, c: Computation, p: float) -> pywraplp.Variable:
         hull = self._hull[c]
         z = self.lp.NumVar(-self.lp.infinity(), self.lp.infinity(), "")
         if len(hull) == 1:
-            self.lp.Add(z >= hull[0].energy_j - p * hull[0].time_s)
+            self._row(hull[0].energy_j - p * hull[0].time_s, [(z, 1.0)])
         for a, b in pairwise(hull):
             ea, eb = a.energy_j - p * a.time_s, b.energy_j - p * b.time_s
             slope = (eb - ea) / (b.time_s - a.time_s)
-            self.lp.Add(z >= ea + slope * (self.dur[c] - a.time_s))
+            # z >= ea + slope * (d - t_a)  <=>  z - slope * d >= ea - slope * t_a
+            self._row(ea - slope * a.time_s, [(z, 1.0), (self.dur[c], -slope)])
         return z
 
     def solve(self, deadline_s: float) -> tuple[dict[Computation, int], float] | None:
@@ -404,7 +414,8 @@ class PipelinePlanner:
         try:
             for i in range(points):
                 deadline = self.shortest_s + (end - self.shortest_s) * i / max(1, points - 1)
-                plan = self.plan(deadline, hint)
+                # The previous plan only helps CP-SAT; without polish it is not rescored.
+                plan = self.plan(deadline, hint if polish_s > 0 else None)
                 hint = plan.freqs_mhz
                 if not plans or plan.evaluation.energy_j < plans[-1].evaluation.energy_j - 1e-9:
                     plans.append(plan)
