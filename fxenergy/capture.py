@@ -380,9 +380,30 @@ def _exported(wrapper: nn.Module, args: tuple[Any, ...]) -> nn.Module:
     """torch.export's aten graph of the loss (it handles models that check for tracing, as
     transformers' mask code does); the module itself where export fails."""
     try:
-        return torch.export.export(wrapper, args, strict=False).module()
+        gm = torch.export.export(wrapper, args, strict=False).module()
     except Exception:  # aot_export_module below reports the failure that matters
         return wrapper
+    _drop_unread_parameters(gm)
+    return gm
+
+
+def _drop_unread_parameters(gm: torch.fx.GraphModule) -> None:
+    """Read each tied weight under one name and remove the other names: aot_autograd would
+    otherwise fail on a name that receives no gradient. Only the exported module's own
+    attribute tree changes, never the user's model."""
+    canonical: dict[int, str] = {}
+    for name, p in gm.named_parameters(remove_duplicate=False):
+        canonical.setdefault(id(p), name)
+    for node in gm.graph.find_nodes(op="get_attr"):
+        value = _attr(node)
+        if isinstance(value, nn.Parameter):
+            node.target = canonical[id(value)]
+    gm.recompile()
+    read = {str(n.target) for n in gm.graph.find_nodes(op="get_attr")}
+    for name, _ in list(gm.named_parameters(remove_duplicate=False)):
+        if name not in read:
+            owner, _, leaf = name.rpartition(".")
+            delattr(gm.get_submodule(owner), leaf)
 
 
 def _fill_missing_vals(gm: torch.fx.GraphModule) -> None:

@@ -177,3 +177,20 @@ def test_symbolic_and_export_agree_on_random_mlps(widths: list[int], batch: int)
         exp.bytes_read,
         exp.bytes_written,
     )
+
+
+def test_training_capture_with_tied_weights() -> None:
+    class TiedLM(nn.Module):
+        def __init__(self, vocab: int = 50, d: int = 16) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(vocab, d)
+            self.head = nn.Linear(d, vocab, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.emb(ids)))
+
+    gm = capture_training(TiedLM(), torch.zeros(2, 7, dtype=torch.long))
+    totals = graph_totals(gm)
+    assert totals.params == 50 * 16
+    assert totals.macs == 3 * 2 * 7 * 16 * 50  # forward, grad of activations, grad of weight
