@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -159,8 +160,21 @@ def _symbolic(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
 # --- export ------------------------------------------------------------------------------------
 
 
+@contextmanager
+def _no_stack_traces() -> Iterator[None]:
+    """Recording a Python stack trace per node is ~25% of torch.export's time; we never use it."""
+    config = torch.fx.config
+    old = getattr(config, "do_not_emit_stack_traces", False)
+    config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        config.do_not_emit_stack_traces = old
+
+
 def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
-    ep = torch.export.export(model, args, kwargs, strict=False)
+    with _no_stack_traces():
+        ep = torch.export.export(model, args, kwargs, strict=False)
     # ep.module() keeps parameters as attributes (countable, meta-friendly) and node vals.
     gm = ep.module()
     missing = [n.name for n in gm.graph.nodes if n.op != "output" and _needs_val(n)]
@@ -380,7 +394,8 @@ def _exported(wrapper: nn.Module, args: tuple[Any, ...]) -> nn.Module:
     """torch.export's aten graph of the loss (it handles models that check for tracing, as
     transformers' mask code does); the module itself where export fails."""
     try:
-        gm = torch.export.export(wrapper, args, strict=False).module()
+        with _no_stack_traces():
+            gm = torch.export.export(wrapper, args, strict=False).module()
     except Exception:  # aot_export_module below reports the failure that matters
         return wrapper
     _drop_unread_parameters(gm)
