@@ -42,15 +42,26 @@ def _is_real(value: Any) -> bool:
     )
 
 
+def _constant_attr(value: Any) -> bool:
+    """A tensor that needs no gradient, a non-tensor, or a pure subgraph (a higher-order op's
+    body, e.g. export's ``wrap_with_set_grad_enabled`` around rotary tables)."""
+    if isinstance(value, torch.fx.GraphModule):
+        # Asserts inside may stay: on constant inputs they pass at fold time or never.
+        return not any(
+            is_barrier(n) and not target_name(n).startswith("_assert") for n in value.graph.nodes
+        )
+    if isinstance(value, torch.nn.Module):
+        return False
+    return not getattr(value, "requires_grad", False)
+
+
 def constant_nodes(gm: torch.fx.GraphModule, tainted: set[torch.fx.Node]) -> set[torch.fx.Node]:
     """Nodes whose value depends only on constants (see the module docstring)."""
     consts: set[torch.fx.Node] = set()
     for node in gm.graph.nodes:
         if node.op == "get_attr":
             value = _attr(gm, str(node.target))
-            if not isinstance(value, torch.nn.Module) and not getattr(
-                value, "requires_grad", False
-            ):
+            if _constant_attr(value):
                 consts.add(node)
         elif node.op in ("call_function", "call_method"):
             if node in tainted or is_barrier(node) or target_name(node).startswith("empty"):

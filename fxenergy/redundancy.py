@@ -29,7 +29,10 @@ VIEW_NAMES = frozenset(
     "view reshape transpose permute t expand squeeze unsqueeze flatten unflatten narrow select "
     "slice split split_with_sizes chunk unbind as_strided detach alias contiguous to type type_as "
     "expand_as view_as reshape_as movedim diagonal real imag getitem __getitem__ unfold "
-    "swapaxes swapdims _unsafe_view lift_fresh".split()
+    "swapaxes swapdims _unsafe_view lift_fresh "
+    # casts to the same dtype and dropout in eval return their input itself
+    "float double half bfloat16 int long bool cpu cuda dropout feature_dropout alpha_dropout "
+    "feature_alpha_dropout dropout1d dropout2d dropout3d".split()
 )
 _DROPOUTS = frozenset(
     {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "dropout2d"}
@@ -123,7 +126,10 @@ def _may_alias(node: torch.fx.Node) -> bool:
     if isinstance(t, torch._ops.OpOverload):
         return any(r.alias_info is not None for r in t._schema.returns)
     if node.op == "call_module":
-        return isinstance(submodule(node), (nn.Identity, nn.Flatten, nn.Unflatten))
+        mod = submodule(node)
+        return isinstance(
+            mod, (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd)
+        )
     return node.op in ("call_method", "call_function") and target_name(node) in VIEW_NAMES
 
 
@@ -138,10 +144,11 @@ def tainted_nodes(graph: torch.fx.Graph) -> set[torch.fx.Node]:
 
     mutated: list[torch.fx.Node] = []
     for node in graph.nodes:
-        if _may_alias(node):
-            for src in node.all_input_nodes:
-                parent[find(node)] = find(src)
-        mutated.extend(mutated_inputs(node))
+        written = mutated_inputs(node)
+        # A view shares its input's storage; an in-place op returns the tensor it wrote.
+        for src in node.all_input_nodes if _may_alias(node) else written:
+            parent[find(node)] = find(src)
+        mutated.extend(written)
     roots = {find(n) for n in mutated}
     return {n for n in graph.nodes if find(n) in roots}
 
@@ -250,7 +257,8 @@ def apply_rules(
             continue
         for name, rule in rules:
             value = rule(node, tainted)
-            if value is not None and value is not node:
+            # A mutated replacement would let readers of ``node`` see a later write.
+            if value is not None and value is not node and value not in tainted:
                 replace_with(node, value, name, log)
                 changed = True
                 break
