@@ -160,4 +160,4 @@ def analyses(gm: torch.fx.GraphModule) -> frozenset[str]:
 
 # --- appended by capture/annotate-cost (issue 2) -----------------------------------------------
 PARAMS = "fxenergy.params"  #: int (GraphModule.meta): parameter count of the captured model
-ALLOW_TF32 = "fxenergy.allow_tf32"  #: bool (GraphModule.meta): torch's TF32 flag at capture
+ALLOW_TF32 = "fxenergy.allow_tf32"  #: tuple[bool, bool] (GraphModule.meta): TF32 (matmul, conv)

@@ -257,3 +257,15 @@ def test_llama_7b_on_meta_is_fast() -> None:
     per_token = 32 * (4 * 4096**2 + 3 * 4096 * 11008) + 4096 * 32000
     assert totals.macs == 128 * per_token + 32 * 2 * 128 * 128 * 4096
     assert elapsed < 60  # 20 s target on an idle 2-core machine; CI is shared
+
+
+def test_tf32_flags_follow_torch_backends_at_capture() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+        gm = _annotated(model, torch.randn(1, 3, 8, 8), method="symbolic")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    by_module = {n.meta[meta.MODULE]: n.meta[meta.COST].allow_tf32 for n in gm.graph.nodes}
+    assert by_module["0"] is True and by_module["2"] is False  # conv: cuDNN flag; linear: cuBLAS

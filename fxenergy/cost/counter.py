@@ -30,8 +30,10 @@ class _Acc:
 
     ops: list[OpCost] = field(default_factory=list)
 
-    def record(self, dtype: str, allow_tf32: bool) -> meta.CostRecord:
+    def record(self, dtype: str, tf32: tuple[bool, bool]) -> meta.CostRecord:
         mm = sum(o.matmul_flops for o in self.ops)
+        conv = sum(o.matmul_flops for o in self.ops if "conv" in o.name)
+        allow_tf32 = tf32[1] if 2 * conv > mm else tf32[0]  # cuDNN's flag governs convolutions
         vec = sum(o.vector_flops for o in self.ops)
         return meta.CostRecord(
             flops=mm + vec,
@@ -167,7 +169,7 @@ def count_costs(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, meta.CostRecord
             f"cost counting failed while running the graph on fake tensors: "
             f"{type(err).__name__}: {err}"
         ) from err
-    allow = bool(gm.meta.get(meta.ALLOW_TF32, tf32_flags()))
+    allow = tuple(gm.meta.get(meta.ALLOW_TF32, tf32_flags()))
     return {
         n: (charger.acc.get(n) or _Acc()).record(_node_dtype(n, charger.acc.get(n)), allow)
         for n in gm.graph.nodes

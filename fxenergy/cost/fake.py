@@ -77,9 +77,9 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def tf32_flags() -> bool:
-    """Whether torch currently lets fp32 matmuls use TF32 tensor cores (cuBLAS flag)."""
-    return bool(torch.backends.cuda.matmul.allow_tf32)
+def tf32_flags() -> tuple[bool, bool]:
+    """Whether fp32 (matmuls, convolutions) may use TF32 tensor cores under torch's flags."""
+    return bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32)
 
 
 @contextmanager
