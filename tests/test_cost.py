@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fxenergy.passes.annotate_cost import AnnotateCost
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -269,3 +271,18 @@ def test_tf32_flags_follow_torch_backends_at_capture() -> None:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
     by_module = {n.meta[meta.MODULE]: n.meta[meta.COST].allow_tf32 for n in gm.graph.nodes}
     assert by_module["0"] is True and by_module["2"] is False  # conv: cuDNN flag; linear: cuBLAS
+
+
+@settings(max_examples=15)
+@given(b=st.integers(1, 4), m=st.integers(1, 16), k=st.integers(1, 16), n=st.integers(1, 16))
+def test_bmm_and_broadcast_add_exact(b: int, m: int, k: int, n: int) -> None:
+    def f(x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(x, y) + bias  # bias (n,) broadcasts over (b, m, n)
+
+    x, y, bias = torch.randn(b, m, k), torch.randn(b, k, n), torch.randn(n)
+    gm = _annotated(_Fn(f), x, y, bias, method="symbolic")
+    t = graph_totals(gm)
+    assert t.macs == b * m * k * n and t.flops == 2 * b * m * k * n + b * m * n
+    out = b * m * n * 4
+    assert t.bytes_read == (b * m * k + b * k * n) * 4 + (out + n * 4)
+    assert t.bytes_written == 2 * out
