@@ -244,25 +244,35 @@ def evaluate(
     horizon_s: float = 0.0,
 ) -> PlanEvaluation:
     """Time, energy, slack and critical path of running ``dag`` at the given clocks."""
-    picked = {c: costs.option(c, freqs_mhz[c]) for c in dag.topological}
-    dur = {c: o.time_s for c, o in picked.items()}
-    finish: dict[Computation, float] = {}
-    start: dict[Computation, float] = {}
-    for c in dag.topological:
-        start[c] = max((finish[p] for p in dag.predecessors[c]), default=0.0)
-        finish[c] = start[c] + dur[c]
-    makespan = max(finish.values())
-    latest_finish: dict[Computation, float] = {}
-    for c in reversed(dag.topological):
-        succ = dag.successors[c]
-        latest_finish[c] = min((latest_finish[s] - dur[s] for s in succ), default=makespan)
-    slack = {c: latest_finish[c] - finish[c] for c in dag.topological}
-    busy = tuple(sum(dur[c] for c in order) for order in dag.rank_orders)
+    order = dag.topological
+    _, preds, succs = dag.index_arrays
+    picked = [costs.option(c, freqs_mhz[c]) for c in order]
+    dur = [o.time_s for o in picked]
+    n = len(order)
+    start, finish = [0.0] * n, [0.0] * n
+    for k in range(n):
+        begin = 0.0
+        for q in preds[k]:
+            begin = max(begin, finish[q])
+        start[k], finish[k] = begin, begin + dur[k]
+    makespan = max(finish)
+    latest = [0.0] * n
+    for k in range(n - 1, -1, -1):
+        end = makespan
+        for q in succs[k]:
+            end = min(end, latest[q] - dur[q])
+        latest[k] = end
+    rank_of = dag.rank_of
+    busy = [0.0] * dag.num_ranks
+    for k, c in enumerate(order):
+        busy[rank_of[c]] += dur[k]
     horizon = max(makespan, horizon_s)
-    compute = sum(o.energy_j for o in picked.values())
+    compute = sum(o.energy_j for o in picked)
     blocked = costs.blocked_power_w * sum(horizon - b for b in busy)
-    path = _critical_path(dag, start, finish, makespan)
-    return PlanEvaluation(makespan, horizon, compute, blocked, busy, start, slack, path)
+    starts = dict(zip(order, start, strict=True))
+    slack = {c: latest[k] - finish[k] for k, c in enumerate(order)}
+    path = _critical_path(dag, starts, dict(zip(order, finish, strict=True)), makespan)
+    return PlanEvaluation(makespan, horizon, compute, blocked, tuple(busy), starts, slack, path)
 
 
 def _critical_path(

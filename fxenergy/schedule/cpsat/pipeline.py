@@ -196,6 +196,11 @@ class PipelineLP:
     def __init__(self, dag: PipelineDAG, costs: StageCosts, straggler: bool = False) -> None:
         self.dag, self.costs, self.straggler = dag, costs, straggler
         self.lp = pywraplp.Solver.CreateSolver("GLOP")
+        # A deadline change moves one bound: dual simplex re-solves from the last basis, and
+        # presolve would throw that basis away (measured: about 2x faster per frontier point).
+        self.lp.SetSolverSpecificParametersAsString(
+            "use_dual_simplex: true use_preprocessing: false"
+        )
         p = costs.blocked_power_w
         self._hull = {c: _lower_hull(costs.candidates(c), p) for c in dag.topological}
         inf = self.lp.infinity()
