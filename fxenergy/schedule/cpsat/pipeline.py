@@ -1,16 +1,19 @@
-"""CP-SAT model of pipeline frequency planning (Perseus's problem, solved exactly on the data).
+"""Pipeline frequency planning (Perseus's problem) with OR-Tools: LP relaxation and CP-SAT.
 
-Variables per computation ``c``: one Boolean per candidate clock (exactly one true), a start
-time; its duration is the chosen option's time, quantized *up* so the model's schedule is never
-shorter than the real one. Constraints: every DAG edge ``start_v >= start_u + dur_u`` and the
-makespan ``T >= end_c``, ``T <= deadline``. Objective, in integer micro-joules:
+:class:`PipelinePlanner` plans one DAG at any deadline: the LP relaxation (:class:`PipelineLP`,
+GLOP, kept warm across deadlines) gives a lower bound and a rounded plan, a greedy pass fills
+the slack that rounding left, and :class:`PipelineModel` (CP-SAT) optionally polishes the result.
+
+CP-SAT model: per computation ``c`` one Boolean per candidate clock (exactly one true) and a
+start time; its duration is the chosen option's time quantized *up*, so the model's schedule is
+never shorter than the real one. Constraints: every DAG edge ``start_v >= start_u + dur_u``,
+``T >= end`` of each rank's last computation, ``T <= deadline``. Objective, in micro-joules:
 
     sum_c (E_c - P_b * t_c) + P_b * R * T        (= total energy of the iteration)
 
-with ``T`` replaced by a fixed horizon when planning around a straggler. The model is built once;
-a frontier sweep only tightens nothing and loosens the deadline bound, so each point starts from
-the previous point's plan as a feasible hint (a plan meeting a shorter deadline meets a longer
-one), and each solve is a short improvement run rather than a solve from scratch.
+with the ``T`` term dropped when planning around a straggler (the horizon is fixed). The model is
+built once; each solve works on a copy with its own deadline and a feasible hint, so it is a
+short improvement run rather than a solve from scratch.
 """
 
 from __future__ import annotations
@@ -299,7 +302,7 @@ def _nearest(opts: list, freq_mhz: int, time_s: float):
 
 
 class PipelinePlanner:
-    """Plans one DAG at any deadline: LP relaxation (warm) -> rounded plan -> CP-SAT polish.
+    """Plans one DAG at any deadline: warm LP -> rounded plan -> greedy -> CP-SAT polish.
 
     Every candidate plan goes through :func:`evaluate`; the kept plan is the least-energy one
     that meets the deadline in real time, and the all-max-clock plan is always a candidate, so a
@@ -309,7 +312,7 @@ class PipelinePlanner:
         dag: the iteration DAG.
         costs: clock options and blocked power.
         straggler_s: plan for an iteration that a slower pipeline stretches to this long.
-        polish_s: CP-SAT time per plan (0 keeps the rounded LP plan).
+        polish_s: CP-SAT time per plan (0 keeps the LP + greedy plan).
         workers: CP-SAT workers.
     """
 
@@ -386,6 +389,11 @@ class PipelinePlanner:
             result = self.cp.solve(deadline_s, best[0], time_limit_s=self.polish_s)
             if result.freqs_mhz:
                 best = self._better(best, result.freqs_mhz, "lp+cpsat", deadline_s, horizon)
+        logger.info(
+            "deadline %.6g s: kept the %s plan, %.1f J (all-max-clock %.1f J, LP bound %s J)",
+            deadline_s, best[2], best[1].energy_j, base.energy_j,
+            "n/a" if bound is None else f"{bound:.1f}",
+        )  # fmt: skip
         return PipelinePlan(self.dag, best[0], best[1], base, deadline_s, best[2], bound)
 
     def _baseline_at(self, horizon: float) -> PlanEvaluation:
