@@ -267,8 +267,15 @@ def minimize_peak(
     candidates += [("dfs", dfs_order(problem)), ("bfs", bfs_order(problem))]
     candidates += [("hint", list(h)) for h in hints if is_topological(problem, h)]
     method, best = min(candidates, key=lambda c: peak(problem, c[1]))
+    # A quarter of the budget per window: enough to prove small windows optimal, and room to
+    # move on to the next peak.
     order, improved = improve_windows(
-        problem, best, window=window, deadline=t0 + time_limit_s, workers=workers
+        problem,
+        best,
+        window=window,
+        deadline=t0 + time_limit_s,
+        workers=workers,
+        per_window_s=max(2.0, time_limit_s / 4),
     )
     if improved:
         method = "cpsat"
