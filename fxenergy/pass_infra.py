@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import pkgutil
 import re
 import time
@@ -105,12 +106,22 @@ def register_pass(cls: type[FxPass]) -> type[FxPass]:
     """Class decorator: register a pass under its kebab-case ``name`` (duplicates rejected)."""
     if not _NAME_RE.match(cls.name or ""):
         raise PassError(f"pass name {cls.name!r} of {cls.__qualname__} is not kebab-case")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+    old = _REGISTRY.get(cls.name)
+    if old is not None and old is not cls and not _same_source(old, cls):
         raise PassError(f"a pass named {cls.name!r} is already registered")
     _REGISTRY[cls.name] = cls
     for key in cls.provides:
         _PROVIDERS.setdefault(key, cls.name)
     return cls
+
+
+def _same_source(a: type, b: type) -> bool:
+    """One class definition imported twice under two module names (``passes.x`` from a
+    checkout and ``fxenergy.passes.x``): the same pass, not a clash."""
+    try:
+        return a.__qualname__ == b.__qualname__ and inspect.getfile(a) == inspect.getfile(b)
+    except TypeError:
+        return False
 
 
 def _load_builtin_passes() -> None:
