@@ -172,6 +172,7 @@ def test_passes_need_costs_and_report_savings() -> None:
     assert torch.equal(gm(x), torch.mm(x, x) + torch.mm(x, x))
 
 
+@pytest.mark.slow
 def test_tiny_gpt2_export_keeps_outputs() -> None:
     transformers = pytest.importorskip("transformers")
     from fxenergy.capture import capture

@@ -9,6 +9,7 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+from fxenergy.passes.find_redundancy import scratch_copy
 from hypothesis import given, note
 from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -16,7 +17,6 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from fxenergy.redundancy import is_barrier
 from fxenergy.redundancy_rules import eliminate
-from passes.find_redundancy import scratch_copy
 
 # (kind, arity, builder) — builders add one node to the graph from input nodes.
 _OPS = {
