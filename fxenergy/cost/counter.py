@@ -104,7 +104,8 @@ class _Interp(torch.fx.Interpreter):
         """Hashable description of an aten call's inputs, or None if it cannot be reused."""
         if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
             return None
-        if not _plain_value(n.meta.get("val")):
+        if n.target._schema.is_mutable or not _plain_value(n.meta.get("val")):
+            # in-place ops must really run: later nodes see what they did to their inputs
             return None
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         leaves, spec = pytree.tree_flatten((args, kwargs))
