@@ -38,7 +38,7 @@ class GraphProblem:
 
 
 def candidate_clocks(
-    model: DVFSModel, count: int = 8, floor_ratio: float = 0.45, dense_ratio: float = 0.92
+    model: DVFSModel, count: int = 12, floor_ratio: float = 0.45, dense_ratio: float = 0.92
 ) -> tuple[int, ...]:
     """Candidate SM clocks: every supported clock down to ``dense_ratio`` of the maximum (where
     small slowdown budgets are spent, so each step matters), then ``count`` clocks spread evenly
