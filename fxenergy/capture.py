@@ -141,10 +141,17 @@ def _finish(gm: torch.fx.GraphModule, method: str, training: bool, params: int, 
 # --- symbolic ----------------------------------------------------------------------------------
 
 
+class _NotTraceable(Exception):
+    """symbolic_trace itself failed (before any input was used)."""
+
+
 def _symbolic(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
     bound = _bind(model, args, kwargs)
     concrete = {name: value for name, value, tensorish in bound if not tensorish}
-    gm = torch.fx.symbolic_trace(model, concrete_args=concrete or None)
+    try:
+        gm = torch.fx.symbolic_trace(model, concrete_args=concrete or None)
+    except Exception as err:
+        raise _NotTraceable(err) from err
     mode = fake_mode()
     values = [fakeify(mode, value) for _, value, _ in bound]
 
@@ -239,6 +246,9 @@ def capture(
                     if m == "symbolic"
                     else _export(model, args, kwargs)
                 )
+        except _NotTraceable as err:  # the inputs played no part: no need to check them
+            failures[m] = err.__cause__ or err
+            continue
         except Exception as err:
             failures[m] = err
             with quiet_fake_errors():
