@@ -124,13 +124,43 @@ def is_topological(problem: MemoryProblem, order: Sequence[int]) -> bool:
 
 
 def working_set_bound(problem: MemoryProblem) -> int:
-    """Lower bound on any order's peak: a node's inputs and outputs are live during its step,
-    and every escaping buffer is live at the last step."""
-    ws = problem.node_alloc()
-    for r, bufs in enumerate(problem.node_reads()):
-        ws[r] += sum(problem.buf_sizes[b] for b in set(bufs) if problem.buf_producer[b] != r)
-    escaping = sum(s for s, e in zip(problem.buf_sizes, problem.buf_escapes, strict=True) if e)
-    return max([*ws, escaping], default=0)
+    """Lower bound on any order's peak: the largest of :func:`forced_live_bytes`."""
+    return max(forced_live_bytes(problem), default=0)
+
+
+def forced_live_bytes(problem: MemoryProblem) -> list[int]:
+    """Bytes live while node v runs in *every* order: its working set, widened by dependences.
+
+    When node v runs, a buffer must be live if its producer is v or an ancestor of v and it is
+    read by v or a descendant of v (or escapes): whatever the order, it was made before and is
+    read after. For b alone that is every v in ``desc*(prod_b) ∩ ⋃_r anc*(r)``; the bound is
+    the sum at v. Its maximum includes the plain working set (v's inputs and outputs) and,
+    on training graphs, every activation saved for the backward pass at the loss.
+    """
+    n = len(problem.names)
+    anc, desc = [0] * n, [0] * n
+    for v in range(n):  # the original order is topological
+        anc[v] = 1 << v
+        for u in problem.preds[v]:
+            anc[v] |= anc[u]
+    succs = problem.succs()
+    for v in reversed(range(n)):
+        desc[v] = 1 << v
+        for w in succs[v]:
+            desc[v] |= desc[w]
+    forced = [0] * n
+    everyone = (1 << n) - 1
+    for b, size in enumerate(problem.buf_sizes):
+        made = problem.buf_producer[b]
+        until = everyone if problem.buf_escapes[b] else anc[made]
+        for r in problem.buf_readers[b]:
+            until |= anc[r]
+        live = desc[made] & until
+        while live:
+            low = live & -live
+            forced[low.bit_length() - 1] += size
+            live ^= low
+    return forced
 
 
 def lpmf_order(problem: MemoryProblem) -> list[int]:
@@ -267,6 +297,7 @@ def minimize_peak(
     candidates += [("dfs", dfs_order(problem)), ("bfs", bfs_order(problem))]
     candidates += [("hint", list(h)) for h in hints if is_topological(problem, h)]
     method, best = min(candidates, key=lambda c: peak(problem, c[1]))
+    forced = forced_live_bytes(problem)
     # A quarter of the budget per window: enough to prove small windows optimal, and room to
     # move on to the next peak.
     order, improved = improve_windows(
@@ -276,6 +307,7 @@ def minimize_peak(
         deadline=t0 + time_limit_s,
         workers=workers,
         per_window_s=max(2.0, time_limit_s / 4),
+        forced=forced,
     )
     if improved:
         method = "cpsat"
@@ -283,7 +315,7 @@ def minimize_peak(
         order=tuple(order),
         peak_bytes=peak(problem, order),
         original_peak_bytes=peak(problem, original),
-        lower_bound_bytes=working_set_bound(problem),
+        lower_bound_bytes=max(forced, default=0),
         method=method,
         solve_time_s=time.perf_counter() - t0,
         windows_improved=improved,

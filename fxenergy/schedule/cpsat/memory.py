@@ -10,7 +10,9 @@ change. Model (``s_i`` = position of node i in the window, ``p`` = step 0..k-1):
   a bool to 1 is encoded, which is exact for a minimisation:
   ``¬a_bp ⇒ s_prod ≥ p+1``, ``¬e_bp ⇒ s_r ≤ p-1 ∀r``, ``live_bp ≥ a_bp + e_bp − 1``.
 - ``base + Σ_b size_b·live_bp ≤ peak`` for every p; minimise ``peak``.
-- cut: ``peak ≥ base + max_i (bytes i reads + bytes i writes)`` (the working-set bound).
+- cut: ``peak ≥ max(base + max_i (bytes i reads + bytes i writes), max_i forced_i)``: the
+  working-set bound, and the bytes every order must hold while a window node runs
+  (:func:`fxenergy.memory_order.forced_live_bytes`).
 - hint: the current order; upper bound: the current window peak minus one byte (only strictly
   better windows are wanted).
 
@@ -47,10 +49,18 @@ class Window:
     preds: list[list[int]]
     buffers: list[WindowBuffer]
     base: int  #: bytes live through the whole window whatever its order
+    cut: int = 0  #: a lower bound on the window's peak known from outside (forced live bytes)
 
 
-def build_window(problem: MemoryProblem, order: Sequence[int], start: int, k: int) -> Window:
-    """Cut ``order[start:start+k]`` out of the problem."""
+def build_window(
+    problem: MemoryProblem,
+    order: Sequence[int],
+    start: int,
+    k: int,
+    forced: Sequence[int] = (),
+) -> Window:
+    """Cut ``order[start:start+k]`` out of the problem (``forced``: per-node live bytes every
+    order has, from :func:`fxenergy.memory_order.forced_live_bytes`, used as a cut)."""
     n = len(order)
     stop = min(n, start + k)
     nodes = list(order[start:stop])
@@ -73,7 +83,8 @@ def build_window(problem: MemoryProblem, order: Sequence[int], start: int, k: in
         if producer is not None:
             readers.append(producer)
         buffers.append(WindowBuffer(size, producer, readers, escapes))
-    return Window(start, nodes, preds, buffers, base)
+    cut = max((forced[v] for v in nodes), default=0) if forced else 0
+    return Window(start, nodes, preds, buffers, base, cut)
 
 
 def _live_bool(model: cp_model.CpModel, s: list, buf: WindowBuffer, p: int, hp: list[int]):
@@ -109,7 +120,7 @@ def _working_set_cut(w: Window) -> int:
     for buf in w.buffers:
         for r in set(buf.readers):
             ws[r] += buf.size
-    return w.base + max(ws, default=0)
+    return max(w.base + max(ws, default=0), w.cut)
 
 
 def solve_window(
@@ -174,23 +185,28 @@ def improve_windows(
     deadline: float,
     workers: int = 1,
     per_window_s: float = 2.0,
+    forced: Sequence[int] = (),
 ) -> tuple[list[int], int]:
     """Improve ``order`` window by window around its peak until stuck or out of time.
 
     Returns the new order and how many windows improved it. Every accepted step lowers the
-    window's peak as measured by :func:`timeline` and keeps the order topological.
+    window's peak as measured by :func:`timeline` and keeps the order topological. Stops early
+    when the peak meets the lower bound ``max(forced)`` (the order is then optimal).
     """
     order = list(order)
     n, improved, tried = len(order), 0, set()
+    bound = max(forced, default=0)
     while n and time.perf_counter() < deadline:
         tl = timeline(problem, order)
         peak_step = max(range(n), key=tl.__getitem__)
+        if tl[peak_step] <= bound:
+            break
         for a in _starts(peak_step, n, window):
             key = (a, tuple(order[a : a + window]))
             if key in tried or time.perf_counter() >= deadline:
                 continue
             tried.add(key)
-            if _try_window(problem, order, tl, a, window, deadline, workers, per_window_s):
+            if _try_window(problem, order, tl, a, window, deadline, workers, per_window_s, forced):
                 improved += 1
                 break
         else:
@@ -207,8 +223,9 @@ def _try_window(
     deadline: float,
     workers: int,
     per_window_s: float,
+    forced: Sequence[int],
 ) -> bool:
-    w = build_window(problem, order, a, k)
+    w = build_window(problem, order, a, k, forced)
     old = max(tl[a : a + len(w.nodes)])
     limit = min(per_window_s, deadline - time.perf_counter())
     # Ask only for strictly better windows: the hint already achieves ``old``.
