@@ -164,6 +164,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple[torch.Tensor
     "resnet18": (resnet18, _image),
     "mobilenet_v2": (mobilenet_v2, _image),
     "transformer": (TransformerLM, _tokens),
+    "transformer_12l": (lambda: TransformerLM(layers=12), _tokens),  # scale: ~2,400 nodes
 }
 
 
