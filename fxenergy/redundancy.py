@@ -8,7 +8,7 @@ alias classes below): a tainted node is never merged or replaced, since a rewrit
 names share storage would let the mutation leak into the other.
 
 The rewrite rules that remove no-ops and fold constants live in :mod:`fxenergy.redundancy_rules`;
-:func:`eliminate` runs them all to a fixed point and reports what went.
+:func:`fxenergy.redundancy_rules.eliminate` runs them all to a fixed point and reports what went.
 """
 
 from __future__ import annotations
