@@ -286,3 +286,16 @@ def test_bmm_and_broadcast_add_exact(b: int, m: int, k: int, n: int) -> None:
     out = b * m * n * 4
     assert t.bytes_read == (b * m * k + b * k * n) * 4 + (out + n * 4)
     assert t.bytes_written == 2 * out
+
+
+def test_graphs_from_shape_prop_or_without_values() -> None:
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    from fxenergy.errors import FxEnergyError
+
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU())
+    gm = torch.fx.symbolic_trace(model)
+    ShapeProp(gm).propagate(torch.randn(3, 8))  # tensor_meta only, read through node_value
+    assert graph_totals(gm).macs == 3 * 8 * 4
+    with pytest.raises(FxEnergyError, match="capture the model"):
+        graph_totals(torch.fx.symbolic_trace(model))

@@ -84,7 +84,7 @@ class _Interp(torch.fx.Interpreter):
         if first is not None:
             if first in self.charger.acc:
                 self.charger.acc[n] = self.charger.acc[first]
-            return fresh_like(self.mode, n.meta["val"])
+            return fresh_like(self.mode, meta.node_value(n))
         self.charger.node = n
         try:
             return super().run_node(n)
@@ -104,7 +104,7 @@ class _Interp(torch.fx.Interpreter):
         """Hashable description of an aten call's inputs, or None if it cannot be reused."""
         if n.op != "call_function" or not isinstance(n.target, torch._ops.OpOverload):
             return None
-        if n.target._schema.is_mutable or not _plain_value(n.meta.get("val")):
+        if n.target._schema.is_mutable or not _plain_value(meta.node_value(n)):
             # in-place ops must really run: later nodes see what they did to their inputs
             return None
         args, kwargs = self.fetch_args_kwargs_from_env(n)
@@ -144,18 +144,18 @@ def count_costs(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, meta.CostRecord
     no aten op: placeholders, outputs, getitem, Python arithmetic).
 
     Raises:
-        FxEnergyError: a placeholder lacks ``meta["val"]`` (capture the graph with
+        FxEnergyError: a used placeholder has no value (capture the graph with
             :func:`fxenergy.capture.capture` first) or the graph fails on fake tensors.
     """
     placeholders = gm.graph.find_nodes(op="placeholder")
-    missing = [p.name for p in placeholders if "val" not in p.meta]
+    missing = [p.name for p in placeholders if meta.node_value(p) is None and p.users]
     if missing:
         raise FxEnergyError(
             f"placeholders {missing} have no fake value (node.meta['val']); capture the model "
             "with fxenergy.capture(...) or run FakeTensorProp before annotate-cost"
         )
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    inputs = [fresh_like(mode, p.meta["val"]) for p in placeholders]
+    inputs = [fresh_like(mode, meta.node_value(p)) for p in placeholders]
     charger = _Charger()
 
     def run(*args: Any) -> Any:

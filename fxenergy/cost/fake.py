@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.fx.passes.shape_prop import TensorMetadata
 from torch.utils import _pytree as pytree
 
 
@@ -98,21 +99,27 @@ def fresh_like(mode: FakeTensorMode, val: Any) -> Any:
     """A new fake tensor in ``mode`` with ``val``'s shape, stride, dtype and device."""
 
     def one(v: Any) -> Any:
+        if isinstance(v, TensorMetadata):  # ShapeProp's record: no device, assume CPU
+            return _new_fake(
+                mode, torch.empty_strided(v.shape, v.stride, dtype=v.dtype, device="meta"), "cpu"
+            )
         if not isinstance(v, torch.Tensor):
             return v
         t = _new_fake(mode, v)
         return t.requires_grad_(v.requires_grad) if v.is_floating_point() else t
 
-    return pytree.tree_map(one, val)
+    return pytree.tree_map(one, val, is_leaf=lambda x: isinstance(x, TensorMetadata))
 
 
-def _new_fake(mode: FakeTensorMode, v: torch.Tensor) -> torch.Tensor:
+def _new_fake(mode: FakeTensorMode, v: torch.Tensor, device: Any = None) -> torch.Tensor:
     # Wrapping a meta tensor directly is 7x cheaper than dispatching empty_strided in the mode
     # (it matters when a 32-layer graph rebuilds thousands of outputs); fall back if torch's
     # FakeTensor constructor changes.
     elem = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
     try:
-        return FakeTensor(mode, elem, v.device)
+        return FakeTensor(mode, elem, torch.device(device or v.device))
     except TypeError:
         with mode:
-            return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device)
+            return torch.empty_strided(
+                v.shape, v.stride(), dtype=v.dtype, device=device or v.device
+            )
