@@ -299,3 +299,21 @@ def test_graphs_from_shape_prop_or_without_values() -> None:
     assert graph_totals(gm).macs == 3 * 8 * 4
     with pytest.raises(FxEnergyError, match="capture the model"):
         graph_totals(torch.fx.symbolic_trace(model))
+
+
+def test_fused_encoder_layer_matches_unfused_macs() -> None:
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
+    x = torch.randn(2, 6, 32)
+    unfused = graph_totals(_annotated(layer, x, method="export")).macs
+    a, f1, f2 = layer.self_attn, layer.linear1, layer.linear2
+    n1, n2 = layer.norm1, layer.norm2
+    with FakeTensorMode() as mode, torch.no_grad():
+        fake = [mode.from_tensor(t) for t in (x, a.in_proj_weight, a.in_proj_bias)]
+        fake += [mode.from_tensor(t) for t in (a.out_proj.weight, a.out_proj.bias)]
+        norms = [mode.from_tensor(t) for t in (n1.weight, n1.bias, n2.weight, n2.bias)]
+        ffn = [mode.from_tensor(t) for t in (f1.weight, f1.bias, f2.weight, f2.bias)]
+        args = (fake[0], 32, 4, *fake[1:], False, False, 1e-5, *norms, *ffn, None, None)
+        op = torch.ops.aten._transformer_encoder_layer_fwd.default
+        cost = op_cost(op, args, {}, op(*args))
+    assert cost is not None and cost.matmul_flops // 2 == unfused
+    assert cost.vector_flops > 0
