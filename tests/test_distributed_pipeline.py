@@ -100,6 +100,7 @@ def _worker(rank: int, port: int, plans: dict, out_dir: str) -> None:
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_pipeline_ranks_follow_their_clock_plans(tmp_path):
     import torch.multiprocessing as mp
 
