@@ -317,3 +317,13 @@ def test_fused_encoder_layer_matches_unfused_macs() -> None:
         cost = op_cost(op, args, {}, op(*args))
     assert cost is not None and cost.matmul_flops // 2 == unfused
     assert cost.vector_flops > 0
+
+
+@pytest.mark.parametrize(
+    ("pool", "window"),
+    [(nn.MaxPool2d(2), 4), (nn.AvgPool2d(3, stride=1), 9), (nn.MaxPool2d((2, 3)), 6)],
+)
+def test_pooling_counts_window_per_output(pool: nn.Module, window: int) -> None:
+    x = torch.randn(1, 2, 8, 9)
+    totals = graph_totals(capture(pool, x))
+    assert totals.flops == pool(x).numel() * window

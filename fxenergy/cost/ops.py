@@ -179,9 +179,17 @@ def _legit_no_training(args: tuple, kwargs: dict, out: Any) -> int:
     return 2 * _numel(args[0])
 
 
-def _pool(args: tuple, kwargs: dict, out: Any) -> int:
-    kernel = args[1] if len(args) > 1 else kwargs.get("kernel_size", [1])
-    return _numel(_tensors(out)[0]) * math.prod(kernel)
+def _pool(spatial: int) -> Callable[..., int]:
+    """Output elements x window size; a one-number kernel is square (cubic) as torch reads it."""
+
+    def f(args: tuple, kwargs: dict, out: Any) -> int:
+        kernel = args[1] if len(args) > 1 else kwargs.get("kernel_size", [1])
+        kernel = [kernel] if isinstance(kernel, int) else list(kernel)
+        if len(kernel) == 1:
+            kernel = kernel * spatial
+        return _numel(_tensors(out)[0]) * math.prod(kernel)
+
+    return f
 
 
 def _sort(args: tuple, kwargs: dict, out: Any) -> int:
@@ -217,11 +225,9 @@ _VECTOR_SPEC: dict[str, Callable[..., int]] = {
         "cudnn_batch_norm_backward _fused_rms_norm_backward".split(),
         _per_output(8),
     ),
-    **dict.fromkeys(
-        "max_pool2d_with_indices max_pool3d_with_indices avg_pool2d avg_pool3d "
-        "max_pool1d avg_pool1d".split(),
-        _pool,
-    ),
+    **dict.fromkeys("max_pool1d avg_pool1d".split(), _pool(1)),
+    **dict.fromkeys("max_pool2d_with_indices avg_pool2d".split(), _pool(2)),
+    **dict.fromkeys("max_pool3d_with_indices avg_pool3d".split(), _pool(3)),
     **dict.fromkeys(
         "_adaptive_avg_pool2d _adaptive_avg_pool3d adaptive_max_pool2d "
         "max_pool2d_with_indices_backward avg_pool2d_backward _adaptive_avg_pool2d_backward "
