@@ -359,7 +359,15 @@ class PipelinePlan:
             "lower_bound_j": self.lower_bound_j,
             "critical_path": [label(c) for c in ev.critical_path],
             "ranks": [
-                [{"action": label(c), "freq_mhz": f} for c, f in self.rank_plan(r)]
+                [
+                    {
+                        "action": label(c),
+                        "freq_mhz": f,
+                        "start_s": ev.start_s[c],
+                        "slack_s": ev.slack_s[c],
+                    }
+                    for c, f in self.rank_plan(r)
+                ]
                 for r in range(self.dag.num_ranks)
             ],
         }
