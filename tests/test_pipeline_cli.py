@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from fxenergy.cli import main
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"
@@ -29,6 +31,17 @@ def test_cli_plan_frontier_and_json(tmp_path, capsys):
     assert doc["iteration_time_s"] <= doc["deadline_s"] * (1 + 1e-12)
     assert doc["energy_j"] < doc["baseline_energy_j"]
     assert len(doc["ranks"]) == 4 and len(doc["ranks"][0]) == 12
+    assert min(a["slack_s"] for r in doc["ranks"] for a in r) == pytest.approx(0, abs=1e-9)
+    assert doc["critical_path"][0] == "0F0" and doc["critical_path"][-1] == "0B5"
+
+
+def test_cli_interleaved_on_two_ranks(capsys):
+    argv = [
+        "pipeline", str(DATA), "--schedule", "interleaved", "--ranks", "2",
+        "--microbatches", "4", "--blocked-power-w", "83.64", "--polish-s", "0",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "Interleaved1F1B plan: 4 stages x 4 microbatches" in capsys.readouterr().out
 
 
 def test_cli_errors_are_reported(capsys):
