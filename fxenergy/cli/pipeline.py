@@ -105,6 +105,11 @@ def _print_plan(console, plan, costs) -> None:
         f"{ev.compute_energy_j:.1f} + blocked {ev.blocked_energy_j:.1f}; all-max-clock "
         f"{base.energy_j:.1f} J; saved {100 * plan.savings:.2f}%"
     )
+    if ev.horizon_s > ev.iteration_time_s:
+        console.print(
+            f"straggler: the iteration lasts {ev.horizon_s:.4f} s anyway; blocked energy is "
+            "counted to then for both this plan and all-max-clock"
+        )
     if plan.lower_bound_j is not None:
         gap = 100 * (ev.energy_j / plan.lower_bound_j - 1)
         console.print(f"LP lower bound {plan.lower_bound_j:.1f} J (gap {gap:.3f}%)")
