@@ -123,9 +123,12 @@ def is_topological(problem: MemoryProblem, order: Sequence[int]) -> bool:
     return all(pos[u] < pos[v] for v, ps in enumerate(problem.preds) for u in ps)
 
 
-def working_set_bound(problem: MemoryProblem) -> int:
-    """Lower bound on any order's peak: the largest of :func:`forced_live_bytes`."""
-    return max(forced_live_bytes(problem), default=0)
+def working_set_bound(problem: MemoryProblem, forced: Sequence[int] | None = None) -> int:
+    """Lower bound on any order's peak: the largest of :func:`forced_live_bytes`, or all graph
+    outputs together (live at the last step)."""
+    forced = forced_live_bytes(problem) if forced is None else forced
+    escaping = sum(s for s, e in zip(problem.buf_sizes, problem.buf_escapes, strict=True) if e)
+    return max([*forced, escaping], default=0)
 
 
 def forced_live_bytes(problem: MemoryProblem) -> list[int]:
@@ -298,6 +301,7 @@ def minimize_peak(
     candidates += [("hint", list(h)) for h in hints if is_topological(problem, h)]
     method, best = min(candidates, key=lambda c: peak(problem, c[1]))
     forced = forced_live_bytes(problem)
+    bound = working_set_bound(problem, forced)
     # A quarter of the budget per window: enough to prove small windows optimal, and room to
     # move on to the next peak.
     order, improved = improve_windows(
@@ -308,6 +312,7 @@ def minimize_peak(
         workers=workers,
         per_window_s=max(2.0, time_limit_s / 4),
         forced=forced,
+        lower_bound=bound,
     )
     if improved:
         method = "cpsat"
@@ -315,7 +320,7 @@ def minimize_peak(
         order=tuple(order),
         peak_bytes=peak(problem, order),
         original_peak_bytes=peak(problem, original),
-        lower_bound_bytes=max(forced, default=0),
+        lower_bound_bytes=bound,
         method=method,
         solve_time_s=time.perf_counter() - t0,
         windows_improved=improved,

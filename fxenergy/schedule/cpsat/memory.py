@@ -186,16 +186,17 @@ def improve_windows(
     workers: int = 1,
     per_window_s: float = 2.0,
     forced: Sequence[int] = (),
+    lower_bound: int = 0,
 ) -> tuple[list[int], int]:
     """Improve ``order`` window by window around its peak until stuck or out of time.
 
     Returns the new order and how many windows improved it. Every accepted step lowers the
     window's peak as measured by :func:`timeline` and keeps the order topological. Stops early
-    when the peak meets the lower bound ``max(forced)`` (the order is then optimal).
+    when the peak meets ``max(lower_bound, max(forced))`` (the order is then optimal).
     """
     order = list(order)
     n, improved, tried = len(order), 0, set()
-    bound = max(forced, default=0)
+    bound = max(lower_bound, max(forced, default=0))
     while n and time.perf_counter() < deadline:
         tl = timeline(problem, order)
         peak_step = max(range(n), key=tl.__getitem__)
