@@ -148,7 +148,7 @@ def count_costs(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, meta.CostRecord
             :func:`fxenergy.capture.capture` first) or the graph fails on fake tensors.
     """
     placeholders = gm.graph.find_nodes(op="placeholder")
-    missing = [p.name for p in placeholders if meta.node_value(p) is None and p.users]
+    missing = [p.name for p in placeholders if meta.node_value(p) is None and "val" not in p.meta]
     if missing:
         raise FxEnergyError(
             f"placeholders {missing} have no fake value (node.meta['val']); capture the model "
