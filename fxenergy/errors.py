@@ -47,7 +47,7 @@ class ProfileError(FxEnergyError, ValueError):
 
 
 class ScheduleProblemError(FxEnergyError, ValueError):
-    """A scheduling problem is malformed (bad sizes, negative costs, edges against program order)."""
+    """A scheduling problem is malformed (bad sizes, negative costs, backward edges)."""
 
 
 class InvalidScheduleError(FxEnergyError):

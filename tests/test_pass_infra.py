@@ -59,7 +59,7 @@ def _gm() -> torch.fx.GraphModule:
 
 
 def test_missing_requirement_names_the_pass_and_provider() -> None:
-    with pytest.raises(PassError, match="test-needs-count.*test-count-nodes"):
+    with pytest.raises(PassError, match=r"test-needs-count.*test-count-nodes"):
         get_pass("test-needs-count")(_gm())
 
 
