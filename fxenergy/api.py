@@ -143,9 +143,10 @@ def apply_plan(gm: torch.fx.GraphModule, plan: Plan) -> torch.fx.GraphModule:
     plan.check_graph(gm)
     new = torch.fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name=type(gm).__name__)
     new.meta.update(gm.meta)
-    current = tuple(n.name for n in new.graph.nodes if n.op not in ("placeholder", "output"))
-    if current != plan.order:
-        new = run_passes(new, [get_pass("reorder", order=list(plan.order))])
+    movable = [n.name for n in new.graph.nodes if n.op not in ("placeholder", "get_attr", "output")]
+    wanted = [name for name in plan.order if name in set(movable)]  # get_attr stays in place
+    if movable != wanted:
+        new = run_passes(new, [get_pass("reorder", order=wanted)])
     return run_passes(new, [get_pass("insert-frequency-switches", plan=plan)])
 
 
