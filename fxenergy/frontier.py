@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,7 @@ def frontier(
             status=plan.status,
         )
         if points and points[-1].energy_j <= point.energy_j:
-            prev = points[-1]
-            point = FrontierPoint(s, *list(asdict(prev).values())[1:])
+            point = replace(points[-1], max_slowdown=s)
         points.append(point)
     return points
 
