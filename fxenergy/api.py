@@ -72,6 +72,8 @@ def _with_global_clock(problem: Problem, result: ScheduleResult) -> ScheduleResu
     tuning finds): a cyclic plan at one clock never switches, which the windowed solver may miss.
     """
     best = result
+    if result.objective != "energy":
+        return result  # peak memory and switch counts do not improve with one lower clock
     for c in range(1, problem.num_clocks):
         sol = Solution.original(problem, c)
         ev = evaluate(problem, sol)
