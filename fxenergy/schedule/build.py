@@ -74,18 +74,15 @@ def _is_task(node: torch.fx.Node) -> bool:
     return node.op not in ("placeholder", "output")
 
 
-def _order_edges(nodes: Sequence[torch.fx.Node], index: dict[str, int]) -> set[tuple[int, int]]:
+def _order_edges(gm: torch.fx.GraphModule, index: dict[str, int]) -> set[tuple[int, int]]:
     """Edges that keep side-effectful nodes (in-place, RNG, I/O, asserts) in program order."""
     from fxenergy.analysis import dependency_graph
 
-    dag = dependency_graph(nodes[0].graph.owning_module) if nodes else None
-    edges: set[tuple[int, int]] = set()
-    if dag is None:
-        return edges
-    for u, v in dag.edges:
-        if u in index and v in index and index[u] < index[v]:
-            edges.add((index[u], index[v]))
-    return edges
+    return {
+        (index[u], index[v])
+        for u, v in dependency_graph(gm).edges
+        if u in index and v in index and index[u] < index[v]
+    }
 
 
 def build_problem(
@@ -140,7 +137,7 @@ def build_problem(
         tasks=tasks,
         clocks_mhz=clocks,
         data_edges=tuple(sorted(data_edges)),
-        order_edges=tuple(sorted(_order_edges(nodes, index) - data_edges)),
+        order_edges=tuple(sorted(_order_edges(gm, index) - data_edges)),
         switch=switch,
         memory_baseline_bytes=_baseline_bytes(gm),
         time_unit_s=t_unit,
