@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fxenergy.capture import capture
 from fxenergy.cost import graph_totals
 from fxenergy.cost.fake import fake_mode, fakeify, run_with_fake_state
+from fxenergy.graph.capture import capture
 
 
 def flop_counter_macs(model: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> float:

@@ -25,9 +25,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fxenergy.api import annotate
-from fxenergy.capture import capture_training
+from fxenergy.graph.capture import capture_training
 from fxenergy.hardware.dvfs import get_dvfs_model
+from fxenergy.plans.planner import annotate
 from fxenergy.schedule.build import build_problem
 from fxenergy.schedule.problem import Problem, Solution, SwitchModel, Task
 from fxenergy.schedule.solve import solve

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 import torch.fx
 
-from fxenergy import meta
-from fxenergy.capture import capture
+from fxenergy.graph import meta
+from fxenergy.graph.capture import capture
+from fxenergy.graph.pass_infra import get_pass
 from fxenergy.models import get_model
-from fxenergy.pass_infra import get_pass
 
 
 class LiveBytes(torch.fx.Interpreter):

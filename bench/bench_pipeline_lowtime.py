@@ -6,7 +6,7 @@ power. lowtime is fed the way Perseus's driver (lowtime/examples/perseus.py) fee
 options with 1 ms time quanta, cost shifted to effective energy ``E - P_blocked * t``, an
 exponential cost model per (stage, instruction), then Phillips-Dessouky iterations from the
 slowest to the fastest schedule, one frontier point per quantum. Every plan of both solvers is
-scored by fxenergy's single evaluator (``fxenergy.schedule.pipeline.evaluate``).
+scored by fxenergy's single evaluator (``fxenergy.pipeline.dag.evaluate``).
 
     python bench/bench_pipeline_lowtime.py \
         --profile ../shared/data/perseus/gpt3-175b+a100_sxm_bf16.csv
@@ -24,9 +24,9 @@ from collections.abc import Iterator
 
 import networkx as nx
 
-from fxenergy.profiles import read_profile
+from fxenergy.hardware.profiles import read_profile
+from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts, build_dag, evaluate
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
-from fxenergy.schedule.pipeline import Computation, PipelineDAG, StageCosts, build_dag, evaluate
 
 SLOWDOWNS = (0.0, 0.01, 0.02, 0.05)
 FOUR_STAGES = (0, 3, 5, 7)

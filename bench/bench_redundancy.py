@@ -1,7 +1,7 @@
 """Redundant work in transformers models exported with torch.export, and what removing it saves.
 
 For small GPT-2, Llama, BERT- and T5-style configs (random weights, eval mode, use_cache=False,
-batch 2 × 32 tokens) this exports each model non-strict with :func:`fxenergy.capture.capture`,
+batch 2 × 32 tokens) this exports each model non-strict with :func:`fxenergy.graph.capture.capture`,
 annotates costs, runs ``eliminate-redundancy`` and reports nodes, FLOPs and bytes removed (from
 annotate-cost's records of the removed nodes) against the graph's totals, per rule, and checks
 that every output is bit-for-bit identical before and after.
@@ -20,10 +20,10 @@ from collections.abc import Callable
 import torch
 import torch.utils._pytree as pytree
 
-from fxenergy import meta
-from fxenergy.capture import capture
 from fxenergy.cost import graph_totals
-from fxenergy.pass_infra import Pipeline
+from fxenergy.graph import meta
+from fxenergy.graph.capture import capture
+from fxenergy.graph.pass_infra import Pipeline
 
 SEQ, BATCH, VOCAB = 32, 2, 1000
 

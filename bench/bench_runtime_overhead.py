@@ -14,8 +14,8 @@ import statistics
 import threading
 import time
 
+from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware.dvfs import get_dvfs_model
-from fxenergy.meta import CostRecord
 from fxenergy.runtime import (
     FrequencyRuntime,
     NullBackend,

@@ -20,8 +20,8 @@ from pathlib import Path
 from fxenergy.hardware.calibrate import FIT_FIELDS, CalibrationResult, fit_profile
 from fxenergy.hardware.dvfs import DVFSModel
 from fxenergy.hardware.power_params import get_power_params
+from fxenergy.hardware.profiles import Profile, read_profile
 from fxenergy.hardware.specs import get_gpu
-from fxenergy.profiles import Profile, read_profile
 
 SHARED = Path(__file__).resolve().parents[1] / "../shared/data/perseus/gpt3-175b+a100_sxm_bf16.csv"
 

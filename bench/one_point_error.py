@@ -19,8 +19,8 @@ from pathlib import Path
 
 from fxenergy.hardware.dvfs import DVFSModel, get_dvfs_model
 from fxenergy.hardware.extrapolate import fit_one_point, one_point_errors, predict
+from fxenergy.hardware.profiles import Profile, read_profile
 from fxenergy.hardware.specs import get_gpu
-from fxenergy.profiles import Profile, read_profile
 
 SHARED = Path(__file__).resolve().parents[1] / "../shared/data/perseus/gpt3-175b+a100_sxm_bf16.csv"
 

@@ -13,8 +13,8 @@ import sys
 
 from rich.console import Console
 
-from fxenergy import meta
-from fxenergy.capture import capture
+from fxenergy.graph import meta
+from fxenergy.graph.capture import capture
 from fxenergy.models import get_model
 from fxenergy.report import analyze, build_report, fmt_count, fmt_time, render_tables
 

@@ -11,31 +11,37 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Eager on purpose: the submodule ``fxenergy.capture`` would otherwise shadow the function.
-from fxenergy.capture import capture, capture_training
+from fxenergy.graph.capture import capture, capture_training
 
 _LAZY: dict[str, str] = {
     "optimize": "fxenergy.api",
     "OptimizedModule": "fxenergy.api",
     "backend": "fxenergy.training",
-    "Plan": "fxenergy.plan",
+    "Plan": "fxenergy.plans.plan",
     "measure": "fxenergy.runtime",
     "get_backend": "fxenergy.runtime",
-    "FxPass": "fxenergy.pass_infra",
-    "Pipeline": "fxenergy.pass_infra",
-    "register_pass": "fxenergy.pass_infra",
-    "get_pass": "fxenergy.pass_infra",
-    "run_passes": "fxenergy.pass_infra",
+    "FxPass": "fxenergy.graph.pass_infra",
+    "Pipeline": "fxenergy.graph.pass_infra",
+    "register_pass": "fxenergy.graph.pass_infra",
+    "get_pass": "fxenergy.graph.pass_infra",
+    "run_passes": "fxenergy.graph.pass_infra",
     "GPUSpec": "fxenergy.hardware",
     "get_gpu": "fxenergy.hardware",
     "known_gpus": "fxenergy.hardware",
     "FxEnergyError": "fxenergy.errors",
 }
 
-__all__ = ["__version__", "capture", "capture_training", *_LAZY]
+#: Public submodules reachable as attributes (``fxenergy.meta.COST``).
+_MODULES: dict[str, str] = {"meta": "fxenergy.graph.meta"}
+
+__all__ = ["__version__", "capture", "capture_training", *_LAZY, *_MODULES]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fxenergy' has no attribute {name!r}")

@@ -8,155 +8,25 @@ model predicts, and the report says SIMULATED.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
 
-from fxenergy import meta
-from fxenergy.capture import capture
-from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S, get_dvfs_model
-from fxenergy.hardware.specs import get_gpu
-from fxenergy.pass_infra import get_pass, run_passes
-from fxenergy.plan import Plan, PlanMetrics, PlanPartition, graph_fingerprint
+from fxenergy.graph.capture import capture
+from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
+from fxenergy.plans.plan import Plan
+from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan, plan_graph
 from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
-from fxenergy.schedule.build import GraphProblem, build_problem
-from fxenergy.schedule.problem import Problem, Solution
-from fxenergy.schedule.solve import ScheduleResult, solve
-from fxenergy.schedule.validate import check, evaluate
-
-DEFAULT_GPU = "A100-SXM4-80GB"
-
-
-def annotate(gm: torch.fx.GraphModule, gpu: str) -> torch.fx.GraphModule:
-    """Run ``annotate-cost`` for ``gpu`` unless the graph already carries it."""
-    if meta.COST in meta.analyses(gm) and gm.meta.get(meta.GPU) == get_gpu(gpu).name:
-        return gm
-    return run_passes(gm, [get_pass("annotate-cost", gpu=get_gpu(gpu).name)])
-
-
-def plan_graph(
-    gm: torch.fx.GraphModule,
-    gpu: str = DEFAULT_GPU,
-    max_slowdown: float = 0.01,
-    *,
-    switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
-    objective: str = "energy",
-    time_limit_s: float = 30.0,
-    clocks_mhz: Sequence[int] | None = None,
-    memory_bound: int | None = None,
-    progress: bool = False,
-) -> Plan:
-    """Plan an order and a clock per partition for a captured graph (annotated on the way)."""
-    gm = annotate(gm, gpu)
-    model = get_dvfs_model(gpu, switch_latency_s=switch_latency_s)
-    gp = build_problem(gm, model, clocks_mhz)
-    result = solve(
-        gp.problem,
-        max_slowdown=max_slowdown,
-        objective=objective,  # type: ignore[arg-type]
-        memory_bound=memory_bound,
-        time_limit_s=time_limit_s,
-        progress=progress,
-    )
-    return plan_from_result(gm, gp, _with_global_clock(gp.problem, result), max_slowdown)
-
-
-def _with_global_clock(problem: Problem, result: ScheduleResult) -> ScheduleResult:
-    """The better of the solver's plan and the best single global clock (what Zeus-style
-    tuning finds): a cyclic plan at one clock never switches, which the windowed solver may miss.
-    """
-    best = result
-    if result.objective != "energy":
-        return result  # peak memory and switch counts do not improve with one lower clock
-    for c in range(1, problem.num_clocks):
-        sol = Solution.original(problem, c)
-        ev = evaluate(problem, sol)
-        if ev.time > result.deadline or ev.peak_memory > result.memory_bound:
-            continue
-        if ev.energy < best.evaluation.energy:
-            check(problem, sol)
-            note = f"one global clock ({problem.clocks_mhz[c]} MHz) beat the windowed plan"
-            best = dataclasses.replace(
-                result,
-                solution=sol,
-                evaluation=ev,
-                status="GLOBAL-CLOCK",
-                gap=(ev.energy - result.bound) / ev.energy if result.bound is not None else None,
-                notes=(*(n for n in result.notes if "beat the baseline" not in n), note),
-            )
-    return best
-
-
-def plan_from_result(
-    gm: torch.fx.GraphModule, gp: GraphProblem, result: ScheduleResult, max_slowdown: float
-) -> Plan:
-    """A :class:`Plan` (names, seconds, joules) from a solver result on ``gp``."""
-    p = gp.problem
-    ev, base = result.evaluation, result.baseline
-    parts = tuple(
-        PlanPartition(
-            index=i,
-            clock_mhz=part.clock_mhz,
-            nodes=tuple(gp.names[t] for t in part.tasks),
-            time_s=p.seconds(part.time),
-            energy_j=p.joules(part.energy),
-        )
-        for i, part in enumerate(ev.partitions)
-    )
-    notes = result.notes
-    if p.cyclic and parts and parts[-1].clock_mhz != p.clocks_mhz[0]:
-        notes = (
-            *notes,
-            f"steady state: the clock stays at {parts[-1].clock_mhz} MHz between calls; the "
-            f"first call also pays one switch from the maximum clock "
-            f"({gp.model.switch_latency_s * 1e3:g} ms), not counted above",
-        )
-    return Plan(
-        fingerprint=graph_fingerprint(gm),
-        gpu=gp.model.spec.name,
-        max_slowdown=max_slowdown,
-        switch_latency_s=gp.model.switch_latency_s,
-        order=tuple(gp.names[t] for t in result.solution.order),
-        partitions=parts,
-        predicted=PlanMetrics(p.seconds(ev.time), p.joules(ev.energy), ev.peak_memory, ev.switches),
-        baseline=PlanMetrics(
-            p.seconds(base.time), p.joules(base.energy), base.peak_memory, base.switches
-        ),
-        status=result.status,
-        gap=result.gap,
-        solve_time_s=result.solve_time_s,
-        notes=notes,
-        objective=result.objective,
-        extra={"clocks_mhz": list(p.clocks_mhz), "tasks": p.num_tasks, "cyclic": p.cyclic},
-    )
-
-
-def apply_plan(gm: torch.fx.GraphModule, plan: Plan) -> torch.fx.GraphModule:
-    """A copy of ``gm`` in the plan's order with a frequency switch at each partition start.
-
-    The copy shares ``gm``'s parameters and submodules; ``gm`` itself is left unchanged.
-    """
-    plan.check_graph(gm)
-    new = torch.fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name=type(gm).__name__)
-    new.meta.update(gm.meta)
-    movable = [n.name for n in new.graph.nodes if n.op not in ("placeholder", "get_attr", "output")]
-    wanted = [name for name in plan.order if name in set(movable)]  # get_attr stays in place
-    if movable != wanted:
-        new = run_passes(new, [get_pass("reorder", order=wanted)])
-    return run_passes(new, [get_pass("insert-frequency-switches", plan=plan)])
 
 
 class OptimizedModule(nn.Module):
     """A model rewritten to run its partitions at planned SM clocks; call it like the model.
 
     Attributes:
-        plan: the :class:`~fxenergy.plan.Plan` (predicted and baseline time/energy, partitions).
+        plan: the :class:`~fxenergy.plans.plan.Plan` (predicted/baseline time and energy, parts).
         graph_module: the rewritten fx graph that runs.
         original: the model as given (unchanged).
         backend: the frequency backend the runtime uses (NVML, simulated or null).
@@ -207,7 +77,7 @@ class OptimizedModule(nn.Module):
 
     def report(self, console: Any = None) -> None:
         """Print the plan (and the latest run) as rich tables."""
-        from fxenergy.plan_report import print_plan
+        from fxenergy.plans.report import print_plan
 
         print_plan(self.plan, console=console, run=self.last_run, backend=self.backend)
 

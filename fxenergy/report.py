@@ -11,7 +11,7 @@ Times are roofline estimates at the maximum SM clock of the chosen GPU, not meas
 Example::
 
     >>> from fxenergy.models import get_model
-    >>> from fxenergy.capture import capture
+    >>> from fxenergy.graph.capture import capture
     >>> spec = get_model("gpt-tiny")
     >>> args, kwargs = spec.example_inputs()
     >>> report = build_report(analyze(capture(spec.build(), args, kwargs)))
@@ -31,9 +31,9 @@ import torch.fx
 from rich.console import Console
 from rich.table import Table
 
-from fxenergy import meta
 from fxenergy.cost.totals import graph_totals
-from fxenergy.pass_infra import Pipeline, registered_passes
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import Pipeline, registered_passes
 
 GROUP_BY = ("module", "op")
 _SKIP_OPS = ("placeholder", "output", "get_attr")

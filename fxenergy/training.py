@@ -17,11 +17,11 @@ import torch
 import torch.fx
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
-from fxenergy import meta
-from fxenergy.api import DEFAULT_GPU, apply_plan, plan_graph
 from fxenergy.errors import CaptureError
+from fxenergy.graph import meta
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
-from fxenergy.plan import Plan
+from fxenergy.plans.plan import Plan
+from fxenergy.plans.planner import DEFAULT_GPU, apply_plan, plan_graph
 from fxenergy.runtime import FrequencyBackend, get_backend
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
 

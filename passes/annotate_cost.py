@@ -1,8 +1,8 @@
 """annotate-cost: FLOPs, MACs, bytes and the roofline time of every node.
 
 Reads: ``node.meta["val"]`` of the placeholders (fake values from :func:`fxenergy.capture`).
-Writes: ``meta.COST`` (:class:`~fxenergy.meta.CostRecord`) and ``meta.ROOFLINE``
-(:class:`~fxenergy.meta.RooflineRecord`) on every node (placeholders and outputs get zero-cost
+Writes: ``meta.COST`` (:class:`~fxenergy.graph.meta.CostRecord`) and ``meta.ROOFLINE``
+(:class:`~fxenergy.graph.meta.RooflineRecord`) on every node (placeholders and outputs get zero-cost
 records), ``gm.meta[meta.GPU]``. Analysis: changes nothing else, preserves everything.
 
 Costs are counted at the aten level under a dispatch mode over fake tensors
@@ -11,7 +11,7 @@ Costs are counted at the aten level under a dispatch mode over fake tensors
 Example::
 
     >>> import torch
-    >>> from fxenergy.capture import capture
+    >>> from fxenergy.graph.capture import capture
     >>> from fxenergy.cost import graph_totals
     >>> gm = capture(torch.nn.Linear(64, 32), torch.randn(8, 64))
     >>> gm = AnnotateCost(gpu="A100-SXM4-80GB")(gm).graph_module
@@ -24,11 +24,11 @@ from __future__ import annotations
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 
-from fxenergy import meta
 from fxenergy.cost.counter import count_costs
 from fxenergy.cost.roofline import roofline
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import FxPass, register_pass
 from fxenergy.hardware.specs import get_gpu
-from fxenergy.pass_infra import FxPass, register_pass
 
 DEFAULT_GPU = "A100-SXM4-80GB"
 

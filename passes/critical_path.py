@@ -1,20 +1,21 @@
 """critical-path: earliest/latest start, slack and the longest path under roofline durations.
 
-Builds the dependency DAG of the graph (:func:`fxenergy.analysis.dependency_graph`: data edges
-plus order edges between side-effectful nodes), weighs each node with its roofline time at the
-maximum SM clock and runs the critical-path method (:func:`fxenergy.analysis.dag_timing`). The
+Builds the dependency DAG of the graph (:func:`fxenergy.graph.semantics.dependency_graph`:
+data edges plus order edges between side-effectful nodes), weighs each node with its roofline
+time at the maximum SM clock and runs the critical-path method
+(:func:`fxenergy.graph.semantics.dag_timing`). The
 path length is the run time with unlimited parallelism; ``serial_time_s`` is the time on one
 stream. Nodes with zero slack (within ``rel_tol`` of the path length) are critical: slowing any of
 them slows the whole graph, while a node with slack ``s`` can stretch by ``s`` for free.
 
 Reads: ``meta.ROOFLINE`` on every op node (placeholders, ``get_attr`` and the output take 0 s).
-Writes: ``meta.TIMING`` (:class:`fxenergy.meta.TimingRecord`) on every node and
-``gm.meta[meta.CRITICAL_PATH]`` (:class:`fxenergy.meta.CriticalPathSummary`).
+Writes: ``meta.TIMING`` (:class:`fxenergy.graph.meta.TimingRecord`) on every node and
+``gm.meta[meta.CRITICAL_PATH]`` (:class:`fxenergy.graph.meta.CriticalPathSummary`).
 Preserves everything (analysis).
 
 Example::
 
-    >>> from fxenergy.pass_infra import run_passes
+    >>> from fxenergy.graph.pass_infra import run_passes
     >>> gm = run_passes(gm, "annotate-cost{gpu=A100-SXM4-80GB},critical-path")  # doctest: +SKIP
     >>> gm.meta["fxenergy.critical_path"].length_s  # doctest: +SKIP
     0.0123
@@ -25,9 +26,9 @@ from __future__ import annotations
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 
-from fxenergy import meta
-from fxenergy.analysis import dag_timing, dependency_graph
-from fxenergy.pass_infra import FxPass, register_pass
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import FxPass, register_pass
+from fxenergy.graph.semantics import dag_timing, dependency_graph
 
 
 def roofline_durations(gm: torch.fx.GraphModule) -> dict[str, float]:

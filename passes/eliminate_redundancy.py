@@ -1,6 +1,6 @@
 """eliminate-redundancy: remove work that changes no output.
 
-Rewrites, run to a fixed point (rules and their algebra in :mod:`fxenergy.redundancy_rules`):
+Rewrites, run to a fixed point (rules and their algebra in :mod:`fxenergy.redundancy.rules`):
 common-subexpression elimination of pure ops, dead-code elimination that keeps every side
 effect, no-op removal (same-type casts and copies, ``contiguous`` on contiguous tensors, identity
 views, double transposes, ``x*1``-style identities, dropout in eval or at p=0, asserts proven by
@@ -10,13 +10,13 @@ for bit.
 
 Reads: ``meta.COST`` on every node (for the FLOPs and bytes saved) and the node values
 (``val``/``tensor_meta``) for shape-dependent rules. Writes: ``gm.meta[meta.REDUNDANCY]``, a
-:class:`fxenergy.meta.RedundancyReport`. Preserves: the GPU choice only (costs of new constant
+:class:`fxenergy.graph.meta.RedundancyReport`. Preserves: the GPU choice only (costs of new constant
 nodes are unknown until annotate-cost reruns).
 
 Example::
 
     >>> import torch
-    >>> from fxenergy.pass_infra import Pipeline
+    >>> from fxenergy.graph.pass_infra import Pipeline
     >>> class M(torch.nn.Module):
     ...     def forward(self, x):
     ...         return x.float().contiguous() * 1 + torch.relu(x) + torch.relu(x)
@@ -29,9 +29,9 @@ from __future__ import annotations
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 
-from fxenergy import meta
-from fxenergy.pass_infra import FxPass, register_pass
-from fxenergy.redundancy_rules import eliminate
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import FxPass, register_pass
+from fxenergy.redundancy.rules import eliminate
 
 
 @register_pass

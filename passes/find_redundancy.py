@@ -5,7 +5,7 @@ copied) with constant folding in report-only mode: constant cones are listed as
 ``fold-constant`` without computing them, so the analysis also works on meta-device graphs.
 
 Reads: ``meta.COST`` on every node. Writes: ``gm.meta[meta.REDUNDANCY]``, a
-:class:`fxenergy.meta.RedundancyReport` (the report CLI shows it as "redundant work").
+:class:`fxenergy.graph.meta.RedundancyReport` (the report CLI shows it as "redundant work").
 Preserves everything (analysis).
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 
-from fxenergy import meta
-from fxenergy.pass_infra import FxPass, register_pass
-from fxenergy.redundancy_rules import eliminate
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import FxPass, register_pass
+from fxenergy.redundancy.rules import eliminate
 
 
 def scratch_copy(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 
-from fxenergy import meta
 from fxenergy.errors import PassError
-from fxenergy.pass_infra import FxPass, register_pass
-from fxenergy.plan import Plan
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import FxPass, register_pass
+from fxenergy.plans.plan import Plan
 
 INSERTED = "fxenergy.inserted"
 

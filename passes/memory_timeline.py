@@ -3,12 +3,12 @@
 A tensor is live from the node that produces it through the last node that reads it (through any
 view of it); views and ``getitem`` results share their base's storage, which is counted once.
 Graph inputs, parameters and buffers are not activations and are not counted; tensors that reach
-the output stay live to the end. See :func:`fxenergy.analysis.memory_timeline` for the exact
+the output stay live to the end. See :func:`fxenergy.graph.semantics.memory_timeline` for the exact
 definition (a node's inputs are still counted at its own step, so the peak bounds the allocator's
 high-water mark from below only by fragmentation and workspace, which are not modelled).
 
 Reads: fake values in ``node.meta["val"]`` (capture puts them there). Writes: ``meta.LIVE_BYTES``
-(int) on every node and ``gm.meta[meta.MEMORY]`` (:class:`fxenergy.meta.MemoryTimeline`).
+(int) on every node and ``gm.meta[meta.MEMORY]`` (:class:`fxenergy.graph.meta.MemoryTimeline`).
 Preserves everything (analysis).
 """
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 
-from fxenergy import meta
-from fxenergy.analysis import activation_buffers, memory_timeline
-from fxenergy.pass_infra import FxPass, register_pass
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import FxPass, register_pass
+from fxenergy.graph.semantics import activation_buffers, memory_timeline
 
 
 def graph_memory_timeline(gm: torch.fx.GraphModule) -> meta.MemoryTimeline:

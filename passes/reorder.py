@@ -4,11 +4,11 @@ Two modes:
 
 - ``reorder{order=[...]}`` applies a given order of node names (the scheduler's plan). Every
   node other than placeholders, ``get_attr`` and the output must be listed exactly once, and the
-  order must respect :func:`fxenergy.analysis.dependency_graph` (data edges and the order edges
-  between side-effectful, in-place and RNG nodes); otherwise InvalidScheduleError says which edge
-  it breaks.
+  order must respect :func:`fxenergy.graph.semantics.dependency_graph` (data edges and the
+  order edges between side-effectful, in-place and RNG nodes); otherwise InvalidScheduleError
+  says which edge it breaks.
 - ``reorder{objective=memory}`` minimises peak live activation memory with
-  :func:`fxenergy.memory_order.minimize_peak` (greedy orders, then CP-SAT on windows around the
+  :func:`fxenergy.memory.order.minimize_peak` (greedy orders, then CP-SAT on windows around the
   peak, bounded by ``time_limit_s``); the result is never worse than the current order.
 
 Reads: node values (capture's fake tensors). Writes: the node order. Preserves every per-node
@@ -24,11 +24,11 @@ from collections.abc import Sequence
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 
-from fxenergy import meta
-from fxenergy.analysis import dependency_graph
 from fxenergy.errors import InvalidScheduleError, PassError
-from fxenergy.memory_order import memory_problem, minimize_peak
-from fxenergy.pass_infra import FxPass, register_pass
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import FxPass, register_pass
+from fxenergy.graph.semantics import dependency_graph
+from fxenergy.memory.order import memory_problem, minimize_peak
 
 log = logging.getLogger(__name__)
 _PINNED = ("placeholder", "get_attr", "output")

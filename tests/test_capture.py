@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from fxenergy import meta
-from fxenergy.capture import capture, capture_training
 from fxenergy.cost import graph_totals
 from fxenergy.errors import CaptureError, InputShapeError
+from fxenergy.graph import meta
+from fxenergy.graph.capture import capture, capture_training
 
 
 class Block(nn.Module):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fxenergy.cli import main
-from fxenergy.plan import Plan
+from fxenergy.plans.plan import Plan
 
 
 def test_optimize_writes_a_loadable_plan(tmp_path, capsys) -> None:

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from fxenergy import meta
-from fxenergy.capture import capture
 from fxenergy.cost import graph_totals
 from fxenergy.cost.ops import op_cost
 from fxenergy.errors import UnknownGPUError
-from fxenergy.pass_infra import Pipeline, registered_passes
+from fxenergy.graph import meta
+from fxenergy.graph.capture import capture
+from fxenergy.graph.pass_infra import Pipeline, registered_passes
 
 transformers = pytest.importorskip("transformers")
 

@@ -1,4 +1,4 @@
-"""critical-path pass and the pure algorithms in fxenergy.analysis (dependency graph, CPM)."""
+"""critical-path pass and fxenergy.graph.semantics's pure algorithms (dependency graph, CPM)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.fx.passes.infra.pass_manager import PassManager
 
-from fxenergy import meta
-from fxenergy.analysis import dag_timing, dependency_graph, is_side_effectful
 from fxenergy.errors import PassError
-from fxenergy.pass_infra import Pipeline, get_pass
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import Pipeline, get_pass
+from fxenergy.graph.semantics import dag_timing, dependency_graph, is_side_effectful
 
 
 def _fake_prop(gm: torch.fx.GraphModule, *shapes: tuple[int, ...]) -> torch.fx.GraphModule:
@@ -115,7 +115,7 @@ class InplaceFlags(torch.nn.Module):
 
 
 def test_inplace_flags_and_module_state() -> None:
-    from fxenergy.capture import capture
+    from fxenergy.graph.capture import capture
 
     gm = capture(InplaceFlags().train(), (torch.randn(3, 4),), method="symbolic")
     dag = dependency_graph(gm)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from fxenergy.distributed.runner import action_label, expected_switches, rank_plan_from_json
-from fxenergy.profiles import read_profile
+from fxenergy.hardware.profiles import read_profile
+from fxenergy.pipeline.dag import StageCosts, build_dag
+from fxenergy.pipeline.runner import action_label, expected_switches, rank_plan_from_json
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
-from fxenergy.schedule.pipeline import StageCosts, build_dag
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"
 RANKS, MICROBATCHES, STEPS = 2, 4, 2
@@ -47,7 +47,7 @@ def _train(rank: int, schedule: str, stages: int, plan: dict | None) -> dict:
     import torch
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
 
-    from fxenergy.distributed.runner import ClockPlanHook, rank_plan_from_json
+    from fxenergy.pipeline.runner import ClockPlanHook, rank_plan_from_json
     from fxenergy.runtime.factory import get_backend
 
     torch.manual_seed(0)

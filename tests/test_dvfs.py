@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from fxenergy.cli import main
 from fxenergy.errors import FxEnergyError, UnknownGPUError
+from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware import get_gpu, known_gpus
 from fxenergy.hardware.calibrate import fit_profile, two_part_mix
 from fxenergy.hardware.dvfs import DVFSModel, PowerParams, Work, get_dvfs_model
 from fxenergy.hardware.power_params import get_power_params
-from fxenergy.meta import CostRecord
-from fxenergy.profiles import Profile, ProfileRow
+from fxenergy.hardware.profiles import Profile, ProfileRow
 
 N = 8192
 GEMM = CostRecord(

@@ -19,7 +19,7 @@ from fxenergy.hardware.extrapolate import (
     fit_one_point,
     one_point_errors,
 )
-from fxenergy.profiles import Profile, ProfileRow, read_profile, write_profile
+from fxenergy.hardware.profiles import Profile, ProfileRow, read_profile, write_profile
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/perseus/gpt3-175b+a100_sxm_bf16.csv"
 A100 = "A100-SXM4-80GB"

@@ -1,4 +1,4 @@
-"""memory-timeline pass and fxenergy.analysis.memory_timeline."""
+"""memory-timeline pass and fxenergy.graph.semantics.memory_timeline."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
-from fxenergy import meta
-from fxenergy.analysis import memory_timeline
-from fxenergy.capture import capture
 from fxenergy.errors import InvalidScheduleError
-from fxenergy.pass_infra import get_pass
+from fxenergy.graph import meta
+from fxenergy.graph.capture import capture
+from fxenergy.graph.pass_infra import get_pass
+from fxenergy.graph.semantics import memory_timeline
 
 
 def _traced(module: torch.nn.Module, *shapes: tuple[int, ...]) -> torch.fx.GraphModule:

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from fxenergy import meta
-from fxenergy.capture import capture
 from fxenergy.cost import graph_totals
 from fxenergy.errors import ModelLoadError
+from fxenergy.graph import meta
+from fxenergy.graph.capture import capture
 from fxenergy.models import get_model, list_models, make_input
 from fxenergy.models.cnn import SmallResNet
 from fxenergy.models.gpt import GPTConfig, TinyGPT

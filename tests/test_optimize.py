@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 import fxenergy
-from fxenergy.api import apply_plan, optimize
-from fxenergy.capture import capture
+from fxenergy.api import optimize
 from fxenergy.errors import PlanMismatchError
-from fxenergy.plan import Plan
+from fxenergy.graph.capture import capture
+from fxenergy.plans.plan import Plan
+from fxenergy.plans.planner import apply_plan
 
 
 class _Block(nn.Module):
@@ -122,7 +123,7 @@ def test_public_api_lazy_exports() -> None:
 def test_reordered_plan_on_export_graph_keeps_outputs() -> None:
     """A plan whose order differs from program order (two independent branches swapped) on an
     export graph with get_attr nodes: applied, linted, bit-identical."""
-    from fxenergy.api import annotate, plan_graph
+    from fxenergy.plans.planner import annotate, plan_graph
 
     class TwoBranches(nn.Module):
         def __init__(self) -> None:

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
-from fxenergy.api import annotate, apply_plan, plan_graph
 from fxenergy.hardware.dvfs import get_dvfs_model
+from fxenergy.plans.planner import annotate, apply_plan, plan_graph
 from fxenergy.schedule.build import build_problem
 from fxenergy.schedule.problem import Solution
 from fxenergy.schedule.validate import check

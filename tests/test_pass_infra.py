@@ -8,9 +8,9 @@ import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 from torch.fx.passes.infra.pass_manager import PassManager
 
-from fxenergy import meta
 from fxenergy.errors import PassError
-from fxenergy.pass_infra import FxPass, Pipeline, get_pass, register_pass
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import FxPass, Pipeline, get_pass, register_pass
 
 COUNT_KEY = "fxenergy.test.count"
 

@@ -1,4 +1,4 @@
-"""Pipeline DAGs, the evaluator and the LP + CP-SAT planner (fxenergy.schedule.pipeline)."""
+"""Pipeline DAGs, the evaluator and the LP + CP-SAT planner (fxenergy.pipeline.dag)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fxenergy.distributed.orders import (
-    ScheduleError,
-    reference_rank_orders,
-    torch_rank_orders,
-    validate_orders,
-)
-from fxenergy.distributed.runner import rank_plan_from_json
 from fxenergy.errors import InfeasibleBudgetError, PlanMismatchError, ProfileError
-from fxenergy.profiles import Profile, ProfileRow, read_profile
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
-from fxenergy.schedule.pipeline import (
+from fxenergy.hardware.profiles import Profile, ProfileRow, read_profile
+from fxenergy.pipeline.dag import (
     StageCosts,
     build_dag,
     evaluate,
     label,
     max_clock_plan,
 )
+from fxenergy.pipeline.orders import (
+    ScheduleError,
+    reference_rank_orders,
+    torch_rank_orders,
+    validate_orders,
+)
+from fxenergy.pipeline.runner import rank_plan_from_json
+from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"
 P_BLOCKED = 83.64  # W, A100 blocked on P2P (Perseus artifact)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from fxenergy.distributed.stage_costs import profile_from_stage_modules
+from fxenergy.pipeline.dag import StageCosts, build_dag
+from fxenergy.pipeline.stage_costs import profile_from_stage_modules
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
-from fxenergy.schedule.pipeline import StageCosts, build_dag
 
 CLOCKS = (1410, 1200, 1005, 810)
 

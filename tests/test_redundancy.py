@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
-from fxenergy import meta
 from fxenergy.errors import PassError
-from fxenergy.pass_infra import Pipeline, get_pass
-from fxenergy.redundancy_rules import eliminate
+from fxenergy.graph import meta
+from fxenergy.graph.pass_infra import Pipeline, get_pass
+from fxenergy.redundancy.rules import eliminate
 
 
 def traced(module: nn.Module, *args: torch.Tensor) -> torch.fx.GraphModule:
@@ -175,7 +175,7 @@ def test_passes_need_costs_and_report_savings() -> None:
 @pytest.mark.slow
 def test_tiny_gpt2_export_keeps_outputs() -> None:
     transformers = pytest.importorskip("transformers")
-    from fxenergy.capture import capture
+    from fxenergy.graph.capture import capture
 
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32)

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
-from fxenergy.redundancy import is_barrier
-from fxenergy.redundancy_rules import eliminate
+from fxenergy.redundancy.eliminate import is_barrier
+from fxenergy.redundancy.rules import eliminate
 
 # (kind, arity, builder) — builders add one node to the graph from input nodes.
 _OPS = {

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fxenergy import meta
-from fxenergy.capture import capture_training
 from fxenergy.errors import InvalidScheduleError, PassError
-from fxenergy.memory_order import l2_reuse_by_node, memory_problem, peak
-from fxenergy.pass_infra import Pipeline, get_pass
+from fxenergy.graph import meta
+from fxenergy.graph.capture import capture_training
+from fxenergy.graph.pass_infra import Pipeline, get_pass
+from fxenergy.memory.order import l2_reuse_by_node, memory_problem, peak
 
 
 class TwoBranch(nn.Module):
@@ -87,7 +87,7 @@ def test_order_edges_between_rng_nodes_are_kept() -> None:
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.rand_like(x) + x, torch.rand_like(x) * x
 
-    from fxenergy.capture import capture
+    from fxenergy.graph.capture import capture
 
     gm = capture(Noisy(), (torch.randn(4, 4),), method="symbolic")
     calls = [n.name for n in gm.graph.nodes if n.op not in ("placeholder", "get_attr", "output")]

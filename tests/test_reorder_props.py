@@ -9,7 +9,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fxenergy.memory_order import (
+from fxenergy.memory.order import (
     MemoryProblem,
     bfs_order,
     dfs_order,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from fxenergy import meta
-from fxenergy.capture import capture
 from fxenergy.cli import main
+from fxenergy.graph import meta
+from fxenergy.graph.capture import capture
 from fxenergy.models import get_model
 from fxenergy.report import (
     analysis_pipeline,
@@ -39,7 +39,7 @@ def gpt_gm() -> torch.fx.GraphModule:
 def test_pipeline_includes_registered_redundancy_pass() -> None:
     text = analysis_pipeline("L4")
     assert text.startswith("annotate-cost{gpu=L4},critical-path,memory-timeline")
-    from fxenergy.pass_infra import registered_passes
+    from fxenergy.graph.pass_infra import registered_passes
 
     assert ("find-redundancy" in text) == ("find-redundancy" in registered_passes())
 

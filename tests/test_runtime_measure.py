@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from fxenergy.errors import NvmlError, ProfileError
+from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware.dvfs import get_dvfs_model
-from fxenergy.meta import CostRecord
-from fxenergy.profiles import read_profile
+from fxenergy.hardware.profiles import read_profile
 from fxenergy.runtime import (
     FrequencyRuntime,
     NullBackend,

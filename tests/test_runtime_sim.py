@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fxenergy.errors import PlanMismatchError
+from fxenergy.graph.meta import COST, CostRecord
 from fxenergy.hardware.dvfs import get_dvfs_model
-from fxenergy.meta import COST, CostRecord
-from fxenergy.plan import Plan, PlanMetrics, PlanPartition
+from fxenergy.plans.plan import Plan, PlanMetrics, PlanPartition
 from fxenergy.runtime import (
     FrequencyRuntime,
     NullBackend,

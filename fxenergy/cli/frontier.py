@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
-    from fxenergy.frontier import frontier, plot, write_json
     from fxenergy.hardware.specs import get_gpu
+    from fxenergy.plans.frontier import frontier, plot, write_json
 
     get_gpu(args.gpu)
     slowdowns = [float(s) for s in args.slowdowns.split(",") if s.strip()]

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from fxenergy.errors import FxEnergyError, ProfileError
-from fxenergy.profiles import Profile, read_profile
+from fxenergy.hardware.profiles import Profile, read_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,8 +53,8 @@ def _load(args: argparse.Namespace) -> Profile:
 
 def run(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
+    from fxenergy.pipeline.dag import StageCosts, build_dag
     from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
-    from fxenergy.schedule.pipeline import StageCosts, build_dag
 
     if args.max_slowdown < 0:
         raise FxEnergyError("--max-slowdown must be >= 0 (0.02 means 2% longer)")
@@ -118,7 +118,7 @@ def _print_plan(console, plan, costs) -> None:
 
 
 def _label(c) -> str:
-    from fxenergy.schedule.pipeline import label
+    from fxenergy.pipeline.dag import label
 
     return label(c)
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from fxenergy.hardware.dvfs import get_dvfs_model
 from fxenergy.hardware.extrapolate import extrapolate_profile, fit_one_point
-from fxenergy.profiles import Profile, read_profile, write_profile
+from fxenergy.hardware.profiles import Profile, read_profile, write_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:

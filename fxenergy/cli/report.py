@@ -145,7 +145,7 @@ def example_inputs(args: argparse.Namespace, loaded: LoadedModel) -> tuple[tuple
 
 def capture_model(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, str]:
     """Load MODEL, build its inputs and capture it; returns the graph and a title."""
-    from fxenergy.capture import capture, capture_training
+    from fxenergy.graph.capture import capture, capture_training
 
     loaded = load_model(args.model, args.device)
     inputs, kwargs = example_inputs(args, loaded)

@@ -1,6 +1,6 @@
 """Per-op FLOP and byte formulas and the roofline: the only place cost math lives.
 
-Public helpers: :func:`count_costs` (per-node :class:`~fxenergy.meta.CostRecord`) and
+Public helpers: :func:`count_costs` (per-node :class:`~fxenergy.graph.meta.CostRecord`) and
 :func:`graph_totals` (whole-graph :class:`CostTotals`), both imported lazily.
 """
 

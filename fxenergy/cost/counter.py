@@ -18,10 +18,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fxenergy import meta
 from fxenergy.cost.fake import fresh_like, quiet_fake_errors, run_with_fake_state, tf32_flags
 from fxenergy.cost.ops import OpCost, op_cost
 from fxenergy.errors import FxEnergyError
+from fxenergy.graph import meta
 
 
 @dataclass
@@ -140,12 +140,12 @@ def _node_dtype(node: torch.fx.Node, acc: _Acc | None) -> str:
 
 
 def count_costs(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, meta.CostRecord]:
-    """A :class:`~fxenergy.meta.CostRecord` for every node of ``gm`` (zero for nodes that run
+    """A :class:`~fxenergy.graph.meta.CostRecord` for every node of ``gm`` (zero for nodes that run
     no aten op: placeholders, outputs, getitem, Python arithmetic).
 
     Raises:
         FxEnergyError: a used placeholder has no value (capture the graph with
-            :func:`fxenergy.capture.capture` first) or the graph fails on fake tensors.
+            :func:`fxenergy.graph.capture.capture` first) or the graph fails on fake tensors.
     """
     placeholders = gm.graph.find_nodes(op="placeholder")
     missing = [p.name for p in placeholders if meta.node_value(p) is None and "val" not in p.meta]

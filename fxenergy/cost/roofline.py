@@ -9,8 +9,8 @@ terms; this module is the plain max() roofline used for bounds and critical path
 
 from __future__ import annotations
 
+from fxenergy.graph.meta import CostRecord, RooflineRecord
 from fxenergy.hardware.specs import GPUSpec
-from fxenergy.meta import CostRecord, RooflineRecord
 
 
 def compute_time_s(cost: CostRecord, spec: GPUSpec, freq_mhz: float | None = None) -> float:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch.fx
 
-from fxenergy import meta
+from fxenergy.graph import meta
 
 
 @dataclass(frozen=True)

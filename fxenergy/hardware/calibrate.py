@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from fxenergy.errors import FxEnergyError
 from fxenergy.hardware.dvfs import DVFSModel, Work
 from fxenergy.hardware.power_params import PowerParams, get_power_params
+from fxenergy.hardware.profiles import Profile
 from fxenergy.hardware.specs import GPUSpec, get_gpu
-from fxenergy.profiles import Profile
 
 #: GPU parameters the fit moves; the rest stay at their published values.
 FIT_FIELDS = (

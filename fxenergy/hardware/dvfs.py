@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 from fxenergy.cost.roofline import compute_time_s, memory_time_s
 from fxenergy.errors import FxEnergyError
+from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware.power_params import PowerParams, get_power_params
 from fxenergy.hardware.specs import GPUSpec, get_gpu
-from fxenergy.meta import CostRecord
 
 __all__ = ["DVFSModel", "PowerParams", "Work", "get_dvfs_model"]
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from fxenergy.errors import ProfileError
 from fxenergy.hardware.calibrate import two_part_mix
 from fxenergy.hardware.dvfs import DVFSModel, Work, get_dvfs_model
+from fxenergy.hardware.profiles import Profile, ProfileRow
 from fxenergy.hardware.specs import GPUSpec
-from fxenergy.profiles import Profile, ProfileRow
 
 _BISECT_STEPS = 40
 #: Relative uncertainty of a measured power: the model's own energy fit error (0.9 % RMS, 2.2 %

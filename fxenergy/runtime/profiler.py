@@ -19,10 +19,10 @@ from typing import Any
 
 import torch.fx
 
-from fxenergy import meta
 from fxenergy.errors import NvmlError, ProfileError
-from fxenergy.meta import CostRecord
-from fxenergy.profiles import ProfileRow, write_profile
+from fxenergy.graph import meta
+from fxenergy.graph.meta import CostRecord
+from fxenergy.hardware.profiles import ProfileRow, write_profile
 from fxenergy.runtime.backend import FrequencyBackend
 from fxenergy.runtime.meter import read_energy_j, synchronize_gpu
 from fxenergy.runtime.sim import SimulatedBackend

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.fx
 
-from fxenergy import meta
 from fxenergy.errors import PlanMismatchError
-from fxenergy.meta import CostRecord
+from fxenergy.graph import meta
+from fxenergy.graph.meta import CostRecord
 from fxenergy.runtime import restore
 from fxenergy.runtime.backend import FrequencyBackend, SwitchEvent
 from fxenergy.runtime.controller import (
@@ -40,7 +40,7 @@ from fxenergy.runtime.meter import read_energy_j, synchronize_gpu
 from fxenergy.runtime.sim import NullBackend, SimulatedBackend
 
 if TYPE_CHECKING:
-    from fxenergy.plan import Plan
+    from fxenergy.plans.plan import Plan
 
 log = logging.getLogger("fxenergy.runtime")
 
@@ -182,7 +182,7 @@ class FrequencyRuntime:
         gm: torch.fx.GraphModule | None = None,
         **kwargs: Any,
     ) -> FrequencyRuntime:
-        """Partitions from a :class:`~fxenergy.plan.Plan`; node costs read from ``gm`` if given."""
+        """Partitions from a :class:`~fxenergy.plans.plan.Plan`; node costs from ``gm`` if given."""
         costs = {n.name: n.meta.get(meta.COST) for n in gm.graph.nodes} if gm is not None else {}
         parts, uncosted = [], []
         for p in plan.partitions:

@@ -16,8 +16,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
+from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware import GPUSpec, get_gpu
-from fxenergy.meta import CostRecord
 from fxenergy.runtime.backend import FrequencyBackend, SwitchEvent, nearest_clock_mhz
 
 log = logging.getLogger("fxenergy.runtime")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 
-from fxenergy import meta
 from fxenergy.errors import PassError
+from fxenergy.graph import meta
 from fxenergy.hardware.dvfs import DVFSModel
 from fxenergy.schedule.problem import Problem, SwitchModel, Task
 
@@ -76,7 +76,7 @@ def _is_task(node: torch.fx.Node) -> bool:
 
 def _order_edges(gm: torch.fx.GraphModule, index: dict[str, int]) -> set[tuple[int, int]]:
     """Edges that keep side-effectful nodes (in-place, RNG, I/O, asserts) in program order."""
-    from fxenergy.analysis import dependency_graph
+    from fxenergy.graph.semantics import dependency_graph
 
     return {
         (index[u], index[v])

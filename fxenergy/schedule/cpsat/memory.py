@@ -12,11 +12,11 @@ change. Model (``s_i`` = position of node i in the window, ``p`` = step 0..k-1):
 - ``base + Σ_b size_b·live_bp ≤ peak`` for every p; minimise ``peak``.
 - cut: ``peak ≥ max(base + max_i (bytes i reads + bytes i writes), max_i forced_i)``: the
   working-set bound, and the bytes every order must hold while a window node runs
-  (:func:`fxenergy.memory_order.forced_live_bytes`).
+  (:func:`fxenergy.memory.order.forced_live_bytes`).
 - hint: the current order; upper bound: the current window peak minus one byte (only strictly
   better windows are wanted).
 
-The answer is checked with :func:`fxenergy.memory_order.timeline` before it is accepted.
+The answer is checked with :func:`fxenergy.memory.order.timeline` before it is accepted.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
-from fxenergy.memory_order import MemoryProblem, is_topological, timeline
+from fxenergy.memory.order import MemoryProblem, is_topological, timeline
 
 
 @dataclass
@@ -60,7 +60,7 @@ def build_window(
     forced: Sequence[int] = (),
 ) -> Window:
     """Cut ``order[start:start+k]`` out of the problem (``forced``: per-node live bytes every
-    order has, from :func:`fxenergy.memory_order.forced_live_bytes`, used as a cut)."""
+    order has, from :func:`fxenergy.memory.order.forced_live_bytes`, used as a cut)."""
     n = len(order)
     stop = min(n, start + k)
     nodes = list(order[start:stop])

@@ -28,7 +28,7 @@ from ortools.linear_solver import pywraplp
 from ortools.sat.python import cp_model
 
 from fxenergy.errors import InfeasibleBudgetError
-from fxenergy.schedule.pipeline import (
+from fxenergy.pipeline.dag import (
     Computation,
     PipelineDAG,
     PipelinePlan,

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-from fxenergy.distributed.orders import Action
 from fxenergy.errors import FxEnergyError, PlanMismatchError
+from fxenergy.pipeline.orders import Action
 from fxenergy.runtime.backend import FrequencyBackend
 
 

@@ -7,8 +7,8 @@ A node is *tainted* when some barrier mutates it or a tensor that may share its 
 alias classes below): a tainted node is never merged or replaced, since a rewrite that makes two
 names share storage would let the mutation leak into the other.
 
-The rewrite rules that remove no-ops and fold constants live in :mod:`fxenergy.redundancy_rules`;
-:func:`fxenergy.redundancy_rules.eliminate` runs them all to a fixed point and reports what went.
+The rewrite rules that remove no-ops and fold constants live in :mod:`fxenergy.redundancy.rules`;
+:func:`fxenergy.redundancy.rules.eliminate` runs them all to a fixed point and reports what went.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 import torch.fx
 import torch.nn as nn
 
-from fxenergy import meta
-from fxenergy.analysis import is_side_effectful, mutated_args
+from fxenergy.graph import meta
+from fxenergy.graph.semantics import is_side_effectful, mutated_args
 
 #: Names (aten schema names, torch functions, tensor methods) whose result may alias an input.
 VIEW_NAMES = frozenset(
@@ -93,7 +93,7 @@ def _module_mutates(mod: nn.Module) -> bool:
 def is_barrier(node: torch.fx.Node) -> bool:
     """RNG, mutation or side effect: nothing moves across it and it is never removed.
 
-    :func:`fxenergy.analysis.is_side_effectful` decides, refined in two ways: dropout is a
+    :func:`fxenergy.graph.semantics.is_side_effectful` decides, refined in two ways: dropout is a
     barrier only when it actually draws (eval or p=0 draws nothing), and modules that write
     their own state (BatchNorm in training, ``inplace=True`` activations) count as mutating.
     """
@@ -112,7 +112,7 @@ def is_barrier(node: torch.fx.Node) -> bool:
 
 
 def mutated_inputs(node: torch.fx.Node) -> list[torch.fx.Node]:
-    """Inputs ``node`` may write: :func:`fxenergy.analysis.mutated_args` plus module state."""
+    """Inputs ``node`` may write: :func:`~fxenergy.graph.semantics.mutated_args` + module state."""
     if node.op == "call_module":
         mod = submodule(node)
         return list(node.all_input_nodes) if mod is not None and _module_mutates(mod) else []

@@ -3,7 +3,7 @@ by kebab-case name, and pipelines that round-trip through text.
 
 Example::
 
-    >>> from fxenergy.pass_infra import Pipeline
+    >>> from fxenergy.graph.pass_infra import Pipeline
     >>> p = Pipeline.parse("annotate-cost{gpu=H100-SXM5},critical-path")
     >>> str(p)
     'annotate-cost{gpu=H100-SXM5},critical-path'
@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from fxenergy import meta
 from fxenergy.errors import PassError
+from fxenergy.graph import meta
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _REGISTRY: dict[str, type[FxPass]] = {}
@@ -67,7 +67,7 @@ class FxPass(PassBase):
             providers = [_PROVIDERS.get(k, "?") for k in missing]
             raise PassError(
                 f"pass {self.name!r} needs {missing} on the graph; run {providers} first "
-                f"(or use fxenergy.pass_infra.Pipeline, which inserts them)"
+                f"(or use fxenergy.graph.pass_infra.Pipeline, which inserts them)"
             )
 
     def call(self, graph_module: torch.fx.GraphModule) -> PassResult:

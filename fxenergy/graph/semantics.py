@@ -25,8 +25,8 @@ import networkx as nx
 import torch
 import torch.fx
 
-from fxenergy import meta
 from fxenergy.errors import InvalidScheduleError
+from fxenergy.graph import meta
 
 #: Base names (no overload, no trailing "_") of ops that draw random numbers.
 _RNG_NAMES = frozenset(

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch.fx
 
-from fxenergy.api import DEFAULT_GPU, annotate, plan_graph
 from fxenergy.errors import FxEnergyError
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
+from fxenergy.plans.planner import DEFAULT_GPU, annotate, plan_graph
 
 DEFAULT_SLOWDOWNS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.10, 0.15, 0.20)
 

@@ -1,12 +1,12 @@
 """A pipeline profile predicted from the stage modules themselves (no GPU needed).
 
-For each stage module: its forward graph (``fxenergy.capture.capture``) and its joint
+For each stage module: its forward graph (``fxenergy.graph.capture.capture``) and its joint
 forward+backward training graph (``capture_training``) are costed by the ``annotate-cost`` pass,
 and the DVFS model turns the node costs into time and energy at every clock. The backward's
 share is the joint graph minus the forward graph (times and energies of kernel sequences add in
 the DVFS model; under the board power cap this subtraction is approximate). The result is a
-:class:`~fxenergy.profiles.Profile` in the Perseus format, so the planner treats predicted and
-measured profiles alike.
+:class:`~fxenergy.hardware.profiles.Profile` in the Perseus format, so the planner treats
+predicted and measured profiles alike.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from fxenergy import meta
-from fxenergy.profiles import Profile, ProfileRow
+from fxenergy.graph import meta
+from fxenergy.hardware.profiles import Profile, ProfileRow
 
 _MIN_TIME_S = 1e-9  # a backward the model predicts as free still needs a positive duration
 
@@ -61,7 +61,7 @@ def profile_from_stage_modules(
         CaptureError: a stage cannot be traced.
         UnknownGPUError: the GPU is not in the spec table.
     """
-    from fxenergy.capture import capture, capture_training
+    from fxenergy.graph.capture import capture, capture_training
     from fxenergy.hardware.dvfs import get_dvfs_model
 
     model = get_dvfs_model(gpu)

@@ -16,7 +16,7 @@ import torch
 import torch.fx
 
 from fxenergy.errors import PlanMismatchError
-from fxenergy.meta import node_value, tensor_values
+from fxenergy.graph.meta import node_value, tensor_values
 
 SCHEMA_VERSION = 1
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch.fx
 
-from fxenergy.analysis import activation_buffers, dependency_graph, memory_timeline
+from fxenergy.graph.semantics import activation_buffers, dependency_graph, memory_timeline
 
 _FIXED = ("placeholder", "get_attr", "output")
 
@@ -71,9 +71,9 @@ class MemoryProblem:
 def memory_problem(gm: torch.fx.GraphModule) -> MemoryProblem:
     """Build the plain problem from ``gm`` (node values must be known: capture stores them).
 
-    Edges come from :func:`fxenergy.analysis.dependency_graph` (data + side-effect order);
-    buffers from :func:`fxenergy.analysis.activation_buffers` (storages shared by views counted
-    once; inputs and weights left out).
+    Edges come from :func:`fxenergy.graph.semantics.dependency_graph` (data + side-effect order);
+    buffers from :func:`fxenergy.graph.semantics.activation_buffers` (storages shared by
+    views counted once; inputs and weights left out).
     """
     dag = dependency_graph(gm)
     sizes, users, producers, keep = activation_buffers(gm)
@@ -97,7 +97,7 @@ def memory_problem(gm: torch.fx.GraphModule) -> MemoryProblem:
 
 def timeline(problem: MemoryProblem, order: Sequence[int]) -> list[int]:
     """Live activation bytes during each step of ``order``, by
-    :func:`fxenergy.analysis.memory_timeline` (raises InvalidScheduleError on a bad order)."""
+    :func:`fxenergy.graph.semantics.memory_timeline` (InvalidScheduleError on a bad order)."""
     bufs = range(len(problem.buf_sizes))
     names = [str(v) for v in order]
     result = memory_timeline(

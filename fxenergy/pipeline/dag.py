@@ -24,9 +24,9 @@ from itertools import pairwise
 
 import networkx as nx
 
-from fxenergy.distributed.orders import Action, ScheduleError, canonical_schedule, rank_orders
 from fxenergy.errors import ProfileError
-from fxenergy.profiles import Profile
+from fxenergy.hardware.profiles import Profile
+from fxenergy.pipeline.orders import Action, ScheduleError, canonical_schedule, rank_orders
 
 #: A computation: (stage, "forward" | "backward", microbatch); the same tuple torch's IR maps to.
 Computation = Action

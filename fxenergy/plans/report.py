@@ -1,4 +1,4 @@
-"""Rich tables for a :class:`~fxenergy.plan.Plan` and the runtime's latest run."""
+"""Rich tables for a :class:`~fxenergy.plans.plan.Plan` and the runtime's latest run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fxenergy.plan import Plan
+from fxenergy.plans.plan import Plan
 
 
 def _pct(x: float) -> str:

@@ -22,7 +22,7 @@ import torch.fx
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._pytree import tree_flatten
 
-from fxenergy.redundancy import Removal, is_barrier, target_name
+from fxenergy.redundancy.eliminate import Removal, is_barrier, target_name
 
 FOLDED_PREFIX = "_fxenergy_folded_"
 

@@ -2,7 +2,7 @@
 
 Every value-producing node of the result carries a fake tensor (or a tuple of them) in
 ``node.meta["val"]``, the dotted path of the ``nn.Module`` that owns it in
-``node.meta[meta.MODULE]``, and the graph carries :class:`~fxenergy.meta.CaptureInfo`,
+``node.meta[meta.MODULE]``, and the graph carries :class:`~fxenergy.graph.meta.CaptureInfo`,
 the parameter count and the TF32 flags read at capture time.
 
 Methods:
@@ -30,7 +30,6 @@ from torch import nn
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.utils import _pytree as pytree
 
-from fxenergy import meta
 from fxenergy.cost.fake import (
     count_params,
     fake_mode,
@@ -41,6 +40,7 @@ from fxenergy.cost.fake import (
     tf32_flags,
 )
 from fxenergy.errors import CaptureError, InputShapeError
+from fxenergy.graph import meta
 
 METHODS = ("auto", "symbolic", "export")
 

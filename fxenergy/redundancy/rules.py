@@ -13,8 +13,8 @@ from typing import Any
 import torch
 import torch.fx
 
-from fxenergy import meta
-from fxenergy.redundancy import (
+from fxenergy.graph import meta
+from fxenergy.redundancy.eliminate import (
     Removal,
     Rule,
     apply_rules,
@@ -255,7 +255,9 @@ def eliminate(
             find-redundancy analysis does on a copy).
         max_rounds: bound on fixed-point rounds.
     """
-    from fxenergy.constant_fold import fold_constants  # rules import nothing from folding
+    from fxenergy.redundancy.constant_fold import (
+        fold_constants,  # rules import nothing from folding
+    )
 
     log = Removal()
     reported: set[str] = set()

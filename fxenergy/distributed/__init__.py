@@ -1,7 +1,0 @@
-"""torch.distributed.pipelining integration: schedule orders, per-rank clock plans, stage costs.
-
-- :mod:`fxenergy.distributed.orders`: per-rank orders of torch's pipeline schedules.
-- :mod:`fxenergy.distributed.runner`: :class:`~fxenergy.distributed.runner.ClockPlanHook`
-  switches clocks before each planned forward/backward; ``rank_plan_from_json`` loads a plan.
-- :mod:`fxenergy.distributed.stage_costs`: a pipeline profile predicted from stage modules.
-"""

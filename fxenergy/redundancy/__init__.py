@@ -1,0 +1,1 @@
+"""fxenergy.redundancy."""
