@@ -1,4 +1,4 @@
-"""memory-timeline pass and fxenergy.graph.semantics.memory_timeline."""
+"""memory-timeline pass and fxenergy.memory.timeline.memory_timeline."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fxenergy.errors import InvalidScheduleError
 from fxenergy.graph import meta
 from fxenergy.graph.capture import capture
 from fxenergy.graph.pass_infra import get_pass
-from fxenergy.graph.semantics import memory_timeline
+from fxenergy.memory.timeline import memory_timeline
 
 
 def _traced(module: torch.nn.Module, *shapes: tuple[int, ...]) -> torch.fx.GraphModule:
