@@ -8,15 +8,46 @@ once; inputs and weights left out; data and side-effect order edges); the arithm
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import torch.fx
 
 from fxenergy.graph import meta
-from fxenergy.graph.semantics import activation_buffers, dependency_graph
+from fxenergy.graph.semantics import dependency_graph, node_storages, readers_by_storage
 from fxenergy.memory.problem import MemoryProblem, problem_from_names, timeline
 
 _PINNED = ("placeholder", "get_attr", "output")
+
+
+def activation_buffers(
+    gm: torch.fx.GraphModule,
+) -> tuple[dict[str, int], dict[str, list[str]], dict[str, str], set[str]]:
+    """The buffers of ``gm``'s activations, as :func:`memory_timeline` takes them.
+
+    Returns ``(sizes, users, producers, keep)``; buffers are named after the node that first
+    produces a storage (``name`` or ``name#i`` for the i-th storage of a multi-output node).
+    Storages of placeholders and ``get_attr`` nodes (inputs, parameters, buffers) are not
+    activations and are left out; storages reaching the output are kept to the end.
+    """
+    nodes = list(gm.graph.nodes)
+    storages = node_storages(gm)
+    owner: dict[Hashable, str | None] = {}  # storage key -> buffer name (None: not an activation)
+    sizes: dict[str, int] = {}
+    producers: dict[str, str] = {}
+    for node in nodes:
+        for i, (key, nbytes) in enumerate(storages[node.name]):
+            if key in owner:
+                continue
+            if node.op in ("placeholder", "get_attr"):
+                owner[key] = None
+                continue
+            buf = node.name if i == 0 else f"{node.name}#{i}"
+            owner[key], sizes[buf], producers[buf] = buf, nbytes, node.name
+    readers = readers_by_storage(nodes, storages)
+    outputs = {n.name for n in nodes if n.op == "output"}
+    users = {buf: list(readers.get(key, ())) for key, buf in owner.items() if buf is not None}
+    keep = {buf for buf, names in users.items() if outputs.intersection(names)}
+    return sizes, users, producers, keep
 
 
 def memory_problem(gm: torch.fx.GraphModule) -> MemoryProblem:

@@ -21,6 +21,7 @@ import torch.fx
 
 from fxenergy.errors import PassError
 from fxenergy.graph import meta
+from fxenergy.graph.semantics import storage_key
 from fxenergy.hardware.dvfs import DVFSModel
 from fxenergy.schedule.problem import Problem, SwitchModel, Task
 
@@ -62,7 +63,7 @@ def _storages(value: object) -> dict[int, int]:
     out: dict[int, int] = {}
     for t in meta.tensor_values(value):
         try:
-            key = t.untyped_storage()._cdata  # identity of the storage (views share it)
+            key = storage_key(t) or id(t)  # the one storage identity (views share it)
             nbytes = t.untyped_storage().nbytes()
         except (NotImplementedError, RuntimeError, AttributeError):
             key, nbytes = id(t), t.numel() * t.element_size()
