@@ -35,10 +35,23 @@ LAYERS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (6, ("fxenergy.errors",)),
 )  # fmt: skip
 
-#: Known violations in files other branches own; each names the owner who removes it.
-#: (importer, imported) pairs, matched exactly.
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
-ALLOWED_CIRCLES: dict[frozenset[str], str] = {}
+#: Known upward imports, each matched exactly and naming who removes it (and how).
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {
+    # The pass registry finds its built-in plugins by importing the package that holds them
+    # (registered_passes/get_pass); no code of graph/ depends on a pass. Design exception.
+    ("fxenergy.graph.pass_infra", "fxenergy.passes"): "house: plugin discovery",
+    # Branch switch (issue 9 A): the session takes plain partitions (RuntimePartition), not the
+    # saved Plan; plans/ converts. Remove when switch is merged.
+    ("fxenergy.runtime.session", "fxenergy.plans.plan"): "switch",
+    # Branch zb (issue 14): the pipeline CP-SAT model should take plain data from
+    # schedule/ (or move under pipeline/); remove when zb is merged.
+    ("fxenergy.schedule.cpsat.pipeline", "fxenergy.pipeline.dag"): "zb",
+}
+#: Known circles (the modules in them), each naming who removes it.
+ALLOWED_CIRCLES: dict[frozenset[str], str] = {
+    # Branch switch (issue 9 A): session <-> meter; remove when switch is merged.
+    frozenset({"fxenergy.runtime.session", "fxenergy.runtime.meter"}): "switch",
+}
 
 
 def _module_name(path: Path) -> str:
@@ -126,23 +139,25 @@ def test_no_upward_import() -> None:
     assert not upward, "upward imports:\n" + "\n".join(upward)
 
 
-def test_no_import_circle() -> None:
+def _circles() -> list[list[str]]:
     graph = nx.DiGraph()
     for a, b in EDGES:
         if not (a.startswith(b + ".") or b == "fxenergy"):  # a package's own __init__
             graph.add_edge(a, b)
-    circles = [
-        " -> ".join([*c, c[0]])
-        for c in nx.simple_cycles(graph)
-        if not any(set(c) <= allowed for allowed in ALLOWED_CIRCLES)
-    ]
+    return list(nx.simple_cycles(graph))
+
+
+def test_no_import_circle() -> None:
+    circles = [" -> ".join([*c, c[0]]) for c in _circles() if frozenset(c) not in ALLOWED_CIRCLES]
     assert not circles, "import circles:\n" + "\n".join(sorted(circles))
 
 
 def test_allowlists_are_still_needed() -> None:
     """An allowlist entry the code no longer needs must go (the owner fixed it)."""
     stale = [f"{a} -> {b}" for a, b in ALLOWED_UPWARD if (a, b) not in EDGES]
-    assert not stale, f"remove these entries from ALLOWED_UPWARD: {stale}"
+    found = {frozenset(c) for c in _circles()}
+    stale += [" <-> ".join(sorted(c)) for c in ALLOWED_CIRCLES if c not in found]
+    assert not stale, f"remove these allowlist entries: {stale}"
 
 
 @pytest.mark.parametrize(

@@ -18,10 +18,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fxenergy.cost.fake import fresh_like, quiet_fake_errors, run_with_fake_state, tf32_flags
 from fxenergy.cost.ops import OpCost, op_cost
 from fxenergy.errors import FxEnergyError
 from fxenergy.graph import meta
+from fxenergy.graph.fake import fresh_like, quiet_fake_errors, run_with_fake_state, tf32_flags
 
 
 @dataclass

@@ -12,7 +12,8 @@ Methods:
     ``"auto"``: symbolic, falling back to export.
 
 Training capture (``capture_training``, aot_autograd's joint graph) lives in
-:mod:`fxenergy.graph.capture_training` and is re-exported here.
+:mod:`fxenergy.graph.capture_training` and is re-exported here; what both share is in
+:mod:`fxenergy.graph.capture_common`.
 
 Nothing real is computed: inputs, parameters and buffers are swapped for fake tensors while
 the graph runs (``torch.func.functional_call``), so models on the ``meta`` device capture
@@ -22,9 +23,6 @@ without allocating weights, and the original model is left exactly as it was.
 from __future__ import annotations
 
 import inspect
-import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -33,56 +31,28 @@ from torch import nn
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.utils import _pytree as pytree
 
-from fxenergy.cost.fake import (
+from fxenergy.errors import CaptureError
+from fxenergy.graph.capture_common import (
+    _HINT,
+    _as_args,
+    _attr,
+    _finish,
+    _no_stack_traces,
+    _raise_if_bad_inputs,
+    _to_meta_if_model_is,
+)
+from fxenergy.graph.capture_training import capture_training
+from fxenergy.graph.fake import (
     count_params,
     fake_mode,
     fakeify,
     quiet_fake_errors,
     run_with_fake_state,
-    tf32_flags,
 )
-from fxenergy.errors import CaptureError, InputShapeError
-from fxenergy.graph import meta
 
 METHODS = ("auto", "symbolic", "export")
 
-_HINT = (
-    "Try: method='export' or 'symbolic' alone to see one failure in full; pass non-tensor "
-    "arguments (flags such as use_cache=False) through example_kwargs; remove data-dependent "
-    "Python control flow from forward(); or call torch.export.draft_export(model, args) for "
-    "a detailed tracing report."
-)
-
-
 # --- argument handling -------------------------------------------------------------------------
-
-
-def _as_args(example_args: Any) -> tuple[Any, ...]:
-    if isinstance(example_args, (tuple, list)):
-        return tuple(example_args)
-    return (example_args,)
-
-
-def _to_meta_if_model_is(model: nn.Module, value: Any) -> Any:
-    """A model built on ``meta`` cannot mix with CPU inputs; move them (shapes are all we use)."""
-    devices = {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
-    if devices != {"meta"}:
-        return value
-
-    def conv(x: Any) -> Any:
-        return x.to("meta") if isinstance(x, torch.Tensor) else x
-
-    return pytree.tree_map(conv, value)
-
-
-def _describe(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
-    def one(v: Any) -> str:
-        if isinstance(v, torch.Tensor):
-            return f"{tuple(v.shape)}:{str(v.dtype).replace('torch.', '')}@{v.device}"
-        return repr(v)
-
-    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
-    return "(" + ", ".join(parts) + ")"
 
 
 def _bind(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple]:
@@ -103,41 +73,6 @@ def _bind(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> li
         tensorish = any(isinstance(x, torch.Tensor) for x in pytree.tree_leaves(value))
         out.append((name, value, tensorish))
     return out
-
-
-# --- module ownership --------------------------------------------------------------------------
-
-
-def _normalize_path(path: str) -> str:
-    """``L['self'].layers[0]`` / ``L__self___layers_0`` styles -> ``layers.0``."""
-    path = re.sub(r"^L\['self'\]\.?", "", path)
-    path = re.sub(r"\._modules\['([^']+)'\]", r".\1", path)
-    path = re.sub(r"\[(\d+)\]", r".\1", path)
-    path = re.sub(r"\['([^']+)'\]", r".\1", path)
-    return path.strip(".")
-
-
-def _owner(node: torch.fx.Node) -> str:
-    if node.op == "call_module":
-        return str(node.target)
-    if node.op == "get_attr":
-        return str(node.target).rpartition(".")[0]
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        stack = node.meta.get("fwd_nn_module_stack") or {}
-    if not stack:
-        return ""
-    last = list(stack.values())[-1]
-    path = last[0] if isinstance(last, tuple) else str(last)
-    return _normalize_path(path)
-
-
-def _finish(gm: torch.fx.GraphModule, method: str, training: bool, params: int, notes=()) -> None:
-    for node in gm.graph.nodes:
-        node.meta[meta.MODULE] = _owner(node)
-    gm.meta[meta.CAPTURE] = meta.CaptureInfo(method, training, tuple(notes))
-    gm.meta[meta.PARAMS] = params
-    gm.meta[meta.ALLOW_TF32] = tf32_flags()
 
 
 # --- symbolic ----------------------------------------------------------------------------------
@@ -169,18 +104,6 @@ def _symbolic(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
 # --- export ------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _no_stack_traces() -> Iterator[None]:
-    """Recording a Python stack trace per node is ~25% of torch.export's time; we never use it."""
-    config = torch.fx.config
-    old = getattr(config, "do_not_emit_stack_traces", False)
-    config.do_not_emit_stack_traces = True
-    try:
-        yield
-    finally:
-        config.do_not_emit_stack_traces = old
-
-
 def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
     with _no_stack_traces():
         ep = torch.export.export(model, args, kwargs, strict=False)
@@ -200,13 +123,6 @@ def _needs_val(node: torch.fx.Node) -> bool:
     return node.op == "placeholder" or (
         node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload)
     )
-
-
-def _attr(node: torch.fx.Node) -> Any:
-    obj: Any = node.graph.owning_module
-    for part in str(node.target).split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 # --- public API --------------------------------------------------------------------------------
@@ -271,48 +187,4 @@ def _failure_message(model: nn.Module, failures: dict[str, BaseException]) -> st
     return "\n".join(lines)
 
 
-def _raise_if_bad_inputs(model: nn.Module, args: tuple, kwargs: dict, err: BaseException) -> None:
-    """If eager execution on fake inputs fails too, the inputs (not the tracer) are at fault."""
-    mode = fake_mode()
-    try:
-        run_with_fake_state(model, mode, model, *fakeify(mode, args), **fakeify(mode, kwargs))
-    except Exception as own:
-        if _is_tracing_limit(own):  # data-dependent Python: a tracing problem, not the inputs
-            return
-        raise InputShapeError(
-            f"{type(model).__name__} rejected inputs {_describe(args, kwargs)}: "
-            f"{type(own).__name__}: {str(own).rstrip('.')}. "
-            "Check the input shapes and dtypes the model expects."
-        ) from own
-
-
-def _is_tracing_limit(err: BaseException) -> bool:
-    """Errors fake tensors raise where real tensors would not (values are unknown)."""
-    from torch._subclasses import fake_tensor as ft
-
-    limits: tuple[type[BaseException], ...] = (
-        ft.DataDependentOutputException,
-        ft.DynamicOutputShapeException,
-        ft.UnsupportedOperatorException,
-        ft.UnsupportedFakeTensorException,
-    )
-    try:
-        from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
-
-        limits += (GuardOnDataDependentSymNode,)
-    except ImportError:
-        pass
-    return isinstance(err, limits)
-
-
-def __getattr__(name: str) -> Any:
-    """``from fxenergy.graph.capture import capture_training`` keeps working (PEP 562).
-
-    The training front end builds on this module's helpers, so it is loaded on first use
-    instead of at import time (an import here would be a circle).
-    """
-    if name == "capture_training":
-        from fxenergy.graph.capture_training import capture_training
-
-        return capture_training
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["METHODS", "capture", "capture_training"]

@@ -17,10 +17,9 @@ from torch import nn
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.utils import _pytree as pytree
 
-from fxenergy.cost.fake import count_params, fake_mode, fresh_like
 from fxenergy.errors import CaptureError
 from fxenergy.graph import meta
-from fxenergy.graph.capture import (
+from fxenergy.graph.capture_common import (
     _HINT,
     _as_args,
     _attr,
@@ -29,6 +28,7 @@ from fxenergy.graph.capture import (
     _raise_if_bad_inputs,
     _to_meta_if_model_is,
 )
+from fxenergy.graph.fake import count_params, fake_mode, fresh_like
 
 
 class _WithLoss(nn.Module):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.fx
 
+from fxenergy.cost.annotate import DEFAULT_GPU
 from fxenergy.graph import meta
 from fxenergy.graph.pass_infra import get_pass, run_passes
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S, get_dvfs_model
@@ -23,8 +24,6 @@ from fxenergy.schedule.build import GraphProblem, build_problem
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.solve import ScheduleResult, solve
 from fxenergy.schedule.validate import check, evaluate
-
-DEFAULT_GPU = "A100-SXM4-80GB"
 
 
 def annotate(gm: torch.fx.GraphModule, gpu: str) -> torch.fx.GraphModule:
