@@ -21,6 +21,7 @@ Every consumer asks here: CSE, DCE and constant folding (:mod:`fxenergy.redundan
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import operator
 import re
@@ -90,15 +91,46 @@ def argument(node: torch.fx.Node, index: int, names: Sequence[str], default: Any
     return next((node.kwargs[n] for n in names if n in node.kwargs), default)
 
 
-def _schema_argument(node: torch.fx.Node, names: Sequence[str]) -> tuple[bool, Any]:
-    """``(found, value)`` of the first schema argument of an OpOverload node named in ``names``."""
-    schema = node.target._schema  # type: ignore[union-attr]
+def _bind_schema(schema: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments by name under an op schema, defaults filled in."""
+    bound = {}
     for i, arg in enumerate(schema.arguments):
-        if arg.name in names:
-            if i < len(node.args):
-                return True, node.args[i]
-            return True, node.kwargs.get(arg.name, arg.default_value)
-    return False, None
+        if i < len(args):
+            bound[arg.name] = args[i]
+        elif arg.name in kwargs:
+            bound[arg.name] = kwargs[arg.name]
+        elif arg.has_default_value():
+            bound[arg.name] = arg.default_value
+    return bound
+
+
+def call_arguments(node: torch.fx.Node) -> dict[str, Any] | None:
+    """A call's arguments by name with defaults filled in, or None when they cannot be named.
+
+    ``OpOverload``: its schema. Python functions: their signature. Other functions and methods:
+    the schema of the aten op of the same name (torch's functions and methods share it).
+    """
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return _bind_schema(target._schema, node.args, node.kwargs)
+    if callable(target):
+        try:
+            bound = inspect.signature(target).bind(*node.args, **node.kwargs)
+        except (TypeError, ValueError):
+            pass
+        else:
+            bound.apply_defaults()
+            return dict(bound.arguments)
+    schemas = _aten_schemas(op_name(node))
+    return _bind_schema(schemas[0], node.args, node.kwargs) if schemas else None
+
+
+@functools.cache
+def _aten_schemas(name: str) -> tuple[Any, ...]:
+    packet = getattr(torch.ops.aten, name, None) if name.isidentifier() else None
+    if not isinstance(packet, torch._ops.OpOverloadPacket):
+        return ()
+    return tuple(getattr(packet, o)._schema for o in packet.overloads())
 
 
 def _as_nodes(value: Any) -> list[torch.fx.Node]:
@@ -175,19 +207,14 @@ def _is_seeded(node: torch.fx.Node) -> bool:
 
 def _statically_off(node: torch.fx.Node) -> bool:
     """The op's drop probability is a literal 0 or its training flag a literal False."""
+    bound = call_arguments(node)
+    if bound is None:
+        return False
     dropout = is_dropout(node) or op_name(node) in ("native_dropout", "_fused_dropout")
-    if isinstance(node.target, torch._ops.OpOverload):
-        has_p, p = _schema_argument(node, (*_PROBABILITY_ARGS, *(("p",) if dropout else ())))
-        has_train, train = _schema_argument(node, _TRAINING_ARGS)
-    else:
-        has_p = has_train = dropout
-        p = argument(node, 1, ("p", *_PROBABILITY_ARGS), 0.5) if dropout else None
-        train = argument(node, 2, _TRAINING_ARGS, True) if dropout else None
-        if not dropout:
-            has_p = any(n in node.kwargs for n in _PROBABILITY_ARGS)
-            p = next((node.kwargs[n] for n in _PROBABILITY_ARGS if n in node.kwargs), None)
-    off_p = has_p and isinstance(p, (int, float)) and not isinstance(p, bool) and p == 0
-    return bool(off_p or (has_train and train is False))
+    names = (*_PROBABILITY_ARGS, *(("p",) if dropout else ()))
+    p = next((bound[n] for n in names if n in bound), None)
+    off_p = isinstance(p, (int, float)) and not isinstance(p, bool) and p == 0
+    return off_p or any(bound.get(n, None) is False for n in _TRAINING_ARGS)
 
 
 def draws_random(node: torch.fx.Node) -> bool:
