@@ -120,6 +120,27 @@ def problem_from_names(
     )
 
 
+def buffers_problem(
+    num_nodes: int,
+    sizes: Sequence[int],
+    producers: Sequence[int],
+    readers: Sequence[Iterable[int]],
+    escapes: Sequence[bool],
+) -> MemoryProblem:
+    """A problem (without edges) over nodes ``0..num_nodes-1`` from buffers given by index:
+    buffer b has ``sizes[b]`` bytes, is made by ``producers[b]``, read by ``readers[b]`` and
+    lives to the end when ``escapes[b]``. What a scheduler with its own task type passes to
+    :func:`live_bytes`."""
+    return MemoryProblem(
+        names=tuple(str(v) for v in range(num_nodes)),
+        preds=((),) * num_nodes,
+        buf_sizes=tuple(sizes),
+        buf_producer=tuple(producers),
+        buf_readers=tuple(tuple(r) for r in readers),
+        buf_escapes=tuple(bool(e) for e in escapes),
+    )
+
+
 def buffer_spans(problem: MemoryProblem, order: Sequence[int]) -> list[tuple[int, int]]:
     """``(first, last)`` step each buffer is live in ``order`` (both inclusive).
 
@@ -198,11 +219,14 @@ def working_sets(sizes: Sequence[int], users: Sequence[Iterable[int]], num_nodes
 
 
 def working_set_bound(problem: MemoryProblem, forced: Sequence[int] | None = None) -> int:
-    """Lower bound on any order's peak: the largest of :func:`forced_live_bytes` (which includes
-    every node's :func:`working_sets`), or all graph outputs together (live at the last step)."""
+    """Lower bound on any order's peak: the largest of :func:`forced_live_bytes`, a node's
+    :func:`working_sets` (included in the former when readers descend from producers, as in a
+    graph's problem), or all graph outputs together (live at the last step)."""
     forced = forced_live_bytes(problem) if forced is None else forced
+    users = [(p, *rs) for p, rs in zip(problem.buf_producer, problem.buf_readers, strict=True)]
+    touched = working_sets(problem.buf_sizes, users, len(problem.names))
     escaping = sum(s for s, e in zip(problem.buf_sizes, problem.buf_escapes, strict=True) if e)
-    return max([*forced, escaping], default=0)
+    return max([*forced, *touched, escaping], default=0)
 
 
 def forced_live_bytes(problem: MemoryProblem) -> list[int]:
