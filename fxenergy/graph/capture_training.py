@@ -18,16 +18,8 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.utils import _pytree as pytree
 
 from fxenergy.errors import CaptureError
+from fxenergy.graph import capture_common as common
 from fxenergy.graph import meta
-from fxenergy.graph.capture_common import (
-    _HINT,
-    _as_args,
-    _attr,
-    _finish,
-    _no_stack_traces,
-    _raise_if_bad_inputs,
-    _to_meta_if_model_is,
-)
 from fxenergy.graph.fake import count_params, fake_mode, fresh_like
 
 
@@ -74,8 +66,8 @@ def capture_training(
     Raises:
         CaptureError: aot_autograd is unavailable or could not trace the step.
     """
-    args, kwargs = _as_args(example_args), dict(example_kwargs or {})
-    args = _to_meta_if_model_is(model, args)
+    args, kwargs = common._as_args(example_args), dict(example_kwargs or {})
+    args = common._to_meta_if_model_is(model, args)
     if any(isinstance(x, torch.Tensor) for x in pytree.tree_leaves(kwargs)):
         raise CaptureError("capture_training takes tensor inputs positionally (example_args)")
     try:
@@ -91,14 +83,14 @@ def capture_training(
             _exported(wrapper, args), list(args), trace_joint=True, output_loss_index=0
         )
     except Exception as err:
-        _raise_if_bad_inputs(model, args, kwargs, err)
+        common._raise_if_bad_inputs(model, args, kwargs, err)
         raise CaptureError(
             f"training capture of {type(model).__name__} failed: {type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}. The loss must be a scalar tensor "
-            "and every parameter that requires grad must reach it; " + _HINT
+            "and every parameter that requires grad must reach it; " + common._HINT
         ) from err
     _fill_missing_vals(gm)
-    _finish(gm, "aot-joint", training=True, params=count_params(model))
+    common._finish(gm, "aot-joint", training=True, params=count_params(model))
     _attribute_state(gm, [*sig.parameters, *sig.buffers])
     return gm
 
@@ -129,7 +121,7 @@ def _exported(wrapper: nn.Module, args: tuple[Any, ...]) -> nn.Module:
     """torch.export's aten graph of the loss (it handles models that check for tracing, as
     transformers' mask code does); the module itself where export fails."""
     try:
-        with _no_stack_traces():
+        with common._no_stack_traces():
             gm = torch.export.export(wrapper, args, strict=False).module()
     except Exception:  # aot_export_module below reports the failure that matters
         return wrapper
@@ -145,7 +137,7 @@ def _drop_unread_parameters(gm: torch.fx.GraphModule) -> None:
     for name, p in gm.named_parameters(remove_duplicate=False):
         canonical.setdefault(id(p), name)
     for node in gm.graph.find_nodes(op="get_attr"):
-        value = _attr(node)
+        value = common._attr(node)
         if isinstance(value, nn.Parameter):
             node.target = canonical[id(value)]
     gm.recompile()
