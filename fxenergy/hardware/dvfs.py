@@ -142,6 +142,10 @@ class DVFSModel:
         """Joules of a sequence of work parts at ``freq_mhz``."""
         return self._time_energy(tuple(mix), freq_mhz)[1]
 
+    def mix_time_energy(self, mix: Sequence[Work], freq_mhz: float) -> tuple[float, float]:
+        """(seconds, joules) of a sequence of work parts at ``freq_mhz`` (one cap solve)."""
+        return self._time_energy(tuple(mix), freq_mhz)
+
     def mix_power_w(self, mix: Sequence[Work], freq_mhz: float) -> float:
         """Average watts of a sequence of work parts at ``freq_mhz``."""
         t, e = self._time_energy(tuple(mix), freq_mhz)
