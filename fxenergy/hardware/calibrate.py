@@ -64,8 +64,11 @@ class CalibrationResult:
 
 
 def two_part_mix(compute_s: float, memory_s: float, activity: float = 1.0) -> tuple[Work, Work]:
-    """The mix used for a whole computation: a compute-bound part, then a memory-bound part."""
-    return (Work(compute_s, 0.0, activity=activity), Work(0.0, memory_s))
+    """The mix used for a whole computation: a compute-bound part, then a memory-bound part.
+
+    ``activity`` (the share of SMs at work) applies to both parts.
+    """
+    return (Work(compute_s, 0.0, activity=activity), Work(0.0, memory_s, activity=activity))
 
 
 def profile_errors(
