@@ -19,6 +19,7 @@ from torch import nn
 
 from fxenergy import meta
 from fxenergy.capture import capture
+from fxenergy.hardware.boards import resolve_gpu
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S, get_dvfs_model
 from fxenergy.hardware.specs import get_gpu
 from fxenergy.pass_infra import get_pass, run_passes
@@ -226,6 +227,7 @@ def optimize(
     method: str = "auto",
     plan: Plan | str | None = None,
     progress: bool = False,
+    gpu_params: str | None = None,
 ) -> OptimizedModule:
     """Capture ``model``, plan clocks (or load ``plan``) and return the rewritten module.
 
@@ -244,7 +246,9 @@ def optimize(
         plan: a saved plan (object or JSON path) to apply instead of planning; refused with
             :class:`~fxenergy.errors.PlanMismatchError` if made for another graph.
         progress: show the solver's progress bar.
+        gpu_params: a calibrated board file (``fxenergy profile calibrate``); replaces ``gpu``.
     """
+    gpu = resolve_gpu(gpu, gpu_params) or gpu
     gm = annotate(capture(model, example_args, example_kwargs, method=method), gpu)
     if plan is None:
         plan = plan_graph(
