@@ -31,8 +31,6 @@ def board_dict(spec: GPUSpec, result: CalibrationResult, source: str) -> dict[st
         f"{result.energy_rms_pct:.2f} % energy RMS, {when})"
     )
     params = result.params.replace(calibration=f"calibrated on {where}", shape_from="")
-    shares = [c.compute_s / (c.compute_s + m.memory_s) for c, m in result.mixes.values()]
-    params = params.replace(typical_compute_share=round(sum(shares) / len(shares), 3))
     srcs = dict(result.params.sources)
     for field, value in dict(result.params.sources).items():
         if value == "overridden by the caller":

@@ -179,6 +179,9 @@ def fit_profile(
 
     Raises:
         FxEnergyError: scipy is missing. ProfileError: too few rows for the free parameters.
+
+    The result's ``typical_compute_share`` is the mean compute share of the fitted (distinct)
+    computations: the board's one-point prior.
     """
     least_squares = _least_squares()
     spec = get_gpu(gpu)
@@ -205,6 +208,8 @@ def fit_profile(
 
     sol = least_squares(residuals, x0, bounds=(lo, hi), x_scale="jac", max_nfev=300)
     params, fitted = _unpack(list(sol.x), base, keys, fields, stall_fraction)
+    shares = [c.compute_s / (c.compute_s + m.memory_s) for c, m in fitted.values()]
+    params = params.replace(typical_compute_share=round(sum(shares) / len(shares), 3))
     mixes = {k: fitted[alias[k]] for k in profile.keys()}
     t_rms, e_rms, t_max, e_max = evaluate(DVFSModel(spec, params), profile, mixes)
     return CalibrationResult(params, mixes, t_rms, e_rms, t_max, e_max, len(profile.rows))

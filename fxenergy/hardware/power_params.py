@@ -245,10 +245,21 @@ def _shape(spec: GPUSpec, donor: GPUSpec, fit: dict[str, float]) -> dict[str, tu
     }
 
 
-def _derive(spec: GPUSpec) -> PowerParams:
+def borrowed_power_params(gpu: str | GPUSpec, donor: str) -> PowerParams:
+    """``gpu``'s parameters as if uncalibrated, with the shape of the calibrated ``donor``.
+
+    What every uncalibrated board gets; on a calibrated board it measures how well the shape
+    transfers (bench/one_point_error.py --cross).
+    """
+    if donor not in _CALIBRATIONS:
+        raise UnknownGPUError(f"{donor!r} is not calibrated; calibrated: {list(_CALIBRATIONS)}")
+    return _derive(get_gpu(gpu), donor)
+
+
+def _derive(spec: GPUSpec, force_donor: str | None = None) -> PowerParams:
     """Parameters for ``spec``: its own calibration, or its donor's shape on its numbers."""
-    own = _CALIBRATIONS.get(spec.name)
-    donor_name = spec.name if own else _DONOR[spec.name]
+    own = None if force_donor else _CALIBRATIONS.get(spec.name)
+    donor_name = spec.name if own else (force_donor or _DONOR[spec.name])
     where, fit = _CALIBRATIONS[donor_name]
     donor = get_gpu(donor_name)
     if own:
