@@ -129,7 +129,9 @@ def plot(out: Path) -> None:
             kw = {"color": f"C{i}"}
             ax_t.plot(clocks, [table[c].time_s * 1e3 for c in clocks], "o", ms=2.5, **kw)
             ax_e.plot(clocks, [table[c].energy_j for c in clocks], "o", ms=2.5, **kw)
-            ax_t.plot(clocks, [p[0] * 1e3 for p in pred], "-", label=f"stage {key[0]} {key[1]}", **kw)
+            ax_t.plot(
+                clocks, [p[0] * 1e3 for p in pred], "-", label=f"stage {key[0]} {key[1]}", **kw
+            )
             ax_e.plot(clocks, [p[1] for p in pred], "-", **kw)
         t, e = one_point_errors(profile, gpu, model, ref)
         ax_t.set(xlabel="SM clock (MHz)", ylabel="ms per microbatch")

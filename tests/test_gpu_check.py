@@ -6,6 +6,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 from unittest import mock
 
 import pynvml
@@ -21,7 +22,7 @@ FIXTURE = ROOT / "tests/data/gpu_check_format.json"
 
 
 @pytest.fixture(scope="module")
-def gc():  # noqa: ANN201 - the bench module
+def gc() -> ModuleType:
     spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench/gpu_check.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["gpu_check"] = module
@@ -43,7 +44,7 @@ def fake_nvml() -> mock.MagicMock:
     return api
 
 
-def test_nvml_use_is_read_only(gc, fake_nvml: mock.MagicMock) -> None:  # noqa: ANN001
+def test_nvml_use_is_read_only(gc: ModuleType, fake_nvml: mock.MagicMock) -> None:
     nv = gc.ReadOnlyNvml(fake_nvml)
     assert nv.name() == "NVIDIA H200" and nv.sm_clock_mhz() == 1755
     assert nv.max_sm_clock_mhz() == 1980 and nv.power_limit_w() == 700.0
@@ -55,11 +56,11 @@ def test_nvml_use_is_read_only(gc, fake_nvml: mock.MagicMock) -> None:  # noqa: 
     assert not any(w in name for name in called for w in ("Set", "Reset", "Lock"))
 
 
-def test_measure_arithmetic(gc, fake_nvml: mock.MagicMock) -> None:  # noqa: ANN001
+def test_measure_arithmetic(gc: ModuleType, fake_nvml: mock.MagicMock) -> None:
     nv = gc.ReadOnlyNvml(fake_nvml)
     calls: list[int] = []
 
-    def timer(fn, n: int) -> float:  # noqa: ANN001
+    def timer(fn: object, n: int) -> float:
         calls.append(n)
         return 2.0 * n  # 2 ms per call
 
@@ -72,7 +73,7 @@ def test_measure_arithmetic(gc, fake_nvml: mock.MagicMock) -> None:  # noqa: ANN
     assert m["power_w"] == pytest.approx(3000.0 / m["wall_s"])
 
 
-def test_predict_a_gemm_on_cpu(gc) -> None:  # noqa: ANN001
+def test_predict_a_gemm_on_cpu(gc: ModuleType) -> None:
     class Mm(nn.Module):
         def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return torch.mm(x, y)
@@ -85,7 +86,7 @@ def test_predict_a_gemm_on_cpu(gc) -> None:  # noqa: ANN001
     assert hi["dvfs_unlocked_clock_mhz"] <= 1980.0 + 1e-6
 
 
-def test_report_of_a_recorded_run(gc, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_report_of_a_recorded_run(gc: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     text = gc.report(gc.load_record(FIXTURE))
     assert "NVIDIA H200 (table: H200-SXM)" in text and "uncalibrated" in text
     assert "clocks were not changed" in text
@@ -96,7 +97,7 @@ def test_report_of_a_recorded_run(gc, capsys: pytest.CaptureFixture[str]) -> Non
     assert "gpt2-forward" in capsys.readouterr().out
 
 
-def test_report_rejects_other_files(gc, tmp_path: Path) -> None:  # noqa: ANN001
+def test_report_rejects_other_files(gc: ModuleType, tmp_path: Path) -> None:
     bad = tmp_path / "x.json"
     bad.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="not a gpu_check record"):

@@ -150,7 +150,7 @@ def _initial(profile: Profile, keys: list[Key], spec: GPUSpec) -> list[float]:
     return x
 
 
-def _least_squares():  # noqa: ANN202 - scipy's function
+def _least_squares():
     try:
         from scipy.optimize import least_squares
     except ImportError as exc:  # scipy is an optional dependency

@@ -128,8 +128,7 @@ _CALIBRATIONS: dict[str, tuple[str, dict[str, float]]] = {
         },
     ),
     "A40": (
-        "Perseus gpt3-175b+a40_bf16 (960 rows, 855-1740 MHz; fit 1.40 % time / 1.49 % "
-        "energy RMS)",
+        "Perseus gpt3-175b+a40_bf16 (960 rows, 855-1740 MHz; fit 1.40 % time / 1.49 % energy RMS)",
         {
             "static_power_w": 62.0,
             "compute_dyn_w": 365.6,
