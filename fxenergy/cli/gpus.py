@@ -106,11 +106,11 @@ def _spec_table(models: list[DVFSModel]) -> Table:
 
 def _calibration(m: DVFSModel) -> str:
     p = m.params
-    return "yes" if p.calibrated else f"no ({p.shape_from or 'caller'} shape)"
+    return "yes" if p.calibrated else "no"
 
 
 def _power_table(models: list[DVFSModel]) -> Table:
-    cols = ("calibrated", "idle W", "blocked W", "static W", "cap W", "knee MHz", "switch s")
+    cols = ("calib.", "idle W", "blocked W", "static W", "cap W", "knee MHz")
     table = _new_table("DVFS power model (docs/dvfs.md)", models, cols)
     for m in models:
         p = m.params
@@ -122,7 +122,6 @@ def _power_table(models: list[DVFSModel]) -> Table:
             f"{p.static_power_w:.1f}",
             f"{p.power_cap_w:.0f}",
             f"{p.knee_mhz:.0f}",
-            f"{m.switch_latency_s:g}",
         )
     return table
 
@@ -203,9 +202,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     console.print(_spec_table(models))
     console.print(_power_table(models))
+    console.print(f"clock-switch latency: {latency_s:g} s", highlight=False)
+    borrowed: dict[str, list[str]] = {}
+    for m in models:
+        if not m.params.calibrated:
+            borrowed.setdefault(m.params.shape_from or "the caller", []).append(m.spec.name)
+    for donor, names in borrowed.items():
+        console.print(
+            f"uncalibrated, shape borrowed from {donor}: {', '.join(names)}", highlight=False
+        )
     console.print(
-        "uncalibrated boards borrow a calibrated board's shape (docs/dvfs.md); calibrate one "
-        "with `fxenergy profile calibrate SWEEP.csv --gpu NAME --out board.json`"
+        "calibrate a board once with `fxenergy profile calibrate SWEEP.csv --gpu NAME --out "
+        "board.json`, then pass --gpu-params board.json"
     )
     console.print("sources of every number: `fxenergy gpus --format json`, docs/gpus.md")
     return 0

@@ -10,9 +10,10 @@ the measured ``energy / time`` is consistent, and the consistent θ nearest the 
 ``typical_compute_share``) is taken:
 
 * below the power cap, power is steep in θ: the interval is narrow and the power decides;
-* at the cap (the max clock of most training workloads), every heavy mix draws the cap power and
-  runs at whatever clock the cap allows: the row says nothing about the mix, so the board's prior
-  decides, and the model reads the row as "ran at the throttled clock", not at the nominal one;
+* at the cap (within 5 %: the max clock of most training workloads), every heavy mix draws the
+  cap power and runs at whatever clock the cap allows: the row says nothing about the mix, so the
+  board's prior decides, and the model reads the row as "ran at the throttled clock", not at the
+  nominal one;
 * below the power of any mix with every SM at work (small or latency-bound kernels), the split is
   the prior's and the share of SMs at work ``a`` is lowered until the power matches (time still
   ∝ 1/f for the compute part).
@@ -42,6 +43,9 @@ _BISECT_STEPS = 40
 POWER_TOLERANCE = 0.02
 #: A reference row is "at the cap" when the model's effective clock is this far below it.
 _CAPPED = 0.99
+#: A measured power at or above this fraction of the cap may be the cap itself (the controller
+#: holds the average a few % under the limit): any heavier mix is consistent with it.
+_NEAR_CAP = 0.95
 #: The lowest share of SMs at work one-point inference assumes.
 _MIN_ACTIVITY = 0.1
 #: The recommended reference keeps the board's typical computation this far under the cap.
@@ -115,7 +119,9 @@ def fit_one_point(
         raise ProfileError(f"need positive time and energy, got {time_s} s, {energy_j} J")
     f = float(freq_mhz or model.spec.max_clock_mhz)
     power = energy_j / time_s
-    lo = _solve_theta(model, power * (1.0 + power_tolerance), f)
+    near_cap = power >= _NEAR_CAP * model.params.power_cap_w
+    # near the cap any heavier mix would read the same (the controller holds it there)
+    lo = 0.0 if near_cap else _solve_theta(model, power * (1.0 + power_tolerance), f)
     hi = _solve_theta(model, power * (1.0 - power_tolerance), f)
     prior = 1.0 - model.params.typical_compute_share
     theta, activity = min(max(prior, lo), hi), 1.0
