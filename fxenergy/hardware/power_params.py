@@ -324,10 +324,13 @@ def calibration_note(gpu: str | GPUSpec, params: PowerParams | None = None) -> s
     """One line saying whether ``gpu``'s DVFS model is calibrated, and on what.
 
     ``"calibrated on ..."`` or ``"uncalibrated: shape borrowed from X ..."``; print it beside
-    every figure that depends on the model.
+    every figure that depends on the model. Never raises.
     """
-    p = params or get_power_params(gpu)
-    name = get_gpu(gpu).name
+    try:
+        p = params or get_power_params(gpu)
+        name = get_gpu(gpu).name
+    except UnknownGPUError:
+        return f"{gpu}: no DVFS power parameters (not in the table; see `fxenergy gpus`)"
     if p.calibrated:
         return f"{name}: DVFS model {p.calibration}"
     if p.shape_from:
