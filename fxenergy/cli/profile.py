@@ -61,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("profile", type=Path, help="sweep CSV (stage,instruction,frequency,...)")
     cal.add_argument("--gpu", required=True, help="the board's spec-table entry (datasheet)")
     cal.add_argument("--out", type=Path, required=True, help="board JSON to write")
+    cal.add_argument(
+        "--stall-fraction",
+        type=float,
+        default=None,
+        help="tie stalled-SM power to this fraction of busy-SM power (for a sweep whose "
+        "computations all have about the same memory share; the A40's fitted value is 0.668)",
+    )
     cal.set_defaults(func=run_calibrate)
 
 
@@ -127,8 +134,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     profile = read_profile(args.profile)
     model = get_dvfs_model(args.gpu)
-    res = fit_profile(profile, model.spec)
-    res = fit_profile(profile, model.spec, start=res.params)  # restart: leaves shallow minima
+    tie = args.stall_fraction
+    res = fit_profile(profile, model.spec, stall_fraction=tie)
+    res = fit_profile(profile, model.spec, start=res.params, stall_fraction=tie)  # restart
     save_board(args.out, model.spec, res, args.profile.name)
     table = Table(title=f"{model.spec.name} calibrated on {args.profile.name}")
     for col in ("parameter", "fitted", "before"):
