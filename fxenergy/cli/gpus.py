@@ -173,6 +173,9 @@ def _markdown(models: list[DVFSModel]) -> str:
         )
         + ".\n"
     )
+    out += ["### Calibration status\n"]
+    out += [f"- {calibration_note(m.spec, m.params)}" for m in models]
+    out.append("")
     out += _source_table(models)
     return "\n".join(out) + "\n"
 
