@@ -154,7 +154,10 @@ def _least_squares():
     try:
         from scipy.optimize import least_squares
     except ImportError as exc:  # scipy is an optional dependency
-        raise FxEnergyError("calibration needs scipy: pip install scipy") from exc
+        raise FxEnergyError(
+            "calibration and few-clock profile fits need scipy (pip install scipy); to "
+            "extrapolate from one clock instead pass --reference-mhz (reference_mhz=)"
+        ) from exc
     return least_squares
 
 

@@ -255,6 +255,19 @@ def borrowed_power_params(gpu: str | GPUSpec, donor: str) -> PowerParams:
     return _derive(get_gpu(gpu), donor)
 
 
+def _blocked(spec: GPUSpec, donor: GPUSpec, idle: float) -> tuple[float, str]:
+    """Power while blocked on communication: measured, the same die's, or scaled by idle."""
+    if spec.name in _BLOCKED_W:
+        return _BLOCKED_W[spec.name], _BLOCKED_SRC
+    measured = _BLOCKED_W[donor.name]
+    if _same_die(spec, donor):
+        return measured, f"{donor.name}'s measured {measured} W (same die)"
+    return (
+        measured * idle / _IDLE_W[donor.name],
+        f"{donor.name}'s measured {measured} W x idle / its idle",
+    )
+
+
 def _derive(spec: GPUSpec, force_donor: str | None = None) -> PowerParams:
     """Parameters for ``spec``: its own calibration, or its donor's shape on its numbers."""
     own = None if force_donor else _CALIBRATIONS.get(spec.name)
@@ -267,16 +280,8 @@ def _derive(spec: GPUSpec, force_donor: str | None = None) -> PowerParams:
         values = _shape(spec, donor, fit)
         values["power_cap_w"] = (spec.tdp_w, _CAP_SRC_TDP)
     idle = _IDLE_W[spec.name]
-    blocked = _BLOCKED_W.get(spec.name)
     values["idle_power_w"] = (idle, _IDLE_SRC)
-    values["blocked_power_w"] = (
-        (blocked, _BLOCKED_SRC)
-        if blocked is not None
-        else (
-            _BLOCKED_W[donor_name] * idle / _IDLE_W[donor_name],
-            f"{donor_name}'s measured {_BLOCKED_W[donor_name]} W x idle / its idle",
-        )
-    )
+    values["blocked_power_w"] = _blocked(spec, donor, idle)
     kind = _memory_kind(spec)
     values["memory_dyn_w"] = (
         spec.mem_bandwidth_bps * 8 * _PJ_PER_BIT[kind] * 1e-12,
