@@ -169,3 +169,17 @@ def test_python_api_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     args = ["profile", "extrapolate", str(sweep), "--gpu", PCIE, "--out", "x.csv"]
     assert main([*args, "--gpu-params", str(bad)]) == 1
     assert "cannot read board file" in capsys.readouterr().err
+
+
+def test_a_sweep_of_one_kind_of_computation_ties_stall_power(tmp_path: Path) -> None:
+    pytest.importorskip("scipy")
+    from fxenergy.hardware.calibrate import MEASURED_STALL_FRACTION, calibrate_board
+
+    sweep, _ = _sweep(tmp_path)
+    one_kind = read_profile(sweep)
+    one_kind = type(one_kind)(tuple(r for r in one_kind.rows if r.stage == 0))
+    res, how = calibrate_board(one_kind, PCIE)
+    assert "tied to 0.668" in how and "cannot separate" in how
+    p = res.params
+    assert p.stall_dyn_w == pytest.approx(MEASURED_STALL_FRACTION * p.compute_dyn_w)
+    assert res.time_rms_pct < 0.5 and res.energy_rms_pct < 0.5

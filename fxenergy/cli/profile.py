@@ -65,8 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--stall-fraction",
         type=float,
         default=None,
-        help="tie stalled-SM power to this fraction of busy-SM power (for a sweep whose "
-        "computations all have about the same memory share; the A40's fitted value is 0.668)",
+        help="tie stalled-SM power to this fraction of busy-SM power (default: fitted, or "
+        "0.668, the A40's measured ratio, when the sweep's computations all have about the "
+        "same memory share)",
     )
     cal.set_defaults(func=run_calibrate)
 
@@ -130,14 +131,12 @@ def run_extrapolate(args: argparse.Namespace) -> int:
 def run_calibrate(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
     from fxenergy.hardware.boards import save_board
-    from fxenergy.hardware.calibrate import FIT_FIELDS, fit_profile
+    from fxenergy.hardware.calibrate import FIT_FIELDS, calibrate_board
 
     profile = read_profile(args.profile)
     model = get_dvfs_model(args.gpu)
-    tie = args.stall_fraction
-    res = fit_profile(profile, model.spec, stall_fraction=tie)
-    res = fit_profile(profile, model.spec, start=res.params, stall_fraction=tie)  # restart
-    save_board(args.out, model.spec, res, args.profile.name)
+    res, how = calibrate_board(profile, model.spec, args.stall_fraction)
+    save_board(args.out, model.spec, res, args.profile.name, stall_note=how)
     table = Table(title=f"{model.spec.name} calibrated on {args.profile.name}")
     for col in ("parameter", "fitted", "before"):
         table.add_column(col, justify="left" if col == "parameter" else "right")
@@ -147,8 +146,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     console.print(
         f"fit over {res.points} rows: time {res.time_rms_pct:.2f} % RMS (max "
         f"{res.time_max_pct:.2f} %), energy {res.energy_rms_pct:.2f} % RMS (max "
-        f"{res.energy_max_pct:.2f} %)\nwrote {args.out}; use it with --gpu-params {args.out} "
-        "(CLI) or gpu_params= (Python API)",
+        f"{res.energy_max_pct:.2f} %); {how}\nwrote {args.out}; use it with --gpu-params "
+        f"{args.out} (CLI) or gpu_params= (Python API)",
         highlight=False,
     )
     return 0

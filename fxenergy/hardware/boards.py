@@ -23,7 +23,9 @@ from fxenergy.hardware.specs import GPUSpec, register_gpu
 FORMAT = "fxenergy-board/1"
 
 
-def board_dict(spec: GPUSpec, result: CalibrationResult, source: str) -> dict[str, object]:
+def board_dict(
+    spec: GPUSpec, result: CalibrationResult, source: str, stall_note: str = ""
+) -> dict[str, object]:
     """The JSON-able record of a calibration of ``spec`` on the sweep ``source``."""
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     where = (
@@ -36,6 +38,8 @@ def board_dict(spec: GPUSpec, result: CalibrationResult, source: str) -> dict[st
         if value == "overridden by the caller":
             srcs[field] = f"calibrated on {where}"
     srcs["typical_compute_share"] = f"mean compute share of the fitted computations of {source}"
+    if stall_note:
+        srcs["stall_dyn_w"] = f"{stall_note}; calibrated on {where}"
     params = dataclasses.replace(params, sources=tuple(srcs.items()))
     return {
         "format": FORMAT,
@@ -52,9 +56,12 @@ def board_dict(spec: GPUSpec, result: CalibrationResult, source: str) -> dict[st
     }
 
 
-def save_board(path: str | Path, spec: GPUSpec, result: CalibrationResult, source: str) -> None:
+def save_board(
+    path: str | Path, spec: GPUSpec, result: CalibrationResult, source: str, stall_note: str = ""
+) -> None:
     """Write a calibrated board file (see :func:`board_dict`)."""
-    Path(path).write_text(json.dumps(board_dict(spec, result, source), indent=1) + "\n")
+    record = board_dict(spec, result, source, stall_note)
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")
 
 
 def load_board(path: str | Path) -> str:

@@ -239,3 +239,42 @@ def fit_mix(model: DVFSModel, rows: list[ProfileRow]) -> tuple[Work, Work]:
     x0 = _initial(fake, [key], model.spec)
     sol = least_squares(residuals, x0, bounds=([-30.0, -30.0], [10.0, 10.0]), x_scale="jac")
     return two_part_mix(math.exp(sol.x[0]), math.exp(sol.x[1]))
+
+
+#: Stalled/busy SM power ratio measured on the A40 sweep, whose forward (55 % compute) and backward
+#: (24 %) separate the two; used where a sweep cannot (bench/calibrate_dvfs.py, docs/dvfs.md).
+MEASURED_STALL_FRACTION = 0.668
+#: Below this spread of compute shares a sweep cannot separate stalled from busy SM power.
+MIN_SHARE_SPREAD = 0.2
+
+
+def _shares(res: CalibrationResult) -> list[float]:
+    return [c.compute_s / (c.compute_s + m.memory_s) for c, m in res.mixes.values()]
+
+
+def calibrate_board(
+    profile: Profile, gpu: str | GPUSpec, stall_fraction: float | None = None
+) -> tuple[CalibrationResult, str]:
+    """Fit a board to a sweep (each fit restarted once); returns the result and how D_s was set.
+
+    With ``stall_fraction`` None, ``stall_dyn_w`` is fitted when the sweep's computations differ
+    in compute share by at least :data:`MIN_SHARE_SPREAD`, else tied to
+    :data:`MEASURED_STALL_FRACTION` (a free fit would trade it against the mixes).
+    """
+
+    def fit(tie: float | None) -> CalibrationResult:
+        res = fit_profile(profile, gpu, stall_fraction=tie)
+        return fit_profile(profile, gpu, start=res.params, stall_fraction=tie)
+
+    if stall_fraction is not None:
+        return fit(stall_fraction), f"stall_dyn_w tied to {stall_fraction:g} x compute_dyn_w"
+    res = fit(None)
+    shares = _shares(res)
+    spread = f"compute shares {min(shares):.2f}-{max(shares):.2f}"
+    if max(shares) - min(shares) >= MIN_SHARE_SPREAD:
+        return res, f"stall_dyn_w fitted ({spread})"
+    note = (
+        f"stall_dyn_w tied to {MEASURED_STALL_FRACTION} x compute_dyn_w (the A40's measured "
+        f"ratio): the sweep's {spread} cannot separate stalled from busy SM power"
+    )
+    return fit(MEASURED_STALL_FRACTION), note
