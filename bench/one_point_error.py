@@ -3,6 +3,7 @@
     python bench/one_point_error.py                    # both shared profiles, shipped params
     python bench/one_point_error.py --held-out         # + refits scored on unseen computations
     python bench/one_point_error.py --cross            # + each board with the other's shape
+    python bench/one_point_error.py --prior            # + modelled mixes vs the board prior
     python bench/one_point_error.py --plot docs/img/dvfs_one_point.png
 
 Every line: input = each computation's row at the reference clock (or a few clocks), errors over
@@ -110,6 +111,27 @@ def cross(profile: Profile, gpu: str, step: int) -> None:
     by_reference(profile, model, step)
 
 
+def prior_sensitivity(gpu: str) -> None:
+    """One-point error on mixes the model itself generates: what one reading can tell."""
+    from fxenergy.hardware.calibrate import two_part_mix
+    from fxenergy.hardware.extrapolate import fit_one_point
+
+    m = get_dvfs_model(gpu)
+    clocks = [c for c in m.clocks_mhz() if c >= 855]
+    refs = (m.spec.max_clock_mhz, recommended_reference_mhz(m))
+    print(f"  -- {gpu}: modelled mixes (prior {m.params.typical_compute_share}), one point at")
+    for share in (1.0, 0.8, 0.6, 0.4, 0.2):
+        mix = two_part_mix(share, 1 - share)
+        for ref in refs:
+            fit = fit_one_point(m, *m.mix_time_energy(mix, ref), freq_mhz=ref)
+            pred = [predict(fit, m, c) for c in clocks]
+            true = [m.mix_time_energy(mix, c) for c in clocks]
+            t = [p[0] / q[0] - 1 for p, q in zip(pred, true, strict=True)]
+            e = [p[1] / q[1] - 1 for p, q in zip(pred, true, strict=True)]
+            cap = " (at the cap)" if fit.capped else ""
+            line(f"compute share {share:.1f} @{ref}{cap}", t, e)
+
+
 def plot(out: Path) -> None:
     import matplotlib
 
@@ -151,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step", type=int, default=5, help="every n-th clock as a reference")
     ap.add_argument("--held-out", action="store_true", help="refit on part, score the rest")
     ap.add_argument("--cross", action="store_true", help="each board with the other's shape")
+    ap.add_argument("--prior", action="store_true", help="modelled mixes vs the board prior")
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args(argv)
     for gpu in args.gpu or list(PROFILES):
@@ -163,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             held_out(profile, model)
         if args.cross:
             cross(profile, gpu, args.step * 2)
+        if args.prior:
+            prior_sensitivity(gpu)
+    if args.prior:
+        prior_sensitivity("A100-PCIe-80GB")
     if args.plot:
         plot(args.plot)
     return 0

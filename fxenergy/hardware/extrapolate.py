@@ -5,11 +5,12 @@ calibration's two-part mix (:func:`fxenergy.hardware.calibrate.two_part_mix`): a
 (time ∝ 1/f) and a memory part (time flat), with a share ``a`` of the SMs at work. One
 measurement gives one number besides the time, its power, and the mix is read from it as the
 calibration reads a sweep: every SM at work (a = 1), compute share ρ = 1 - θ. The model's power at
-the reference clock falls with θ; every θ whose modelled power is within ``POWER_TOLERANCE`` of
-the measured ``energy / time`` is consistent, and the consistent θ nearest the board's prior (its
-``typical_compute_share``) is taken:
+the reference clock falls with θ; θ is the most probable one given the reading (power known to
+``POWER_TOLERANCE``) and the board's prior (its ``typical_compute_share``, give or take
+``PRIOR_WIDTH``):
 
-* below the power cap, power is steep in θ: the interval is narrow and the power decides;
+* below the power cap, where power is steep in θ, the reading decides; where it is flat (low
+  clocks, or a board whose stalled SMs draw nearly what busy ones do) the prior does;
 * at the cap (within 5 %: the max clock of most training workloads), every heavy mix draws the
   cap power and runs at whatever clock the cap allows: the row says nothing about the mix, so the
   board's prior decides, and the model reads the row as "ran at the throttled clock", not at the
@@ -43,6 +44,10 @@ _BISECT_STEPS = 40
 POWER_TOLERANCE = 0.02
 #: A reference row is "at the cap" when the model's effective clock is this far below it.
 _CAPPED = 0.99
+#: Spread of compute shares across workloads on one board (the prior's standard deviation;
+#: GPT-3 alone spans 0.24-0.56 on the A40).
+PRIOR_WIDTH = 0.3
+_GRID = 50
 #: A measured power at or above this fraction of the cap may be the cap itself (the controller
 #: holds the average a few % under the limit): any heavier mix is consistent with it.
 _NEAR_CAP = 0.95
@@ -100,6 +105,31 @@ def _solve_theta(model: DVFSModel, power_w: float, freq_mhz: float) -> float:
     return 0.5 * (lo + hi)
 
 
+def _map_theta(
+    model: DVFSModel, power_w: float, tolerance: float, prior: float, freq_mhz: float
+) -> float:
+    """Most probable θ: power ~ N(model, tolerance·power), θ ~ N(prior, PRIOR_WIDTH), on a grid.
+
+    Where power is steep in θ the reading decides; where it is flat (low clocks, or a board whose
+    stalled SMs draw nearly what busy ones do) the prior does.
+    """
+    sigma = tolerance * power_w
+    if sigma <= 0:
+        return _solve_theta(model, power_w, freq_mhz)
+
+    def cost(theta: float) -> float:
+        miss = (_unit_power(model, theta, freq_mhz) - power_w) / sigma
+        return miss * miss + ((theta - prior) / PRIOR_WIDTH) ** 2
+
+    grid = [i / _GRID for i in range(_GRID + 1)]
+    best = min(grid, key=cost)
+    lo, hi = max(0.0, best - 1.0 / _GRID), min(1.0, best + 1.0 / _GRID)
+    for _ in range(_BISECT_STEPS // 2):  # golden-free ternary refine around the grid minimum
+        a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        lo, hi = (lo, b) if cost(a) < cost(b) else (a, hi)
+    return 0.5 * (lo + hi)
+
+
 def fit_one_point(
     model: DVFSModel,
     time_s: float,
@@ -124,7 +154,11 @@ def fit_one_point(
     lo = 0.0 if near_cap else _solve_theta(model, power * (1.0 + power_tolerance), f)
     hi = _solve_theta(model, power * (1.0 - power_tolerance), f)
     prior = 1.0 - model.params.typical_compute_share
-    theta, activity = min(max(prior, lo), hi), 1.0
+    if near_cap:
+        theta = min(max(prior, lo), hi)
+    else:
+        theta = _map_theta(model, power, power_tolerance, prior, f)
+    activity = 1.0
     clipped = ""
     if power > _unit_power(model, 0.0, f) * (1.0 + power_tolerance):
         clipped = "compute"
