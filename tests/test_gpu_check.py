@@ -102,3 +102,18 @@ def test_report_rejects_other_files(gc: ModuleType, tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="not a gpu_check record"):
         gc.load_record(bad)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU with NVML")
+def test_on_a_real_gpu_read_only(gc: ModuleType, tmp_path: Path) -> None:
+    """Safe on a lent GPU: measures at the current clock, changes nothing."""
+    out = tmp_path / "run.json"
+    assert (
+        gc.main(["--seconds", "0.5", "--only", "gemm", "--only", "elementwise", "--json", str(out)])
+        == 0
+    )
+    record = gc.load_record(out)
+    for w in record["workloads"]:
+        assert w["measured"]["gpu_ms_per_iter"] > 0 and w["measured"]["energy_j_per_iter"] > 0
+        assert w["predicted"]["dvfs_ms"] > 0
