@@ -304,8 +304,11 @@ def time_ops(gpu: str, clock_mhz: float, top: int = 12, runs: int = 3) -> list[d
     from fxenergy.hardware.dvfs import get_dvfs_model
 
     model, ids = _gpt2("cuda")
+    kwargs = {"use_cache": False}
     with torch.no_grad():
-        gm = annotate(capture(model, (ids,), {"use_cache": False}), gpu)
+        gm = annotate(capture(model, (ids,), kwargs), gpu)
+        names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
+        inputs = [ids, *(kwargs.get(str(name)) for name in names[1:])]
         timings: dict[str, list[float]] = {}
 
         class OpTimer(torch.fx.Interpreter):
@@ -321,7 +324,7 @@ def time_ops(gpu: str, clock_mhz: float, top: int = 12, runs: int = 3) -> list[d
 
         for i in range(runs + 1):
             events: list[tuple[Any, Any, Any]] = []
-            OpTimer(gm).run(ids)
+            OpTimer(gm).run(*inputs)
             torch.cuda.synchronize()
             if i:  # the first run is warm-up
                 for n, s, e in events:

@@ -18,8 +18,8 @@ from rich.table import Table
 from fxenergy.hardware.dvfs import DVFSModel, get_dvfs_model
 from fxenergy.hardware.extrapolate import (
     OnePointFit,
-    extrapolate_profile,
     fit_profile_rows,
+    profile_from_fits,
     recommended_reference_mhz,
 )
 from fxenergy.hardware.power_params import calibration_note
@@ -81,8 +81,7 @@ def _how(fit: OnePointFit) -> str:
     return at + (f" ({fit.clipped}-clipped)" if fit.clipped else "")
 
 
-def _summary(profile: Profile, full: Profile, model: DVFSModel, ref: int | None) -> Table:
-    fits = fit_profile_rows(profile, model, ref)
+def _summary(fits: dict[tuple[int, str], OnePointFit], full: Profile, model: DVFSModel) -> Table:
     f_max, f_min = model.clocks_mhz()[0], model.clocks_mhz()[-1]
     table = Table(title=f"profile on {model.spec.name} (rows not in the input: modelled)")
     for col in ("stage", "instruction", "input", "compute share", f"t×@{f_min}", f"E×@{f_min}"):
@@ -105,15 +104,10 @@ def run_extrapolate(args: argparse.Namespace) -> int:
 
     profile = read_profile(args.profile)
     model = get_dvfs_model(args.gpu)
-    full = extrapolate_profile(
-        profile,
-        model.spec,
-        keep_measured=args.keep_measured,
-        reference_mhz=args.reference_mhz,
-        model=model,
-    )
+    fits = fit_profile_rows(profile, model, args.reference_mhz)
+    full = profile_from_fits(fits, model, profile if args.keep_measured else None)
     write_profile(full.rows, args.out)
-    console.print(_summary(profile, full, model, args.reference_mhz))
+    console.print(_summary(fits, full, model))
     console.print(calibration_note(model.spec, model.params), highlight=False)
     console.print(
         f"most reliable one-point reference on this board: {recommended_reference_mhz(model)} "

@@ -261,12 +261,23 @@ def extrapolate_profile(
     """
     model = model or get_dvfs_model(gpu)
     fits = fit_profile_rows(profile, model, reference_mhz)
-    measured = {(r.stage, r.instruction, r.freq_mhz): r for r in profile.rows}
+    return profile_from_fits(fits, model, profile if keep_measured else None, clocks_mhz)
+
+
+def profile_from_fits(
+    fits: dict[Key, OnePointFit],
+    model: DVFSModel,
+    measured: Profile | None = None,
+    clocks_mhz: tuple[int, ...] | None = None,
+) -> Profile:
+    """Rows at ``clocks_mhz`` (default: every supported clock) from fitted computations; rows of
+    ``measured`` are kept where they exist."""
+    kept = {(r.stage, r.instruction, r.freq_mhz): r for r in (measured.rows if measured else ())}
     out: list[ProfileRow] = []
     for (stage, instr), fit in fits.items():
         for f in clocks_mhz or model.clocks_mhz():
-            if keep_measured and (stage, instr, f) in measured:
-                out.append(measured[(stage, instr, f)])
+            if (stage, instr, f) in kept:
+                out.append(kept[(stage, instr, f)])
                 continue
             t, e = predict(fit, model, f)
             out.append(ProfileRow(stage, instr, int(f), t, e))
