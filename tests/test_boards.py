@@ -166,7 +166,7 @@ def test_python_api_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
         load_board(bad)
     capsys.readouterr()
     assert main(["gpus", "--format", "json"]) == 0  # no --gpu: no --gpu-params either
-    args = ["profile", "extrapolate", str(sweep), "--gpu", PCIE, "--out", "x.csv"]
+    args = ["profile", "extrapolate", str(sweep), "--gpu", PCIE, "--out", str(tmp_path / "x.csv")]
     assert main([*args, "--gpu-params", str(bad)]) == 1
     assert "cannot read board file" in capsys.readouterr().err
 

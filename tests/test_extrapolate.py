@@ -146,10 +146,10 @@ def test_cli_round_trip(tmp_path: Path) -> None:
 def test_cli_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "one.csv"
     write_profile(ONE.rows, src)
-    args = ["profile", "extrapolate", str(src), "--gpu", "A40", "--out", "x.csv"]
+    args = ["profile", "extrapolate", str(src), "--gpu", "A40", "--out", str(tmp_path / "x.csv")]
     assert main([*args, "--reference-mhz", "1740"]) == 1
     assert "1740 MHz" in capsys.readouterr().err
-    assert main(["profile", "extrapolate", str(src), "--gpu", "nope", "--out", "x.csv"]) == 1
+    assert main(["profile", "extrapolate", str(src), "--gpu", "nope", "--out", str(src)]) == 1
     assert "unknown GPU" in capsys.readouterr().err
 
 
