@@ -124,7 +124,7 @@ def _map_theta(
     grid = [i / _GRID for i in range(_GRID + 1)]
     best = min(grid, key=cost)
     lo, hi = max(0.0, best - 1.0 / _GRID), min(1.0, best + 1.0 / _GRID)
-    for _ in range(_BISECT_STEPS // 2):  # golden-free ternary refine around the grid minimum
+    for _ in range(_BISECT_STEPS // 2):  # ternary search around the grid minimum
         a, b = lo + (hi - lo) / 3, hi - (hi - lo) / 3
         lo, hi = (lo, b) if cost(a) < cost(b) else (a, hi)
     return 0.5 * (lo + hi)
@@ -149,13 +149,11 @@ def fit_one_point(
         raise ProfileError(f"need positive time and energy, got {time_s} s, {energy_j} J")
     f = float(freq_mhz or model.spec.max_clock_mhz)
     power = energy_j / time_s
-    near_cap = power >= _NEAR_CAP * model.params.power_cap_w
-    # near the cap any heavier mix would read the same (the controller holds it there)
-    lo = 0.0 if near_cap else _solve_theta(model, power * (1.0 + power_tolerance), f)
-    hi = _solve_theta(model, power * (1.0 - power_tolerance), f)
     prior = 1.0 - model.params.typical_compute_share
-    if near_cap:
-        theta = min(max(prior, lo), hi)
+    if power >= _NEAR_CAP * model.params.power_cap_w:
+        # at the cap any heavier mix reads the same (the controller holds it there): the prior,
+        # unless it is too light to reach the reading
+        theta = min(prior, _solve_theta(model, power * (1.0 - power_tolerance), f))
     else:
         theta = _map_theta(model, power, power_tolerance, prior, f)
     activity = 1.0
