@@ -18,6 +18,7 @@ from fxenergy.graph.capture import capture
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
 from fxenergy.plans.plan import Plan
 from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan, plan_graph
+from fxenergy.hardware.boards import resolve_gpu
 from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
 
@@ -96,6 +97,7 @@ def optimize(
     method: str = "auto",
     plan: Plan | str | None = None,
     progress: bool = False,
+    gpu_params: str | None = None,
 ) -> OptimizedModule:
     """Capture ``model``, plan clocks (or load ``plan``) and return the rewritten module.
 
@@ -114,7 +116,9 @@ def optimize(
         plan: a saved plan (object or JSON path) to apply instead of planning; refused with
             :class:`~fxenergy.errors.PlanMismatchError` if made for another graph.
         progress: show the solver's progress bar.
+        gpu_params: a calibrated board file (``fxenergy profile calibrate``); replaces ``gpu``.
     """
+    gpu = resolve_gpu(gpu, gpu_params) or gpu
     gm = annotate(capture(model, example_args, example_kwargs, method=method), gpu)
     if plan is None:
         plan = plan_graph(

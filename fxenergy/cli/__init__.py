@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         module.register(sub)
+    importlib.import_module(f"{__name__}.gpus").add_gpu_params_options(parser)
     return parser
 
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        importlib.import_module(f"{__name__}.gpus").apply_gpu_params(args)
         return int(args.func(args) or 0)
     except FxEnergyError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)

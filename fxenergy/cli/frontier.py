@@ -8,6 +8,7 @@ from rich.table import Table
 
 from fxenergy.cli.optimize import add_planning_arguments
 from fxenergy.cli.report import add_model_arguments, capture_model
+from fxenergy.hardware.power_params import calibration_note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             str(p.switches),
         )
     console.print(table)
+    console.print(f"note: {calibration_note(args.gpu)}", highlight=False)
     write_json(points, args.out, model=title, gpu=args.gpu)
     console.print(f"frontier written to {args.out}")
     if args.plot:

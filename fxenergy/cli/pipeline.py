@@ -48,6 +48,10 @@ def _load(args: argparse.Namespace) -> Profile:
         except ImportError as exc:
             raise FxEnergyError(f"the DVFS model is not available: {exc}") from exc
         profile = extrapolate_profile(profile, args.gpu)
+        from fxenergy.cli import console
+        from fxenergy.hardware.power_params import calibration_note
+
+        console.print(f"note: one-clock profile extrapolated; {calibration_note(args.gpu)}")
     return profile
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fxenergy.hardware.power_params import calibration_note
 from fxenergy.plans.plan import Plan
 
 
@@ -85,7 +86,7 @@ def print_plan(
     simulated = backend is None or getattr(backend, "simulated", True)
     console.print(summary_table(plan, simulated=simulated))
     console.print(partitions_table(plan))
-    for note in plan.notes:
+    for note in [*plan.notes, calibration_note(plan.gpu)]:
         console.print(f"[dim]note:[/] {note}", highlight=False)
     if run is not None:
         console.print(run_table(run))
