@@ -151,8 +151,8 @@ def cuda_timer(fn: Callable[[], object], n: int) -> float:
 
 def predict(gm: Any, gpu: str, clock_mhz: float, extra: list[Any] = ()) -> dict[str, float]:
     """Cost-model and DVFS-model totals of an annotated graph (plus ``extra`` CostRecords)."""
-    from fxenergy.graph import meta
     from fxenergy.cost.roofline import compute_time_s, memory_time_s
+    from fxenergy.graph import meta
     from fxenergy.hardware.dvfs import get_dvfs_model
 
     model = get_dvfs_model(gpu)
@@ -298,8 +298,8 @@ def time_ops(gpu: str, clock_mhz: float, top: int = 12, runs: int = 3) -> list[d
     """CUDA-event time of every fx node of the GPT-2 forward beside the DVFS model's."""
     import torch
 
-    from fxenergy.graph import meta
     from fxenergy.api import annotate
+    from fxenergy.graph import meta
     from fxenergy.graph.capture import capture
     from fxenergy.hardware.dvfs import get_dvfs_model
 

@@ -28,7 +28,6 @@ from fxenergy.hardware.extrapolate import (
 )
 from fxenergy.hardware.power_params import borrowed_power_params
 from fxenergy.hardware.profiles import Profile, read_profile
-from fxenergy.hardware.specs import get_gpu
 
 DATA = Path(__file__).resolve().parents[1] / "../shared/data/perseus"
 PROFILES = {

@@ -15,10 +15,10 @@ import torch.fx
 from torch import nn
 
 from fxenergy.graph.capture import capture
+from fxenergy.hardware.boards import resolve_gpu
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
 from fxenergy.plans.plan import Plan
 from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan, plan_graph
-from fxenergy.hardware.boards import resolve_gpu
 from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
 
