@@ -16,7 +16,7 @@ from torch import nn
 
 from fxenergy.graph.capture import capture
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
-from fxenergy.plans.plan import Plan
+from fxenergy.plans.plan import Plan, check_plan_gpu
 from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan, plan_graph
 from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
@@ -112,7 +112,8 @@ def optimize(
         time_limit_s: solver wall-clock budget.
         method: capture method (``"auto"``, ``"symbolic"``, ``"export"``).
         plan: a saved plan (object or JSON path) to apply instead of planning; refused with
-            :class:`~fxenergy.errors.PlanMismatchError` if made for another graph.
+            :class:`~fxenergy.errors.PlanMismatchError` if made for another graph or GPU
+            (:class:`~fxenergy.errors.InvalidPlanError` for a corrupt file).
         progress: show the solver's progress bar.
     """
     gm = annotate(capture(model, example_args, example_kwargs, method=method), gpu)
@@ -126,8 +127,9 @@ def optimize(
             time_limit_s=time_limit_s,
             progress=progress,
         )
-    elif isinstance(plan, str):
-        plan = Plan.load(plan)
+    else:
+        plan = Plan.load(plan) if isinstance(plan, str) else plan
+        check_plan_gpu(plan, gpu)  # a plan's clocks and predictions hold for its own GPU only
     rewritten = apply_plan(gm, plan)
     be = (
         backend
