@@ -16,6 +16,7 @@ from torch import nn
 
 from fxenergy.graph.capture import capture
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
+from fxenergy.plans.inputs import InputBinding
 from fxenergy.plans.plan import Plan, check_plan_gpu
 from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan, plan_graph
 from fxenergy.runtime import FrequencyBackend, get_backend, restore
@@ -46,11 +47,15 @@ class OptimizedModule(nn.Module):
         self.plan = plan
         self.backend = backend
         self.last_run: RuntimeSummary | None = None
+        #: the model's calling convention and the planned inputs (fxenergy.plans.inputs)
+        self.inputs: InputBinding | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         # A cyclic plan keeps the last partition's clock between calls (its first partition was
         # planned to start there); clocks are restored on error, at exit, SIGINT/SIGTERM and by
         # restore_clocks().
+        if self.inputs is not None:  # kwargs given at optimize time are defaults; shapes checked
+            args, kwargs = self.inputs.bind(args, kwargs)
         cyclic = bool(self.plan.extra.get("cyclic", False))
         rt = FrequencyRuntime.from_plan(
             self.plan, self.backend, self.graph_module, restore_on_exit=not cyclic
@@ -136,4 +141,10 @@ def optimize(
         if isinstance(backend, FrequencyBackend)
         else get_backend(backend, gpu=plan.gpu, switch_latency_s=plan.switch_latency_s)
     )
-    return OptimizedModule(model, rewritten, plan, be)
+    opt = OptimizedModule(model, rewritten, plan, be)
+    opt.inputs = InputBinding.from_example(
+        model,
+        rewritten, tuple(example_args) if isinstance(example_args, (tuple, list)) else (example_args,),
+        example_kwargs or {},
+    )  # fmt: skip
+    return opt

@@ -26,7 +26,6 @@ err_console = Console(stderr=True)
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every discovered subcommand."""
     from fxenergy import __version__
-
     from fxenergy.cli._common import HelpFormatter
 
     parser = argparse.ArgumentParser(

@@ -1,4 +1,4 @@
-"""``fxenergy optimize MODEL``: plan clocks for a model (or apply a saved plan) and show the plan."""
+"""``fxenergy optimize MODEL``: plan clocks for a model (or apply a saved plan), show the plan."""
 
 from __future__ import annotations
 

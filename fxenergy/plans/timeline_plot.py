@@ -56,9 +56,7 @@ def plot_timeline(timeline: Timeline, path: str | Path, bins: int = BINS) -> Non
         kinds_seen |= _draw_work(ax_w, work, row, width, scale)
     ax_w.set_yticks(range(len(tracks)), [timeline.tracks[t] for t in tracks], fontsize=8)
     ax_w.set_ylim(len(tracks) - 0.4, -0.6)
-    handles = [
-        plt.Rectangle((0, 0), 1, 1, color=COLOURS[k]) for k in COLOURS if k in kinds_seen
-    ]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[k]) for k in COLOURS if k in kinds_seen]
     labels = [f"{k}-bound" if k in ("compute", "memory") else k for k in COLOURS if k in kinds_seen]
     handles.append(plt.Line2D([], [], color="red", lw=2))
     labels.append("critical path")
@@ -91,7 +89,8 @@ def _draw_work(ax: Any, work: list[Slice], row: int, width: float, scale: float)
     small = [s for s in work if s.dur_s < width]
     for s in big:
         colour = COLOURS.get(_colour_key(s), "#999999")
-        ax.barh(row, s.dur_s * scale, left=s.start_s * scale, height=0.7, color=colour, lw=0)
+        ax.barh(row, s.dur_s * scale, left=s.start_s * scale, height=0.7, color=colour,
+                edgecolor="white", lw=0.4)  # fmt: skip
         if s.args.get("critical"):
             ax.plot([s.start_s * scale, (s.start_s + s.dur_s) * scale], [row + 0.38] * 2,
                     color="red", lw=2, solid_capstyle="butt")  # fmt: skip

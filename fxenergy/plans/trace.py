@@ -267,19 +267,41 @@ def to_trace_events(timeline: Timeline) -> dict[str, Any]:
     for s in sorted(timeline.slices, key=lambda s: (s.track, s.start_s, order.get(s.kind, 2))):
         cat = s.kind + (",critical" if s.args.get("critical") else "")
         events.append(
-            {"ph": "X", "name": s.name, "cat": cat, "pid": s.track, "tid": 0,
-             "ts": _us(s.start_s), "dur": _us(s.dur_s), "args": s.args}  # fmt: skip
+            {
+                "ph": "X",
+                "name": s.name,
+                "cat": cat,
+                "pid": s.track,
+                "tid": 0,
+                "ts": _us(s.start_s),
+                "dur": _us(s.dur_s),
+                "args": s.args,
+            }
         )
     for i in timeline.instants:
         events.append(
-            {"ph": "i", "s": "p", "name": i.name, "cat": "switch", "pid": i.track, "tid": 0,
-             "ts": _us(i.t_s), "args": i.args}  # fmt: skip
+            {
+                "ph": "i",
+                "s": "p",
+                "name": i.name,
+                "cat": "switch",
+                "pid": i.track,
+                "tid": 0,
+                "ts": _us(i.t_s),
+                "args": i.args,
+            }
         )
     for c in timeline.counters:
         for t, v in c.points:
             events.append(
-                {"ph": "C", "name": f"{c.name} ({c.unit})", "pid": c.track, "tid": 0,
-                 "ts": _us(t), "args": {c.unit: v}}  # fmt: skip
+                {
+                    "ph": "C",
+                    "name": f"{c.name} ({c.unit})",
+                    "pid": c.track,
+                    "tid": 0,
+                    "ts": _us(t),
+                    "args": {c.unit: v},
+                }
             )
         events.append(
             {"ph": "C", "name": f"{c.name} ({c.unit})", "pid": c.track, "tid": 0,
