@@ -142,9 +142,6 @@ def optimize(
         else get_backend(backend, gpu=plan.gpu, switch_latency_s=plan.switch_latency_s)
     )
     opt = OptimizedModule(model, rewritten, plan, be)
-    opt.inputs = InputBinding.from_example(
-        model,
-        rewritten, tuple(example_args) if isinstance(example_args, (tuple, list)) else (example_args,),
-        example_kwargs or {},
-    )  # fmt: skip
+    args = tuple(example_args) if isinstance(example_args, (tuple, list)) else (example_args,)
+    opt.inputs = InputBinding.from_example(model, rewritten, args, example_kwargs or {})
     return opt

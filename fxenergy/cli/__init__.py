@@ -1,7 +1,8 @@
 """The ``fxenergy`` command line.
 
 Each subcommand lives in its own module in this package and exposes
-``register(subparsers) -> None``; the module adds its parser and sets ``func`` (a callable taking
+``register(subparsers) -> None`` (modules without it, such as the ``docs`` generator, are
+skipped); the module adds its parser and sets ``func`` (a callable taking
 the parsed ``argparse.Namespace`` and returning an exit code). Modules are discovered, so adding
 a file adds a command.
 """
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
-        module.register(sub)
+        if hasattr(module, "register"):  # docs.py is a script, not a command
+            module.register(sub)
     return parser
 
 

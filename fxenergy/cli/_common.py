@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +24,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "%(default)" in text or action.default in (None, False, [], argparse.SUPPRESS):
+        flags = (argparse._StoreTrueAction, argparse._StoreFalseAction)
+        if "%(default)" in text or isinstance(action, flags):
+            return text
+        if action.default in (None, [], argparse.SUPPRESS):
             return text
         return super()._get_help_string(action)
 
@@ -37,10 +41,12 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """A subcommand parser with a one-line ``summary``, a description and runnable examples."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    text = f"{summary[0].upper()}{summary[1:]}.\n\n{description}".rstrip()
+    paragraphs = [textwrap.fill(par, 78) for par in text.split("\n\n")]
     return sub.add_parser(
         name,
         help=summary,
-        description=f"{summary[0].upper()}{summary[1:]}.\n\n{description}".rstrip(),
+        description="\n\n".join(paragraphs),
         epilog=epilog,
         formatter_class=HelpFormatter,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from fxenergy.cli._common import HelpFormatter, add_command
+from fxenergy.cli._common import add_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,12 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         ["fxenergy plan show plan.json", "fxenergy plan show pipeline-plan.json --trace t.json"],
     )
     psub = p.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
-    show = psub.add_parser(
+    show = add_command(
+        psub,
         "show",
-        help="print a saved plan (graph or pipeline)",
-        description="Print a saved plan (graph or pipeline).",
-        epilog="examples:\n  fxenergy plan show plan.json",
-        formatter_class=HelpFormatter,
+        "print a saved plan (graph or pipeline)",
+        "Prints the plan's summary (predicted against all clocks at max) and its partitions, "
+        "or a pipeline plan's per-rank clocks.",
+        ["fxenergy plan show plan.json", "fxenergy plan show plan.json --trace plan-trace.json"],
     )
     show.add_argument("plan", metavar="PLAN.json", help="a plan file")
     show.add_argument(

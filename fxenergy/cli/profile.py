@@ -12,19 +12,32 @@ from pathlib import Path
 
 from rich.table import Table
 
+from fxenergy.cli._common import add_command, check_input_file, check_output_path
 from fxenergy.hardware.dvfs import get_dvfs_model
 from fxenergy.hardware.extrapolate import extrapolate_profile, fit_one_point
 from fxenergy.hardware.profiles import Profile, read_profile, write_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="time/energy profiles (Perseus CSV format)")
+    p = add_command(
+        sub,
+        "profile",
+        "work with time/energy profiles (Perseus CSV format)",
+        "A profile lists each pipeline computation's time and energy per SM clock "
+        "(stage,instruction,frequency,time,energy). `extrapolate` fills one measured at the max "
+        "clock only with modelled rows at every supported clock.",
+        ["fxenergy profile extrapolate measured.csv --gpu A100-SXM4-80GB --out full.csv"],
+    )
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
-    ex = psub.add_parser(
+    ex = add_command(
+        psub,
         "extrapolate",
-        help="predict every supported clock from rows measured at the max clock",
-        description="One-point profiling: from each computation's (time, energy) at the GPU's "
-        "max SM clock, model its time and energy at every supported clock.",
+        "predict every supported clock from rows measured at the max clock",
+        "One-point profiling: from each computation's (time, energy) at the GPU's max SM "
+        "clock, model its time and energy at every supported clock.\n\nThe summary's t×@F and "
+        "E×@F columns are the modelled time and energy at the lowest clock F (MHz) divided by "
+        "the measured ones at the max clock (1.3 = 30% longer).",
+        ["fxenergy profile extrapolate measured.csv --gpu A100-SXM4-80GB --out full.csv"],
     )
     ex.add_argument("profile", type=Path, help="CSV with stage,instruction,frequency,time,energy")
     ex.add_argument("--gpu", required=True, help="GPU name (see `fxenergy gpus`)")
@@ -62,10 +75,17 @@ def _summary(profile: Profile, full: Profile, gpu: str) -> Table:
 def run_extrapolate(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
 
+    check_input_file(args.profile, "profile")
+    check_output_path(args.out, "--out")
     profile = read_profile(args.profile)
     full = extrapolate_profile(profile, args.gpu, keep_measured=args.keep_measured)
     write_profile(full.rows, args.out)
     console.print(_summary(profile, full, args.gpu))
+    console.print(
+        "t×/E×@F: modelled time/energy at the lowest clock F MHz over the measured ones at the "
+        "max clock",
+        highlight=False,
+    )
     console.print(
         f"wrote {len(full.rows)} rows ({len(full.keys())} computations x "
         f"{len(full.clocks_mhz())} clocks) to {args.out}; rows not in the input are modelled "
