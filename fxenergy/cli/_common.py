@@ -88,9 +88,10 @@ def parse_slowdown(text: str) -> float:
             f"bad slowdown {text!r}: a budget is >= 0 (0 = no slower than all clocks at max)"
         )
     if value > MAX_SLOWDOWN:
+        hint = "" if raw.endswith("%") else f" For {value:g} percent write {value:g}%."
         raise argparse.ArgumentTypeError(
-            f"slowdown {text!r} means {100 * value:g}% slower; budgets above 100% are refused. "
-            f"For {raw.rstrip('%')} percent write {raw.rstrip('%')}%"
+            f"slowdown {text!r} means {100 * value:g}% slower; budgets above 100% are "
+            f"refused.{hint}"
         )
     return value
 
