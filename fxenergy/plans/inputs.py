@@ -85,7 +85,7 @@ class InputBinding:
     def bind(self, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         """``(args, kwargs)`` for the graph, or :class:`InputShapeError` naming the planned
         inputs when the call differs from them in shape, dtype or a specialized flag."""
-        merged = {**self.defaults, **kwargs}
+        merged = {**self._defaults_for(len(args)), **kwargs}
         args, kwargs = self._arrange(tuple(args), merged)
         if _signature((args, kwargs)) != self.planned:
             raise InputShapeError(
@@ -95,6 +95,13 @@ class InputBinding:
                 "fxenergy.optimize(model, new_example_inputs) for this one"
             )
         return args, kwargs
+
+    def _defaults_for(self, num_args: int) -> dict[str, Any]:
+        """Optimize-time kwargs, less those this call passes positionally."""
+        if self.signature is None:
+            return dict(self.defaults)
+        taken = set(list(self.signature.parameters)[:num_args])
+        return {k: v for k, v in self.defaults.items() if k not in taken}
 
     def _arrange(self, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         if self.signature is None or self.mapping is None:
