@@ -154,9 +154,8 @@ def capture_model(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, str]:
     loaded = load_model(args.model, args.device)
     inputs, kwargs = example_inputs(args, loaded)
     if args.train:
-        if kwargs:
-            raise UsageError("--train passes positional inputs only; drop --kwarg")
-        gm = capture_training(loaded.module.train(), inputs)
+        # non-tensor keyword inputs (use_cache=False) are specialized; tensors must be positional
+        gm = capture_training(loaded.module.train(), inputs, example_kwargs=kwargs)
     else:
         method = args.method
         if method == "auto" and loaded.spec is not None:

@@ -4,13 +4,16 @@ Three panels share the time axis: the work (one row per track: ops coloured comp
 memory-bound, or pipeline computations coloured forward/backward; critical work underlined in
 red), the SM clock as a step line with switches marked, and the power below. Work too short to
 see is aggregated: each track is cut into pixel-wide bins and each bin is drawn as the mix of
-what ran in it (a 10k-node graph draws as ~1,500 bars, not 10k).
+what ran in it, stacked by share of the bin's time (a 10k-node graph draws as ~1,500 bars per
+kind of work, not 10k bars).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fxenergy.errors import FxEnergyError
 from fxenergy.plans.trace import Slice, Timeline
@@ -25,6 +28,7 @@ COLOURS = {
     "switch": "#d62728",
 }
 BINS = 1500  #: aggregation bins across the time axis (about one per pixel column)
+MAX_BARS = 400  #: a track with more slices than this is drawn binned
 
 
 def _pyplot() -> Any:
@@ -84,35 +88,49 @@ def _time_unit(end_s: float) -> tuple[float, str]:
 
 
 def _draw_work(ax: Any, work: list[Slice], row: int, width: float, scale: float) -> set[str]:
-    """Bars for one track: slices wider than a bin as they are, the rest mixed per bin."""
-    big = [s for s in work if s.dur_s >= width]
-    small = [s for s in work if s.dur_s < width]
-    for s in big:
-        colour = COLOURS.get(_colour_key(s), "#999999")
-        ax.barh(row, s.dur_s * scale, left=s.start_s * scale, height=0.7, color=colour,
-                edgecolor="white", lw=0.4)  # fmt: skip
+    """One track's work: each slice as a bar when few, else binned (see :func:`_binned`)."""
+    if len(work) <= MAX_BARS:
+        for s in work:
+            colour = COLOURS.get(_colour_key(s), "#999999")
+            ax.barh(row, s.dur_s * scale, left=s.start_s * scale, height=0.7, color=colour,
+                    edgecolor="white", lw=0.4)  # fmt: skip
+            if s.args.get("critical"):
+                _underline(ax, row, s.start_s * scale, (s.start_s + s.dur_s) * scale)
+        return {_colour_key(s) for s in work}
+    keys, share, critical = _binned(work, width)
+    bottom = np.full(len(share), row - 0.35)
+    lefts = np.arange(len(share)) * width * scale
+    for k, key in enumerate(keys):
+        heights = 0.7 * share[:, k]
+        ax.bar(lefts, heights, width=width * scale, bottom=bottom, align="edge",
+               color=COLOURS.get(key, "#999999"), lw=0)  # fmt: skip
+        bottom = bottom + heights
+    for b in np.flatnonzero(critical):
+        _underline(ax, row, b * width * scale, (b + 1) * width * scale)
+    return set(keys)
+
+
+def _binned(work: list[Slice], width: float) -> tuple[list[str], Any, Any]:
+    """Time of each kind of work per bin (slices split across the bins they overlap), as a
+    share of the bin; and which bins hold critical work."""
+    keys = sorted({_colour_key(s) for s in work})
+    end = max(s.start_s + s.dur_s for s in work)
+    bins = max(int(np.ceil(end / width)), 1)
+    share = np.zeros((bins, len(keys)))
+    critical = np.zeros(bins, dtype=bool)
+    for s in work:
+        k = keys.index(_colour_key(s))
+        lo, hi = s.start_s / width, (s.start_s + s.dur_s) / width
+        first, last = int(lo), min(int(np.ceil(hi)), bins)
+        for b in range(first, max(last, first + 1)):
+            share[min(b, bins - 1), k] += max(min(hi, b + 1) - max(lo, b), 0.0)
         if s.args.get("critical"):
-            ax.plot([s.start_s * scale, (s.start_s + s.dur_s) * scale], [row + 0.38] * 2,
-                    color="red", lw=2, solid_capstyle="butt")  # fmt: skip
-    mix: dict[int, dict[str, float]] = {}
-    crit: set[int] = set()
-    for s in small:
-        b = int(s.start_s / width)
-        cell = mix.setdefault(b, {})
-        cell[_colour_key(s)] = cell.get(_colour_key(s), 0.0) + s.dur_s
-        if s.args.get("critical"):
-            crit.add(b)
-    for b, cell in mix.items():
-        bottom = row - 0.35
-        total = sum(cell.values()) or 1.0
-        for key, dur in sorted(cell.items()):
-            h = 0.7 * dur / total
-            ax.bar((b + 0.5) * width * scale, h, width=width * scale, bottom=bottom,
-                   color=COLOURS.get(key, "#999999"), lw=0)  # fmt: skip
-            bottom += h
-    for b in crit:
-        ax.plot([b * width * scale, (b + 1) * width * scale], [row + 0.38] * 2, color="red", lw=2)
-    return {_colour_key(s) for s in work}
+            critical[first : max(last, first + 1)] = True
+    return keys, np.clip(share, 0.0, 1.0), critical
+
+
+def _underline(ax: Any, row: int, x0: float, x1: float) -> None:
+    ax.plot([x0, x1], [row + 0.38] * 2, color="red", lw=2, solid_capstyle="butt")
 
 
 def _colour_key(s: Slice) -> str:
