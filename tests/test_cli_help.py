@@ -11,7 +11,7 @@ from fxenergy.cli.docs import _subparsers, render
 DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
 
 
-def _commands(parser: argparse.ArgumentParser, path: str = "fxenergy"):  # noqa: ANN202
+def _commands(parser: argparse.ArgumentParser, path: str = "fxenergy"):
     yield path, parser
     for name, child in _subparsers(parser):
         yield from _commands(child, f"{path} {name}")

@@ -124,7 +124,7 @@ def test_timeline_png_aggregates_a_10k_node_graph(plan: Plan, tmp_path: Path) ->
     bars = []
     real_bar = plt.Axes.bar
 
-    def counting_bar(self, x, *a, **k):  # noqa: ANN001, ANN202
+    def counting_bar(self, x, *a, **k):
         bars.append(len(np.atleast_1d(x)))
         return real_bar(self, x, *a, **k)
 
