@@ -4,8 +4,8 @@ Three panels share the time axis: the work (one row per track: ops coloured comp
 memory-bound, or pipeline computations coloured forward/backward; critical work underlined in
 red), the SM clock as a step line with switches marked, and the power below. Work too short to
 see is aggregated: each track is cut into pixel-wide bins and each bin is drawn as the mix of
-what ran in it, stacked by share of the bin's time (a 10k-node graph draws as ~1,500 bars per
-kind of work, not 10k bars).
+what ran in it, stacked by share of the bin's time (a 10k-node graph draws as one stepped band
+per kind of work, not 10k bars).
 """
 
 from __future__ import annotations
@@ -67,11 +67,12 @@ def plot_timeline(timeline: Timeline, path: str | Path, bins: int = BINS) -> Non
     ax_w.legend(handles, labels, fontsize=7, loc="upper right", ncols=len(labels))
     _draw_counters(ax_c, timeline, "SM clock", scale, tracks)
     _draw_counters(ax_p, timeline, "power", scale, tracks)
-    for i in timeline.instants:
-        ax_c.axvline(i.t_s * scale, color=COLOURS["switch"], lw=0.6, ls=":", alpha=0.7)
+    for i in timeline.instants:  # clock switches: a line through the clock and power panels
+        for ax in (ax_c, ax_p):
+            ax.axvline(i.t_s * scale, color=COLOURS["switch"], lw=0.8, ls="--", alpha=0.6)
     ax_c.set_ylabel("SM clock (MHz)")
     ax_p.set_ylabel("power (W)")
-    ax_p.set_xlabel(f"time ({unit}; predicted, red dotted lines: clock switches)")
+    ax_p.set_xlabel(f"time ({unit}; predicted; red dashed lines: clock switches)")
     ax_p.set_xlim(0, timeline.end_s * scale)
     fig.suptitle(timeline.title, fontsize=10, wrap=True)
     fig.tight_layout()
@@ -98,15 +99,21 @@ def _draw_work(ax: Any, work: list[Slice], row: int, width: float, scale: float)
                 _underline(ax, row, s.start_s * scale, (s.start_s + s.dur_s) * scale)
         return {_colour_key(s) for s in work}
     keys, share, critical = _binned(work, width)
-    bottom = np.full(len(share), row - 0.35)
-    lefts = np.arange(len(share)) * width * scale
+    # one stepped band per kind of work (a polygon each): cheap for any number of bins
+    edges = np.arange(len(share) + 1) * width * scale
+    lower = np.full(len(share) + 1, row - 0.35)
     for k, key in enumerate(keys):
-        heights = 0.7 * share[:, k]
-        ax.bar(lefts, heights, width=width * scale, bottom=bottom, align="edge",
-               color=COLOURS.get(key, "#999999"), lw=0)  # fmt: skip
-        bottom = bottom + heights
-    for b in np.flatnonzero(critical):
-        _underline(ax, row, b * width * scale, (b + 1) * width * scale)
+        upper = lower + 0.7 * np.append(share[:, k], share[-1, k])
+        ax.fill_between(edges, lower, upper, step="post", color=COLOURS.get(key, "#999999"), lw=0)
+        lower = upper
+    crit = np.flatnonzero(critical)
+    ax.hlines(
+        np.full(len(crit), row + 0.38),
+        crit * width * scale,
+        (crit + 1) * width * scale,
+        color="red",
+        lw=2,
+    )  # fmt: skip (one collection, not a line per bin)
     return set(keys)
 
 
