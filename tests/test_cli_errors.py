@@ -84,12 +84,14 @@ def test_optimize_refuses_before_capture(
 ) -> None:
     if args[0] == "--backend" and _has_nvml_gpu():
         pytest.skip("a usable NVIDIA GPU is present")
+    import fxenergy.cli.report  # binds the real load_model first: both names are patched below
     import fxenergy.models.loader
 
     def no_load(*a: object, **k: object) -> None:
         raise AssertionError("loaded the model before refusing the command line")
 
     monkeypatch.setattr(fxenergy.models.loader, "load_model", no_load)
+    monkeypatch.setattr(fxenergy.cli.report, "load_model", no_load)
     assert_one_line_error(main_cli(capsys, "optimize", "gpt-tiny", *args), *needles)
 
 
@@ -155,3 +157,18 @@ def test_capture_hint_names_cli_options() -> None:
     assert "method=" not in text and "example_kwargs" not in text
     nvml = "is there a GPU? use get_backend('sim', gpu=...) to run on the simulated GPU instead"
     assert "pass --backend sim" in cli_words(nvml)
+    # the library's own hints, as they stand: no Python argument survives the rewording
+    from fxenergy.graph import capture
+    from fxenergy.runtime import nvml as nvml_backend
+
+    for hint in (capture._HINT, nvml_backend._SIM_HINT):
+        worded = cli_words(hint)
+        assert "method=" not in worded and "example_kwargs" not in worded, worded
+        assert "get_backend(" not in worded, worded
+
+
+def test_gpu_names_are_printed_canonically() -> None:
+    from fxenergy.cli._common import resolve_gpu
+
+    assert resolve_gpu("h100-sxm5") == "H100-SXM5"
+    assert resolve_gpu("a100 sxm4 80gb") == "A100-SXM4-80GB"

@@ -91,12 +91,28 @@ def test_check_trace_catches_broken_traces() -> None:
 
 
 def test_pipeline_trace_one_track_per_rank(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     from fxenergy.cli import main
 
-    trace, png = tmp_path / "p.json", tmp_path / "p.png"
-    rc = main(["pipeline", str(DATA), "--blocked-power-w", "75", "--microbatches", "4",
-               "--polish-s", "0.2", "--trace", str(trace), "--timeline", str(png)])  # fmt: skip
-    assert rc == 0 and png.stat().st_size > 10_000
+    trace, png, plot = tmp_path / "p.json", tmp_path / "p.png", tmp_path / "f.png"
+    legends: list[list[str]] = []
+    real_savefig = plt.Figure.savefig
+
+    def legend_savefig(fig, *a, **k):
+        legends.extend([t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes
+                       if ax.get_legend())  # fmt: skip
+        return real_savefig(fig, *a, **k)
+
+    args = ["pipeline", str(DATA), "--blocked-power-w", "75", "--microbatches", "4",
+            "--polish-s", "0.2", "--trace", str(trace), "--timeline", str(png),
+            "--plot", str(plot), "--frontier-points", "4"]  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plt.Figure, "savefig", legend_savefig)
+        rc = main(args)
+    assert rc == 0 and png.stat().st_size > 10_000 and plot.stat().st_size > 10_000
+    frontier_legend = " | ".join(legends[-1])  # the frontier plot is drawn last
+    assert "all clocks at max" in frontier_legend and "this plan (budget 0%)" in frontier_legend
     doc = json.loads(trace.read_text())
     assert check_trace(doc) == []
     slices = [e for e in doc["traceEvents"] if e["ph"] == "X"]
