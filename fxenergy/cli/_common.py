@@ -111,7 +111,8 @@ def resolve_gpu(name: str) -> str:
     hits = hits or difflib.get_close_matches(name, known, n=3, cutoff=0.4)
     hint = f" Did you mean {' or '.join(hits)}?" if hits else ""
     raise UnknownGPUError(
-        f"unknown GPU {name!r}.{hint} Known: {', '.join(known)} (`fxenergy gpus` lists them)"
+        f"unknown GPU {name!r}.{hint} Known GPUs: {', '.join(known)} (`fxenergy gpus` shows them; "
+        "docs/gpus.md says how to add one)"
     )
 
 
