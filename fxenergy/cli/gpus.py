@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from fxenergy.cli._common import add_command
 from fxenergy.hardware import GPUSpec, get_gpu, known_gpus
 from fxenergy.hardware.boards import resolve_gpu
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S, DVFSModel, get_dvfs_model
@@ -49,13 +50,22 @@ def apply_gpu_params(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gpus", help="list the GPU spec table and power-model parameters")
-    p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p = add_command(
+        sub,
+        "gpus",
+        "list the GPU spec table and power-model parameters",
+        "Every GPU fxenergy can plan for (--gpu NAME), with its datasheet figures, SM clock "
+        "range and the DVFS power model's parameters.",
+        ["fxenergy gpus", "fxenergy gpus --format markdown"],
+    )
+    p.add_argument(
+        "--format", choices=["table", "json", "markdown"], default="table", help="output format"
+    )
     p.add_argument(
         "--switch-latency-ms",
         type=float,
         default=DEFAULT_SWITCH_LATENCY_S * 1e3,
-        help="clock-switch latency to show (default: %(default)s ms)",
+        help="clock-switch latency to show, ms",
     )
     p.set_defaults(func=run)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from fxenergy.cli._common import add_command, check_input_file, check_output_path
 from fxenergy.hardware.dvfs import DVFSModel, get_dvfs_model
 from fxenergy.hardware.extrapolate import (
     OnePointFit,
@@ -27,14 +28,30 @@ from fxenergy.hardware.profiles import Profile, read_profile, write_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("profile", help="time/energy profiles (Perseus CSV format)")
+    p = add_command(
+        sub,
+        "profile",
+        "work with time/energy profiles (Perseus CSV format)",
+        "A profile lists each pipeline computation's time and energy per SM clock "
+        "(stage,instruction,frequency,time,energy). `extrapolate` fills one measured at one or a "
+        "few clocks with modelled rows at every supported clock.",
+        ["fxenergy profile extrapolate measured.csv --gpu A100-SXM4-80GB --out full.csv"],
+    )
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
-    ex = psub.add_parser(
+    ex = add_command(
+        psub,
         "extrapolate",
-        help="predict every supported clock from rows measured at one or a few clocks",
-        description="From each computation's (time, energy) at one SM clock (any clock), model "
-        "its time and energy at every supported clock; computations measured at two or more "
-        "clocks are fitted to them instead.",
+        "predict every supported clock from rows measured at one or a few clocks",
+        "From each computation's (time, energy) at one SM clock (any clock), model its time and "
+        "energy at every supported clock; computations measured at two or more clocks are fitted "
+        "to them instead.
+
+The summary's t×@F and E×@F columns are the modelled time and "
+        "energy at the lowest clock F (MHz) divided by those at the max clock (1.3 = 30% longer).",
+        [
+            "fxenergy profile extrapolate measured.csv --gpu A100-SXM4-80GB --out full.csv",
+            "fxenergy profile extrapolate measured.csv --gpu A40 --reference-mhz 1365 --out f.csv",
+        ],
     )
     ex.add_argument("profile", type=Path, help="CSV with stage,instruction,frequency,time,energy")
     ex.add_argument("--gpu", required=True, help="GPU name (see `fxenergy gpus`)")
@@ -52,11 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="model every clock, even ones the input measured",
     )
     ex.set_defaults(func=run_extrapolate)
-    cal = psub.add_parser(
+    cal = add_command(
+        psub,
         "calibrate",
-        help="fit a board's power parameters to a measured clock sweep",
-        description="Fit the DVFS model's board parameters (static, busy and stalled SM power, "
-        "voltage curve, power cap) to a measured sweep and write a board file for --gpu-params.",
+        "fit a board's power parameters to a measured clock sweep",
+        "Fit the DVFS model's board parameters (static, busy and stalled SM power, voltage "
+        "curve, power cap) to a measured sweep and write a board file for --gpu-params.",
+        [
+            "fxenergy profile calibrate sweep.csv --gpu A100-PCIe-80GB --out board.json",
+            "fxenergy optimize gpt-tiny --gpu A100-PCIe-80GB --gpu-params board.json",
+        ],
     )
     cal.add_argument("profile", type=Path, help="sweep CSV (stage,instruction,frequency,...)")
     cal.add_argument("--gpu", required=True, help="the board's spec-table entry (datasheet)")
@@ -102,6 +124,8 @@ def _summary(fits: dict[tuple[int, str], OnePointFit], full: Profile, model: DVF
 def run_extrapolate(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
 
+    check_input_file(args.profile, "profile")
+    check_output_path(args.out, "--out")
     profile = read_profile(args.profile)
     model = get_dvfs_model(args.gpu)
     fits = fit_profile_rows(profile, model, args.reference_mhz)
@@ -112,6 +136,11 @@ def run_extrapolate(args: argparse.Namespace) -> int:
     console.print(
         f"most reliable one-point reference on this board: {recommended_reference_mhz(model)} "
         "MHz (highest clock under the power cap; docs/dvfs.md)",
+        highlight=False,
+    )
+    console.print(
+        "t×/E×@F: modelled time/energy at the lowest clock F MHz over the measured ones at the "
+        "max clock",
         highlight=False,
     )
     console.print(
