@@ -44,9 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict every supported clock from rows measured at one or a few clocks",
         "From each computation's (time, energy) at one SM clock (any clock), model its time and "
         "energy at every supported clock; computations measured at two or more clocks are fitted "
-        "to them instead.
-
-The summary's t×@F and E×@F columns are the modelled time and "
+        "to them instead.\n\nThe summary's t×@F and E×@F columns are the modelled time and "
         "energy at the lowest clock F (MHz) divided by those at the max clock (1.3 = 30% longer).",
         [
             "fxenergy profile extrapolate measured.csv --gpu A100-SXM4-80GB --out full.csv",
