@@ -40,9 +40,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     # The pass registry finds its built-in plugins by importing the package that holds them
     # (registered_passes/get_pass); no code of graph/ depends on a pass. Design exception.
     ("fxenergy.graph.pass_infra", "fxenergy.passes"): "house: plugin discovery",
-    # Branch switch (issue 9 A): the session takes plain partitions (RuntimePartition), not the
-    # saved Plan; plans/ converts. Remove when switch is merged.
-    ("fxenergy.runtime.session", "fxenergy.plans.plan"): "switch",
     # Branch zb (issue 14): the pipeline CP-SAT model should take plain data from
     # schedule/ (or move under pipeline/); remove when zb is merged.
     ("fxenergy.schedule.cpsat.pipeline", "fxenergy.pipeline.dag"): "zb",
@@ -85,12 +82,24 @@ def _resolve(name: str) -> str | None:
 
 
 def _imports(module: str) -> set[str]:
-    """Every absolute module name ``module`` imports, at any depth of its body."""
+    """Every absolute module name ``module`` imports, at any depth of its body.
+
+    Imports under ``if TYPE_CHECKING:`` never run, so they are not counted.
+    """
     path = MODULES[module]
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    type_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
     out: set[str] = set()
     for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             out.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

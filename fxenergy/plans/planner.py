@@ -19,8 +19,7 @@ from fxenergy.graph import meta
 from fxenergy.graph.pass_infra import get_pass, run_passes
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S, get_dvfs_model
 from fxenergy.hardware.specs import get_gpu
-from fxenergy.plans.plan import Plan, PlanMetrics, PlanPartition, graph_fingerprint
-from fxenergy.plans.trace import node_costs
+from fxenergy.plans.plan import NodeCost, Plan, PlanMetrics, PlanPartition, graph_fingerprint
 from fxenergy.schedule.build import GraphProblem, build_problem
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.solve import ScheduleResult, solve
@@ -165,3 +164,35 @@ def apply_plan(gm: torch.fx.GraphModule, plan: Plan) -> torch.fx.GraphModule:
     if movable != wanted:
         new = run_passes(new, [get_pass("reorder", order=wanted)])
     return run_passes(new, [get_pass("insert-frequency-switches", plan=plan)])
+
+
+def node_costs(
+    gm: torch.fx.GraphModule, gp: GraphProblem, solution: Solution
+) -> tuple[NodeCost, ...]:
+    """Per planned node (in plan order): time and energy at its planned clock, work, bound and
+    whether it lies on the critical path. Used by the planner to fill ``Plan.nodes``."""
+    from fxenergy.graph.semantics import op_name
+
+    if meta.TIMING not in meta.analyses(gm):
+        gm = run_passes(gm, [get_pass("critical-path")])
+    nodes = {n.name: n for n in gm.graph.nodes}
+    p = gp.problem
+    out = []
+    for t in solution.order:
+        task, node = p.tasks[t], nodes[gp.names[t]]
+        c = solution.clocks[t]
+        cost, roof = node.meta.get(meta.COST), node.meta.get(meta.ROOFLINE)
+        timing = node.meta.get(meta.TIMING)
+        out.append(
+            NodeCost(
+                name=node.name,
+                op=op_name(node),
+                time_s=p.seconds(task.durations[c]),
+                energy_j=p.joules(task.energies[c]),
+                flops=int(cost.flops) if cost else 0,
+                bytes=int(cost.bytes_total) if cost else 0,
+                bound=roof.bound if roof else "none",
+                critical=bool(timing.critical) if timing else False,
+            )
+        )
+    return tuple(out)

@@ -24,15 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch.fx
-
-from fxenergy.graph import meta
-
 if TYPE_CHECKING:
     from fxenergy.pipeline.dag import PipelinePlan, StageCosts
     from fxenergy.plans.plan import NodeCost, Plan
-    from fxenergy.schedule.build import GraphProblem
-    from fxenergy.schedule.problem import Solution
 
 
 @dataclass(frozen=True)
@@ -78,43 +72,6 @@ class Timeline:
     counters: tuple[Counter, ...]
     instants: tuple[Instant, ...]
     end_s: float
-
-
-# --- per-node predictions stored in a plan --------------------------------------------------------
-
-
-def node_costs(
-    gm: torch.fx.GraphModule, gp: GraphProblem, solution: Solution
-) -> tuple[NodeCost, ...]:
-    """Per planned node (in plan order): time and energy at its planned clock, work, bound and
-    whether it lies on the critical path. Used by the planner to fill ``Plan.nodes``."""
-    from fxenergy.graph.pass_infra import get_pass, run_passes
-    from fxenergy.graph.semantics import op_name
-    from fxenergy.plans.plan import NodeCost
-
-    if meta.TIMING not in meta.analyses(gm):
-        gm = run_passes(gm, [get_pass("critical-path")])
-    nodes = {n.name: n for n in gm.graph.nodes}
-    p = gp.problem
-    out = []
-    for t in solution.order:
-        task, node = p.tasks[t], nodes[gp.names[t]]
-        c = solution.clocks[t]
-        cost, roof = node.meta.get(meta.COST), node.meta.get(meta.ROOFLINE)
-        timing = node.meta.get(meta.TIMING)
-        out.append(
-            NodeCost(
-                name=node.name,
-                op=op_name(node),
-                time_s=p.seconds(task.durations[c]),
-                energy_j=p.joules(task.energies[c]),
-                flops=int(cost.flops) if cost else 0,
-                bytes=int(cost.bytes_total) if cost else 0,
-                bound=roof.bound if roof else "none",
-                critical=bool(timing.critical) if timing else False,
-            )
-        )
-    return tuple(out)
 
 
 # --- graph plan -> timeline -----------------------------------------------------------------------
