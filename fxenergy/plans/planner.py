@@ -20,7 +20,7 @@ from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S, get_dvfs_model
 from fxenergy.hardware.specs import get_gpu
 from fxenergy.plans.plan import Plan, PlanMetrics, PlanPartition, graph_fingerprint
 from fxenergy.schedule.build import GraphProblem, build_problem
-from fxenergy.schedule.problem import Problem, Solution
+from fxenergy.schedule.problem import Solution
 from fxenergy.schedule.solve import ScheduleResult, solve
 from fxenergy.schedule.validate import check, evaluate
 

@@ -146,7 +146,9 @@ def build_problem(
     profile = None
     if cycle is not None:
         per = node_costs(model, cycle, clocks, cycle)
-        profile = tuple(tuple(sum(r[c][k] for r in per) for c in range(len(clocks))) for k in (0, 1))
+        profile = tuple(
+            tuple(sum(r[c][k] for r in per) for c in range(len(clocks))) for k in (0, 1)
+        )
     total_t = sum(r[0][0] for r in raw) or 1.0
     total_e = sum(r[0][1] for r in raw) or 1.0
     t_unit, e_unit = units or (total_t / _RESOLUTION, total_e / _RESOLUTION)

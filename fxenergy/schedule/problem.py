@@ -117,7 +117,7 @@ class Problem:
 
     @cached_property
     def profile(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(time, energy) of the whole cycle at each clock: the switch model's or the tasks' sums."""
+        """(time, energy) of the cycle per clock: the switch model's, or the tasks' sums."""
         if self.switch.profile is not None:
             return self.switch.profile
         times = tuple(sum(t.durations[c] for t in self.tasks) for c in range(self.num_clocks))

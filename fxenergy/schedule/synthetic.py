@@ -16,7 +16,6 @@ order edges, and the loss/optimizer tail reads every layer's weights-gradient ta
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 from fxenergy.schedule.problem import Problem, SwitchModel, Task
