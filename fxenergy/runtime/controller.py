@@ -68,11 +68,13 @@ def cuda_event_factory() -> EventLike:
 
 @dataclass(frozen=True)
 class SwitchRequest:
-    """One boundary's wish for a clock."""
+    """One boundary's wish for a clock (``ahead``: issued ahead of the boundary, so the
+    transition window is the previous work's tail; a simulator accounts it so)."""
 
     seq: int
     clock_mhz: int
     label: str = ""
+    ahead: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,10 @@ class SwitchController:
             self._thread = threading.Thread(target=self._run, name="fxenergy-clocks", daemon=True)
             self._thread.start()
 
-    def request(self, clock_mhz: int, label: str = "") -> SwitchRequest:
+    def request(self, clock_mhz: int, label: str = "", ahead: bool = False) -> SwitchRequest:
         """Ask for ``clock_mhz`` from this point of the stream on; returns at once."""
         self.raise_if_failed()
-        req = SwitchRequest(self._seq, int(clock_mhz), label)
+        req = SwitchRequest(self._seq, int(clock_mhz), label, ahead)
         self._seq += 1
         if not self.threaded:
             self._request_now(req)
@@ -152,6 +154,12 @@ class SwitchController:
             self._queue.append(_Queued(req, event))
             self._cond.notify()
         return req
+
+    def apply_now(self, clock_mhz: int, label: str = "") -> None:
+        """Set ``clock_mhz`` at once (the issue-ahead thread's call: it chose the moment)."""
+        req = SwitchRequest(self._seq, int(clock_mhz), label, True)
+        self._seq += 1
+        self._apply(req)
 
     def raise_if_failed(self) -> None:
         """Re-raise, on the caller's thread, an error the controller thread hit."""
@@ -214,7 +222,11 @@ class SwitchController:
                 self._record(req, "noop")
                 return
             start = self.backend.now_s()
-            self.backend.set_clock(req.clock_mhz, req.label)
+            switch_ahead = getattr(self.backend, "switch_ahead", None)
+            if req.ahead and switch_ahead is not None:
+                switch_ahead(req.clock_mhz, req.label)
+            else:
+                self.backend.set_clock(req.clock_mhz, req.label)
             self._last_switch_s = start
             self._record(req, "applied")
 
