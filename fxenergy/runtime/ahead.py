@@ -102,13 +102,21 @@ class IssueAhead:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def begin(self, starts: Sequence[float], requests: Sequence[AheadRequest]) -> None:
-        """Record the anchor event and start the run's schedule (returns at once)."""
-        self.finish()
+    def prepare(self, starts: Sequence[float]) -> Any:
+        """Record the run's anchor event and forget the last run's boundaries; returns it."""
         anchor = self.event_factory()
         anchor.record()
         self._marks, self._starts = {}, list(starts)
         self._stop.clear()
+        return anchor
+
+    def begin(self, starts: Sequence[float], requests: Sequence[AheadRequest]) -> None:
+        """Record the anchor event and start the run's schedule on a thread (returns at once).
+
+        The previous run's thread, if it is still sending its last requests, keeps going: its
+        requests come first in time.
+        """
+        anchor = self.prepare(starts)
         self._thread = threading.Thread(
             target=self._guarded, args=(anchor, list(requests)), name="fxenergy-ahead", daemon=True
         )
