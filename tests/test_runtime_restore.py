@@ -139,9 +139,9 @@ def test_failing_restorer_does_not_stop_the_others() -> None:
         def restore(self) -> None:
             raise OSError("driver gone")
 
-    good = _Restorer()
+    good, broken = _Restorer(), Broken()  # named: restore holds weak references
     restore.protect(good)
-    restore.protect(Broken())
+    restore.protect(broken)
     try:
         assert restore.restore_all() == 2
         assert good.calls == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 import torch
@@ -59,7 +60,7 @@ class ToyModel:
 
     idle_power_w = 30.0
     switch_latency_s = 0.01
-    power = {1000: 100.0, 500: 40.0}
+    power: ClassVar[dict[int, float]] = {1000: 100.0, 500: 40.0}
 
     def work_of(self, cost: CostRecord) -> float:
         return float(cost.flops)

@@ -41,6 +41,7 @@ from fxenergy.errors import PlanMismatchError
 from fxenergy.graph import meta
 from fxenergy.graph.meta import CostRecord
 from fxenergy.runtime import restore
+from fxenergy.runtime.ahead import IssueAhead, ahead_schedule
 from fxenergy.runtime.backend import FrequencyBackend, SwitchEvent
 from fxenergy.runtime.controller import (
     EventLike,
@@ -48,7 +49,6 @@ from fxenergy.runtime.controller import (
     SwitchController,
     cuda_event_factory,
 )
-from fxenergy.runtime.ahead import IssueAhead, ahead_schedule
 from fxenergy.runtime.meter import read_energy_j
 from fxenergy.runtime.sim import NullBackend, SimulatedBackend
 

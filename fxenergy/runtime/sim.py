@@ -23,10 +23,9 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from collections.abc import Sequence
 
 from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware import GPUSpec, get_gpu
