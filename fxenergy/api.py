@@ -52,9 +52,12 @@ class OptimizedModule(nn.Module):
         # planned to start there); clocks are restored on error, at exit, SIGINT/SIGTERM and by
         # restore_clocks().
         cyclic = bool(self.plan.extra.get("cyclic", False))
-        rt = FrequencyRuntime.from_plan(
-            self.plan, self.backend, self.graph_module, restore_on_exit=not cyclic
-        )
+        rt = self.__dict__.get("_runtime")
+        if rt is None:  # made once: building it reads every node's cost
+            rt = FrequencyRuntime.from_plan(
+                self.plan, self.backend, self.graph_module, restore_on_exit=not cyclic
+            )
+            self.__dict__["_runtime"] = rt
         try:
             with rt:
                 out = self.graph_module(*args, **kwargs)

@@ -34,6 +34,7 @@ from fxenergy.runtime.backend import FrequencyBackend, nearest_clock_mhz
 log = logging.getLogger("fxenergy.runtime")
 
 Outcome = Literal["applied", "noop", "superseded", "dropped"]
+_KEEP_DECISIONS = 4096
 
 
 class EventLike(Protocol):
@@ -117,7 +118,9 @@ class SwitchController:
         self.min_dwell_s = min_dwell_s
         self.event_factory = event_factory
         self.threaded = threaded
-        self.decisions: list[Decision] = []
+        #: the latest decisions (bounded: a training loop makes millions); ``totals`` counts all
+        self.decisions: collections.deque[Decision] = collections.deque(maxlen=_KEEP_DECISIONS)
+        self.totals: dict[str, int] = dict.fromkeys(("applied", "noop", "superseded", "dropped"), 0)
         self._seq = 0
         self._last_switch_s: float | None = None
         self._pending: SwitchRequest | None = None  # synchronous mode: a delayed request
@@ -202,6 +205,7 @@ class SwitchController:
     # --- decisions -----------------------------------------------------------------------------
     def _record(self, req: SwitchRequest, outcome: Outcome) -> None:
         self.decisions.append(Decision(req, outcome, self.backend.now_s()))
+        self.totals[outcome] += 1
 
     def _is_noop(self, req: SwitchRequest) -> bool:
         clocks = self.backend.supported_clocks_mhz()
@@ -282,6 +286,6 @@ class SwitchController:
             self._record(self._queue.popleft().request, "dropped")
 
     # --- results -------------------------------------------------------------------------------
-    def count(self, outcome: Outcome, since: int = 0) -> int:
-        """How many requests ended with ``outcome`` (among decisions ``since`` onwards)."""
-        return sum(1 for d in self.decisions[since:] if d.outcome == outcome)
+    def count(self, outcome: Outcome, since: dict[str, int] | None = None) -> int:
+        """How many requests ended with ``outcome`` (since a snapshot of :attr:`totals`)."""
+        return self.totals[outcome] - (since or {}).get(outcome, 0)

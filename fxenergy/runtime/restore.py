@@ -56,6 +56,7 @@ class _Strong:
 
 _previous: dict[int, Any] = {}
 _atexit_installed = False
+_signals_installed = False
 
 
 def protect(restorer: Restorer, *, strong: bool = False) -> None:
@@ -109,7 +110,9 @@ def restore_all() -> int:
 
 
 def _install() -> None:
-    global _atexit_installed
+    global _atexit_installed, _signals_installed
+    if _signals_installed:  # the common case, on every call of a planned module: keep it cheap
+        return
     if not _atexit_installed:
         atexit.register(restore_all)
         _atexit_installed = True
@@ -122,6 +125,7 @@ def _install() -> None:
             continue
         _previous[signum] = current
         signal.signal(signum, _on_signal)
+    _signals_installed = True
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -141,7 +145,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def uninstall() -> None:
     """Put the previous signal handlers back and forget every restorer (for tests)."""
+    global _signals_installed
     with _lock:
+        _signals_installed = False
         _restorers.clear()
         if threading.current_thread() is threading.main_thread():
             for signum, previous in _previous.items():

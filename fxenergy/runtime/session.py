@@ -196,6 +196,7 @@ class FrequencyRuntime:
         )
         self.restore_on_exit = restore_on_exit
         self.next_clock_mhz = next_clock_mhz
+        self._null = isinstance(backend, NullBackend) and not threaded
         latency = getattr(backend, "switch_latency_s", None)
         self.switch_latency_s = latency if switch_latency_s is None else switch_latency_s
         self._ahead = self._issue_ahead(threaded, event_factory)
@@ -203,8 +204,8 @@ class FrequencyRuntime:
             backend.set_cycle(cycle if cycle is not None else self._all_costs())
         self._active: RuntimePartition | None = None
         self._token: contextvars.Token[FrequencyRuntime | None] | None = None
-        # time, energy, trace length, decisions length at entry: summary() covers one entry
-        self._start: tuple[float, float, int, int] | None = None
+        # time, energy, trace length, decision totals at entry: summary() covers one entry
+        self._start: tuple[float, float, int, dict[str, int]] | None = None
         self._end: tuple[float, float] | None = None
         self._warn_costless()
 
@@ -264,7 +265,7 @@ class FrequencyRuntime:
         if self._token is not None:
             raise RuntimeError("this FrequencyRuntime is already entered")
         restore.protect(self)
-        self._start = (*self._reading(), len(self.backend.trace), len(self.controller.decisions))
+        self._start = (*self._reading(), len(self.backend.trace), dict(self.controller.totals))
         self._end = None
         self._active = None
         self.controller.start()
@@ -341,6 +342,9 @@ class FrequencyRuntime:
                 f"{sorted(self.partitions)}: build the FrequencyRuntime from the same plan as "
                 "the rewritten module"
             )
+        if self._null:  # nothing to switch or account: keep the boundary nearly free
+            self._active = part
+            return
         label = part.label or f"partition {index}"
         if self._ahead is not None:  # the ahead thread requests the clocks; mark the boundary
             self._ahead.boundary(index)
