@@ -264,3 +264,16 @@ def test_clustered_order_groups_tasks_that_want_the_same_clock() -> None:
     # the greedy on the clustered order finds the grouped optimum without CP-SAT
     fast = solve(p, max_slowdown=0.1, memory_bound=12, progress=False, use_cpsat=False)
     assert fast.evaluation.energy == 156
+
+
+def test_plan_breaking_the_deadline_in_floats_is_refused() -> None:
+    """The solvers see integers; a plan that fits there but not in the exact floats is refused,
+    and the best legal plan (here the baseline) returned."""
+    ints = Problem(tasks=(Task("mem", (10, 10), (50, 30)),), clocks_mhz=CLOCKS, cyclic=True)
+    exact = Problem(
+        tasks=(Task("mem", (10.0, 10.4), (50.0, 30.0)),), clocks_mhz=CLOCKS, cyclic=True
+    )
+    assert solve(ints, max_slowdown=0.0, progress=False).solution.clocks == (1,)  # 10 <= 10
+    result = solve(ints, max_slowdown=0.0, progress=False, exact=exact)  # 10.4 > 10
+    assert result.status == "BASELINE" and result.solution.clocks == (0,)
+    assert any("in unrounded floats the plan takes" in n for n in result.notes)
