@@ -324,3 +324,38 @@ def test_reentered_runtime_summarizes_each_entry() -> None:
     assert (first.switches, first.noop_skipped) == (1, 1)
     assert (second.switches, second.noop_skipped) == (1, 0)  # back to 900 after the reset
     assert second.time_s == pytest.approx(_independent([(900, [_cost(5.0, 5.0)])], False)[0])
+
+
+def test_a_chain_of_graphs_runs_one_cyclic_plan() -> None:
+    """Forward / backward / step as three runtimes on one backend: the same ``cycle``, each
+    requesting the next graph's first clock ahead, nothing reset between calls. A steady-state
+    step equals the concatenated plan run as one cycle (tests/independent.py)."""
+    from tests.independent import run_totals
+
+    graphs = [
+        [(1410, [_cost(300.0, 100.0)]), (900, [_cost(1.0, 3000.0)])],
+        [(900, [_cost(2.0, 2500.0)]), (1410, [_cost(600.0, 200.0)])],
+        [(705, [_cost(0.5, 4000.0)])],
+    ]
+    every = [c for g in graphs for _, cs in g for c in cs]
+    sim = SimulatedBackend(GPU, model=MODEL)
+    runtimes = []
+    for k, g in enumerate(graphs):
+        parts = [RuntimePartition(i, f, tuple(cs)) for i, (f, cs) in enumerate(g)]
+        nxt = graphs[(k + 1) % len(graphs)][0][0]
+        runtimes.append(
+            FrequencyRuntime(sim, parts, cycle=every, next_clock_mhz=nxt, restore_on_exit=False)
+        )
+    totals = []
+    for _ in range(3):  # steps; the first starts at the maximum clock, the others steady
+        t0, e0 = sim.now_s(), sim.energy_j()
+        for rt in runtimes:
+            with rt:
+                for index in sorted(rt.partitions):
+                    enter_partition(index)
+        totals.append((sim.now_s() - t0, sim.energy_j() - e0))
+    time_s, energy_j = run_totals(MODEL, [p for g in graphs for p in g], cyclic=True)
+    for step in totals:
+        assert step[0] == pytest.approx(time_s, rel=1e-9)
+        assert step[1] == pytest.approx(energy_j, rel=1e-9)
+    assert sim.current_clock_mhz == 1410  # the next step's first clock, requested ahead
