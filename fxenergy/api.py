@@ -58,9 +58,12 @@ class OptimizedModule(nn.Module):
         if self.inputs is not None:  # kwargs given at optimize time are defaults; shapes checked
             args, kwargs = self.inputs.bind(args, kwargs)
         cyclic = bool(self.plan.extra.get("cyclic", False))
-        rt = FrequencyRuntime.from_plan(
-            self.plan, self.backend, self.graph_module, restore_on_exit=not cyclic
-        )
+        rt = self.__dict__.get("_runtime")
+        if rt is None:  # made once: building it reads every node's cost
+            rt = FrequencyRuntime.from_plan(
+                self.plan, self.backend, self.graph_module, restore_on_exit=not cyclic
+            )
+            self.__dict__["_runtime"] = rt
         try:
             with rt:
                 out = self.graph_module(*args, **kwargs)

@@ -158,6 +158,15 @@ class DVFSModel:
             mix = (self.work_of(mix),)
         return self._effective(tuple(mix), float(freq_mhz))
 
+    def at_effective_clock(self, mix: Sequence[Work], f_eff_mhz: float) -> tuple[float, float]:
+        """(seconds, joules) of ``mix`` running at ``f_eff_mhz`` with no cap applied here: pass
+        the :meth:`effective_clock_mhz` of the window the power cap averages over (e.g. a
+        whole training step), so a node in that window is slowed by the window's cap, not its own.
+        """
+        if f_eff_mhz <= 0:
+            raise FxEnergyError(f"SM clock must be positive, got {f_eff_mhz} MHz")
+        return self._raw(tuple(mix), float(f_eff_mhz))
+
     def voltage_ratio(self, freq_mhz: float) -> float:
         """V(f) / V(f_max): flat at ``v_min_ratio`` below the knee, linear above it."""
         p = self.params

@@ -21,7 +21,12 @@ import torch.fx
 from fxenergy.errors import InvalidPlanError, PlanMismatchError, UnknownGPUError
 from fxenergy.graph.meta import node_value, tensor_values
 
-SCHEMA_VERSION = 1
+#: 2: switches are issued ahead (transition windows, not stalls); the power cap acts on the
+#: cycle's average power; partition time/energy include the windows they host.
+SCHEMA_VERSION = 2
+_OLD_SCHEMAS = {
+    1: "version 1 plans charged every clock switch as an idle stall and capped power per node",
+}
 
 
 def _describe_value(value: Any) -> str:
@@ -243,9 +248,10 @@ def _plan_from_dict(data: Any, source: str) -> Plan:
         raise InvalidPlanError(f"{source} is not an fxenergy plan (a JSON object is expected)")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
+        why = f" ({_OLD_SCHEMAS[version]})" if version in _OLD_SCHEMAS else ""
         raise InvalidPlanError(
-            f"{source}: plan schema version {version} is not supported (this fxenergy reads "
-            f"version {SCHEMA_VERSION}); re-plan with this version"
+            f"{source}: plan schema version {version} is not supported{why}; this fxenergy "
+            f"reads version {SCHEMA_VERSION}: re-plan the model with this version"
         )
     missing = [k for k in _REQUIRED if k not in data]
     if missing:

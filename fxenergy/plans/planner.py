@@ -56,21 +56,29 @@ def plan_graph(
         memory_bound=memory_bound,
         time_limit_s=time_limit_s,
         progress=progress,
+        exact=gp.exact,
     )
-    return plan_from_result(gm, gp, _with_global_clock(gp.problem, result), max_slowdown)
+    return plan_from_result(gm, gp, _with_global_clock(gp, result, max_slowdown), max_slowdown)
 
 
-def _with_global_clock(problem: Problem, result: ScheduleResult) -> ScheduleResult:
+def _with_global_clock(
+    gp: GraphProblem, result: ScheduleResult, max_slowdown: float
+) -> ScheduleResult:
     """The better of the solver's plan and the best single global clock (what Zeus-style
     tuning finds): a cyclic plan at one clock never switches, which the windowed solver may miss.
     """
-    best = result
+    best, problem = result, gp.problem
     if result.objective != "energy":
         return result  # peak memory and switch counts do not improve with one lower clock
+    exact_limit = None
+    if gp.exact is not None:
+        exact_limit = (1 + max_slowdown) * evaluate(gp.exact, Solution.original(gp.exact)).time
     for c in range(1, problem.num_clocks):
         sol = Solution.original(problem, c)
         ev = evaluate(problem, sol)
         if ev.time > result.deadline or ev.peak_memory > result.memory_bound:
+            continue
+        if exact_limit is not None and evaluate(gp.exact, sol).time > exact_limit * (1 + 1e-12):
             continue
         if ev.energy < best.evaluation.energy:
             check(problem, sol)
@@ -104,16 +112,22 @@ def _global_clock_gap(problem: Problem, result: ScheduleResult, energy: float) -
 def plan_from_result(
     gm: torch.fx.GraphModule, gp: GraphProblem, result: ScheduleResult, max_slowdown: float
 ) -> Plan:
-    """A :class:`Plan` (names, seconds, joules) from a solver result on ``gp``."""
-    p = gp.problem
-    ev, base = result.evaluation, result.baseline
+    """A :class:`Plan` (names, seconds, joules) from a solver result on ``gp``.
+
+    Times and energies are evaluated on the exact float problem when ``gp`` has one (the
+    checker's re-evaluation; the integer one is rounded up for the solvers), and the plan is
+    refused there if it is not legal.
+    """
+    p = gp.exact if gp.exact is not None else gp.problem
+    check(p, result.solution)
+    ev, base = evaluate(p, result.solution), evaluate(p, Solution.original(p))
     parts = tuple(
         PlanPartition(
             index=i,
             clock_mhz=part.clock_mhz,
             nodes=tuple(gp.names[t] for t in part.tasks),
-            time_s=p.seconds(part.time),
-            energy_j=p.joules(part.energy),
+            time_s=p.seconds(part.time + part.window_time),
+            energy_j=p.joules(part.energy + part.window_energy),
         )
         for i, part in enumerate(ev.partitions)
     )
@@ -121,9 +135,10 @@ def plan_from_result(
     if p.cyclic and parts and parts[-1].clock_mhz != p.clocks_mhz[0]:
         notes = (
             *notes,
-            f"steady state: the clock stays at {parts[-1].clock_mhz} MHz between calls; the "
-            f"first call also pays one switch from the maximum clock "
-            f"({gp.model.switch_latency_s * 1e3:g} ms), not counted above",
+            f"steady state: the clock is kept between calls (the last partition requests the "
+            f"first one's ahead); the first call starts at the maximum clock and switches late "
+            f"into {parts[0].clock_mhz} MHz ({gp.model.switch_latency_s * 1e3:g} ms window), "
+            "not counted above",
         )
     return Plan(
         fingerprint=graph_fingerprint(gm),
