@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from fxenergy.plans.plan import SCHEMA_VERSION
+
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"
 
 
@@ -140,8 +142,11 @@ def test_plan_files_are_checked_with_their_name(
     truncated.write_text('{"fingerprint": "abc", "gpu": ')
     assert_one_line_error(run_cli("plan", "show", str(truncated)), "truncated.json", "not valid")
     no_parts = tmp_path / "noparts.json"
-    no_parts.write_text(json.dumps({"schema_version": 1, "gpu": "A100-SXM4-80GB"}))
+    no_parts.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "gpu": "A100-SXM4-80GB"}))
     assert_one_line_error(run_cli("plan", "show", str(no_parts)), "noparts.json", "'partitions'")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema_version": 1, "gpu": "A100-SXM4-80GB"}))
+    assert_one_line_error(run_cli("plan", "show", str(old)), "old.json", "version 1", "re-plan")
     res = run_cli("optimize", "gpt-tiny", "--plan", str(tmp_path / "missing.json"))
     assert_one_line_error(res, "missing.json", "not found")
 

@@ -72,9 +72,9 @@ def test_steady_state_runs_equal_the_plan(make, latency_s: float) -> None:
     restore.restore_all()
 
 
-def _mixed_graph(dim: int = 8192, matmuls: int = 8, elementwise: int = 200) -> torch.fx.GraphModule:
+def _mixed_graph(dim: int = 8192, matmuls: int = 8, elementwise: int = 400) -> torch.fx.GraphModule:
     """GEMMs (compute-bound) then a long elementwise chain (memory-bound), on fake tensors: long
-    enough (~0.7 s on an A100) that switching pays even at 50 ms latency."""
+    enough (~0.75 s on an A100) that switching pays even at 50 ms latency."""
     g = torch.fx.Graph()
     x, w = g.placeholder("x"), g.placeholder("w")
     v = x
