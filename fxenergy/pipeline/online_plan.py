@@ -1,0 +1,223 @@
+"""Planning from an online one-clock profile, and the record a run leaves behind.
+
+Shared by :class:`~fxenergy.pipeline.online.EnergySchedule` (rank 0 plans during the run) and
+``fxenergy pipeline --from-run DIR`` (the same plan again, offline, and measured vs predicted).
+
+A run directory holds ``run.json`` (shape, GPU, planning parameters, events, the plan),
+``profile.csv`` (the measured one-clock profile, Perseus format) and ``rank{r}.json`` (every
+iteration each rank recorded, see :class:`~fxenergy.pipeline.probe.IterationRecord`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fxenergy.errors import ProfileError
+from fxenergy.hardware.profiles import Profile, read_profile
+from fxenergy.pipeline.dag import Computation, PipelineDAG, PipelinePlan, StageCosts, build_dag
+from fxenergy.pipeline.probe import parse_label
+
+RUN_SCHEMA = "fxenergy.online-run/1"
+
+
+def extrapolate_measured(profile: Profile, gpu: str, reference_mhz: int) -> Profile:
+    """Every clock from a profile measured at ``reference_mhz`` (the DVFS model's one-point fit).
+
+    Calls the public :func:`fxenergy.hardware.extrapolate.extrapolate_profile` with the clock
+    read from the GPU; a version of it that only extrapolates from the max clock is told so.
+    """
+    from fxenergy.hardware import extrapolate
+    from fxenergy.hardware.specs import get_gpu
+
+    if "reference_mhz" in inspect.signature(extrapolate.extrapolate_profile).parameters:
+        return extrapolate.extrapolate_profile(profile, gpu, reference_mhz=reference_mhz)
+    top = get_gpu(gpu).max_clock_mhz
+    if reference_mhz != top:
+        raise ProfileError(
+            f"this fxenergy extrapolates one-clock profiles from the max clock ({top} MHz) only, "
+            f"but the GPU ran at {reference_mhz} MHz while profiling; unlock its clocks (or lock "
+            f"them at {top} MHz) before the first iterations"
+        )
+    return extrapolate.extrapolate_profile(profile, gpu)
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One frontier plan: its iteration time, effective energy Σ(E − P_b·t) and clocks."""
+
+    iteration_time_s: float
+    effective_energy_j: float
+    freqs_mhz: Mapping[Computation, int]
+
+
+@dataclass(frozen=True)
+class OnlinePlan:
+    """What rank 0 broadcasts: the steady plan, the frontier for stragglers, predicted times."""
+
+    steady: FrontierPoint
+    frontier: tuple[FrontierPoint, ...]
+    predicted_s: Mapping[tuple[int, str, int], float]  #: (stage, kind, clock) -> time
+    summary: dict  #: ``PipelinePlan.to_json()`` of the steady plan
+
+    def select(self, straggler_s: float | None) -> tuple[str, FrontierPoint]:
+        """The plan for an iteration a straggler stretches to ``straggler_s`` (None: steady).
+
+        With the iteration's end fixed by the straggler, blocked energy is P_b·(T_s − busy) per
+        GPU, so the least energy is the least Σ(E − P_b·t) among plans no longer than T_s.
+        """
+        if not straggler_s or straggler_s <= self.steady.iteration_time_s:
+            return "planned", self.steady
+        fits = [p for p in (self.steady, *self.frontier) if p.iteration_time_s <= straggler_s]
+        best = min(fits, key=lambda p: (p.effective_energy_j, p.iteration_time_s))
+        return "straggler", best
+
+
+def _point(plan: PipelinePlan, costs: StageCosts) -> FrontierPoint:
+    p = costs.blocked_power_w
+    eff = sum(
+        costs.option(c, f).energy_j - p * costs.option(c, f).time_s
+        for c, f in plan.freqs_mhz.items()
+    )
+    return FrontierPoint(plan.evaluation.iteration_time_s, eff, dict(plan.freqs_mhz))
+
+
+def plan_online(
+    measured: Profile,
+    dag: PipelineDAG,
+    gpu: str,
+    reference_mhz: int,
+    blocked_power_w: float,
+    max_slowdown: float = 0.0,
+    frontier_points: int = 20,
+    polish_s: float = 0.0,
+) -> OnlinePlan:
+    """Extrapolate a one-clock profile, plan the steady deadline and the whole frontier."""
+    from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+
+    full = extrapolate_measured(measured, gpu, reference_mhz)
+    costs = StageCosts.from_profile(full, dag.num_stages, blocked_power_w)
+    planner = PipelinePlanner(dag, costs, polish_s=polish_s)
+    steady = planner.plan(planner.shortest_s * (1 + max_slowdown))
+    frontier = planner.frontier(frontier_points) if frontier_points > 0 else []
+    predicted = {(r.stage, r.instruction, r.freq_mhz): r.time_s for r in full.rows}
+    return OnlinePlan(
+        _point(steady, costs),
+        tuple(_point(p, costs) for p in frontier),
+        predicted,
+        steady.to_json(),
+    )
+
+
+# --- the run record ---------------------------------------------------------------------------
+def write_json(path: Path, doc: dict) -> None:
+    """Write ``doc`` atomically (a reader never sees half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A saved online run, read back."""
+
+    meta: dict
+    profile: Profile
+    ranks: tuple[list[dict], ...]  #: per rank: its iteration records (JSON form)
+
+    @property
+    def dag(self) -> PipelineDAG:
+        m = self.meta
+        return build_dag(m["schedule"], m["num_stages"], m["num_microbatches"], m["num_ranks"])
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunRecord:
+        """Read ``run.json``, ``profile.csv`` and every ``rank{r}.json`` of a run directory.
+
+        Raises:
+            ProfileError: a file is missing or of another format.
+        """
+        run_dir = Path(run_dir)
+        meta_path = run_dir / "run.json"
+        if not meta_path.exists():
+            raise ProfileError(
+                f"{run_dir} has no run.json; pass the save_dir of an energy_schedule run"
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("schema") != RUN_SCHEMA:
+            raise ProfileError(f"{meta_path} is not an online run record ({RUN_SCHEMA})")
+        ranks = []
+        for r in range(meta["num_ranks"]):
+            path = run_dir / f"rank{r}.json"
+            ranks.append(json.loads(path.read_text())["iterations"] if path.exists() else [])
+        return cls(meta, read_profile(run_dir / "profile.csv"), tuple(ranks))
+
+    def replan(self) -> OnlinePlan:
+        """The plan the run made, made again offline from its saved profile."""
+        m = self.meta
+        return plan_online(
+            self.profile,
+            self.dag,
+            m["gpu"],
+            m["reference_mhz"],
+            m["blocked_power_w"],
+            m["max_slowdown"],
+            m["frontier_points"],
+            m["polish_s"],
+        )
+
+    def iteration(self, index: int) -> list[dict]:
+        """Every rank's record of iteration ``index`` (ranks that lack it are left out)."""
+        return [it for recs in self.ranks for it in recs if it["index"] == index]
+
+
+def replay(
+    dag: PipelineDAG, records: Sequence[dict], blocked_power_w: float, simulated: bool
+) -> tuple[float, float]:
+    """(iteration time, energy) of one iteration from every rank's record of it.
+
+    Simulated: each computation's simulated duration (switch stall included) goes through the
+    DAG as soon as possible (communication free), and blocked time is charged at
+    ``blocked_power_w``, as the planner's evaluator does. Real GPU: the longest rank's measured
+    step and the sum of the ranks' energy counters (blocked energy included, measured).
+    """
+    if not simulated:
+        return max(r["wall_s"] for r in records), sum(r["energy_j"] for r in records)
+    dur: dict[Computation, float] = {}
+    energy = 0.0
+    for rec in records:
+        for lab, _clock, t, e, sw_s, sw_j in rec["computations"]:
+            dur[parse_label(lab)] = t + sw_s
+            energy += e + sw_j
+    missing = [c for c in dag.topological if c not in dur]
+    if missing:
+        raise ProfileError(f"the run has no record of {len(missing)} computations (ranks lost?)")
+    finish: dict[Computation, float] = {}
+    for c in dag.topological:
+        start = max((finish[p] for p in dag.predecessors[c]), default=0.0)
+        finish[c] = start + dur[c]
+    makespan = max(finish.values())
+    busy = [sum(dur[c] for c in order) for order in dag.rank_orders]
+    return makespan, energy + blocked_power_w * sum(makespan - b for b in busy)
+
+
+def phase_means(run: RunRecord, phase: str) -> tuple[float, float, int]:
+    """Mean (iteration time, energy) over the iterations every rank ran in ``phase``."""
+    dag, m = run.dag, run.meta
+    indices = (
+        sorted({it["index"] for it in run.ranks[0] if it["phase"] == phase}) if run.ranks else []
+    )
+    done = [run.iteration(i) for i in indices]
+    done = [recs for recs in done if len(recs) == dag.num_ranks]
+    if not done:
+        return math.nan, math.nan, 0
+    pairs = [replay(dag, recs, m["blocked_power_w"], m["simulated"]) for recs in done]
+    return (
+        sum(t for t, _ in pairs) / len(pairs),
+        sum(e for _, e in pairs) / len(pairs),
+        len(pairs),
+    )
