@@ -162,7 +162,10 @@ def _fail(rank: int) -> dict:
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
+    import torch
     import torch.distributed as dist
+
+    torch.set_num_threads(1)  # forked ranks: no intra-op thread pool
 
     dist.init_process_group(
         "gloo", rank=rank, world_size=RANKS, init_method=f"tcp://127.0.0.1:{port}",
@@ -182,10 +185,14 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    import torch.distributed.pipelining  # noqa: F401  (imported once, before the fork)
     import torch.multiprocessing as mp
 
     out = tmp_path_factory.mktemp("online")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=RANKS, join=True)
+    # fork: the ranks inherit the imported modules (spawn re-imports torch in each, ~10 s here)
+    mp.start_processes(
+        _worker, args=(_free_port(), str(out)), nprocs=RANKS, join=True, start_method="fork"
+    )
     return out
 
 
@@ -235,7 +242,6 @@ def _straggler_clocks(dag, costs, planner, steady) -> dict:
 
 
 @pytest.mark.distributed
-@pytest.mark.slow
 @pytest.mark.parametrize("schedule", list(CASES))
 def test_online_plan_matches_offline(runs, schedule):
     stages, heavy = CASES[schedule]
@@ -268,7 +274,6 @@ def test_online_plan_matches_offline(runs, schedule):
 
 
 @pytest.mark.distributed
-@pytest.mark.slow
 def test_failure_on_one_rank_restores_every_rank(runs):
     got = [json.loads((runs / f"fail{rank}.json").read_text()) for rank in range(RANKS)]
     assert all(g["error"] for g in got)  # every rank's step raised (the failing one, its peers)
