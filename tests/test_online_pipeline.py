@@ -280,3 +280,16 @@ def test_failure_on_one_rank_restores_every_rank(runs):
     assert sum(g["switched"] > 0 for g in got) >= 2  # the plan had changed clocks
     assert all(g["clock"] == g["max"] for g in got)  # and every one is back
     assert not any(g["still_protected"] for g in got)
+
+
+@pytest.mark.distributed
+def test_from_run_replans_and_reports(runs, tmp_path, capsys):
+    from fxenergy.cli import main
+
+    out = tmp_path / "plan.json"
+    assert main(["pipeline", "--from-run", str(runs / "1F1B"), "--out", str(out)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the same plan the run made" in text and "SIMULATED" in text
+    saved = json.loads((runs / "1F1B" / "run.json").read_text())["plan"]
+    assert json.loads(out.read_text())["ranks"] == saved["ranks"]
+    assert main(["pipeline", "--from-run", str(tmp_path)]) == 1  # no run there: one-line error

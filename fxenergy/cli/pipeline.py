@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from fxenergy.cli._pipeline_from_run import add_from_run_args, run_from_run
 from fxenergy.errors import FxEnergyError, ProfileError
 from fxenergy.hardware.profiles import Profile, read_profile
 
@@ -19,11 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pipeline",
         help="plan clocks for pipeline-parallel training (Perseus mode) from a profile CSV",
     )
-    p.add_argument("profile", type=Path, help="CSV: stage,instruction,frequency,time,energy")
+    p.add_argument(
+        "profile", type=Path, nargs="?", help="CSV: stage,instruction,frequency,time,energy"
+    )
     p.add_argument("--microbatches", type=int, default=12)
     p.add_argument("--schedule", default="1F1B", help="GPipe | 1F1B | Interleaved1F1B")
     p.add_argument("--ranks", type=int, default=None, help="GPUs (interleaved: stages/2)")
-    p.add_argument("--blocked-power-w", type=float, required=True, help="W while blocked")
+    p.add_argument("--blocked-power-w", type=float, default=None, help="W while blocked")
     p.add_argument("--max-slowdown", type=float, default=0.0, help="0.02 = 2%% longer")
     p.add_argument("--straggler-time", type=float, default=None, help="s; plan around it")
     p.add_argument("--profile-stages", default=None, help="e.g. 0,2,5,7: stages to use")
@@ -33,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frontier-out", type=Path, default=None, help="CSV time,energy")
     p.add_argument("--plot", type=Path, default=None, help="frontier PNG (matplotlib)")
     p.add_argument("--out", type=Path, default=None, help="plan JSON")
+    add_from_run_args(p)
     p.set_defaults(func=run)
 
 
@@ -56,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from fxenergy.pipeline.dag import StageCosts, build_dag
     from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
+    if args.from_run is not None:
+        return run_from_run(args)
+    if args.profile is None or args.blocked_power_w is None:
+        raise FxEnergyError("pass a PROFILE.csv and --blocked-power-w (or --from-run DIR)")
     if args.max_slowdown < 0:
         raise FxEnergyError("--max-slowdown must be >= 0 (0.02 means 2% longer)")
     profile = _load(args)

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from fxenergy.errors import ProfileError
 from fxenergy.hardware.profiles import Profile, read_profile
-from fxenergy.pipeline.dag import Computation, PipelineDAG, PipelinePlan, StageCosts, build_dag
+from fxenergy.pipeline.dag import (
+    Computation,
+    PipelineDAG,
+    PipelinePlan,
+    StageCosts,
+    build_dag,
+    evaluate,
+)
 from fxenergy.pipeline.probe import parse_label
 
 RUN_SCHEMA = "fxenergy.online-run/1"
@@ -221,3 +228,64 @@ def phase_means(run: RunRecord, phase: str) -> tuple[float, float, int]:
         sum(e for _, e in pairs) / len(pairs),
         len(pairs),
     )
+
+
+def _rank_means(run: RunRecord, rank: int, phase: str) -> tuple[float, float]:
+    """Mean busy time and compute energy of one rank over its iterations in ``phase``."""
+    its = [it for it in run.ranks[rank] if it["phase"] == phase]
+    if not its:
+        return math.nan, math.nan
+    busy = [sum(c[2] + c[4] for c in it["computations"]) for it in its]
+    if run.meta["simulated"]:
+        energy = [sum(c[3] + c[5] for c in it["computations"]) for it in its]
+    else:  # the counter covers the whole step, blocked time included
+        energy = [it["energy_j"] for it in its]
+    return sum(busy) / len(its), sum(energy) / len(its)
+
+
+def compare_run(run: RunRecord) -> dict:
+    """What the run measured vs what its plan predicted, per rank and per iteration.
+
+    Predictions come from the saved profile extrapolated to every clock (the plan's own costs);
+    measurements from the rank records: steady ("planned") iterations against the plan, the
+    profiling iterations against the all-max-clock baseline.
+    """
+    m = run.meta
+    dag = run.dag
+    full = extrapolate_measured(run.profile, m["gpu"], m["reference_mhz"])
+    costs = StageCosts.from_profile(full, dag.num_stages, m["blocked_power_w"])
+    plan = run.replan()
+    steady = evaluate(dag, costs, plan.steady.freqs_mhz)
+    top = evaluate(dag, costs, {c: m["reference_mhz"] for c in dag.topological})
+    ranks = []
+    for r, order in enumerate(dag.rank_orders):
+        busy, energy = _rank_means(run, r, "planned")
+        ranks.append(
+            {
+                "rank": r,
+                "predicted_busy_s": steady.rank_busy_s[r],
+                "measured_busy_s": busy,
+                "predicted_compute_j": sum(
+                    costs.option(c, plan.steady.freqs_mhz[c]).energy_j for c in order
+                ),
+                "measured_j": energy,
+            }
+        )
+    saved = run.meta.get("plan", {}).get("ranks")
+    same = saved is None or all(
+        [e["freq_mhz"] for e in saved[r]] == [plan.steady.freqs_mhz[c] for c in order]
+        for r, order in enumerate(dag.rank_orders)
+    )
+    return {
+        "ranks": ranks,
+        "same_plan_as_run": same,
+        "plan": plan.summary,
+        "baseline": {
+            "predicted": (top.iteration_time_s, top.energy_j),
+            "measured": phase_means(run, "profile"),
+        },
+        "planned": {
+            "predicted": (steady.iteration_time_s, steady.energy_j),
+            "measured": phase_means(run, "planned"),
+        },
+    }
