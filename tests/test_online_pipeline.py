@@ -4,8 +4,8 @@ Every rank trains a tiny model with a torch pipeline schedule twice — plain an
 ``energy_schedule`` — with one stage made heavier on the simulated GPU. The parent checks, from
 the run record each wrapped run saved and from what each rank asked its backend:
 
-- after the profiling steps every rank runs the plan the offline planner makes for the saved
-  profile (fxenergy's public planner API, called here directly);
+- after the profiling steps every rank runs the plan the offline path (``plan_online``, what
+  ``fxenergy pipeline --from-run`` runs) makes for the saved profile;
 - the simulated energy saved vs the all-max-clock (profiling) steps is within 0.5 pp of what
   the offline plan saves on the same simulated GPU (clock-switch stalls included);
 - the losses are bit-identical to the plain schedule's;
@@ -23,13 +23,11 @@ from pathlib import Path
 import pytest
 
 from fxenergy.graph.meta import CostRecord
-from fxenergy.hardware.extrapolate import extrapolate_profile
 from fxenergy.hardware.profiles import read_profile
-from fxenergy.pipeline.dag import StageCosts, build_dag, evaluate
-from fxenergy.pipeline.online_plan import RunRecord, phase_means
+from fxenergy.pipeline.dag import build_dag
+from fxenergy.pipeline.online_plan import RunRecord, phase_means, plan_online
 from fxenergy.pipeline.runner import action_label
 from fxenergy.runtime.sim import SimulatedBackend
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
 GPU, RANKS, MICROBATCHES, SLOWDOWN, POINTS = "A100-SXM4-80GB", 4, 8, 0.01, 12
 PROFILE_STEPS, STEADY_STEPS, STRAGGLER_S = 2, 2, 0.25
@@ -188,6 +186,8 @@ def runs(tmp_path_factory):
     import torch.distributed.pipelining  # noqa: F401  (imported once, before the fork)
     import torch.multiprocessing as mp
 
+    import fxenergy.schedule.cpsat.pipeline  # noqa: F401  (rank 0 plans with it)
+
     out = tmp_path_factory.mktemp("online")
     # fork: the ranks inherit the imported modules (spawn re-imports torch in each, ~10 s here)
     mp.start_processes(
@@ -197,13 +197,14 @@ def runs(tmp_path_factory):
 
 
 def _offline(run_dir: Path, schedule: str, stages: int):
-    """The planner's own answer for the profile the run saved (no online code involved)."""
+    """The offline planning path (``plan_online``, as ``--from-run`` uses) on the saved profile."""
     meta = json.loads((run_dir / "run.json").read_text())
-    full = extrapolate_profile(read_profile(run_dir / "profile.csv"), GPU)
     dag = build_dag(schedule, stages, MICROBATCHES, RANKS)
-    costs = StageCosts.from_profile(full, stages, meta["blocked_power_w"])
-    planner = PipelinePlanner(dag, costs, polish_s=0.0)
-    return dag, costs, planner, planner.plan(planner.shortest_s * (1 + SLOWDOWN))
+    plan = plan_online(
+        read_profile(run_dir / "profile.csv"), dag, GPU, 1410, meta["blocked_power_w"],
+        SLOWDOWN, POINTS, 0.0, meta["switch_latency_s"], meta["idle_power_w"],
+    )  # fmt: skip
+    return dag, plan
 
 
 def _simulate(dag, freqs, stages: int, heavy: int, blocked_w: float) -> tuple[float, float]:
@@ -233,30 +234,24 @@ def _simulate(dag, freqs, stages: int, heavy: int, blocked_w: float) -> tuple[fl
     return span, energy + blocked_w * busy
 
 
-def _straggler_clocks(dag, costs, planner, steady) -> dict:
-    target = steady.evaluation.iteration_time_s + STRAGGLER_S
-    plans = [steady, *planner.frontier(POINTS)]
-    fits = [p for p in plans if p.evaluation.iteration_time_s <= target]
-    best = min(fits, key=lambda p: evaluate(dag, costs, p.freqs_mhz, target).energy_j)
-    return best.freqs_mhz
-
-
 @pytest.mark.distributed
 @pytest.mark.parametrize("schedule", list(CASES))
 def test_online_plan_matches_offline(runs, schedule):
     stages, heavy = CASES[schedule]
     run_dir = runs / schedule
-    dag, costs, planner, offline = _offline(run_dir, schedule, stages)
-    straggler = _straggler_clocks(dag, costs, planner, offline)
-    assert straggler != dict(offline.freqs_mhz)  # the straggler plan is another plan
+    dag, offline = _offline(run_dir, schedule, stages)
+    steady = offline.steady.freqs_mhz
+    phase, point = offline.select(offline.steady.iteration_time_s + STRAGGLER_S)
+    straggler = point.freqs_mhz
+    assert phase == "straggler" and straggler != steady  # the straggler plan is another plan
     for rank in range(RANKS):
         got = json.loads((runs / f"rank{rank}.json").read_text())[schedule]
         assert got["energy"]["losses"] == got["plain"]["losses"]
         asked = got["energy"]["asked"]
         assert all(a == [] for a in asked[:PROFILE_STEPS])  # profiling: clocks untouched
-        steady = [[action_label(c), offline.freqs_mhz[c]] for c in dag.rank_orders[rank]]
+        mine = [[action_label(c), steady[c]] for c in dag.rank_orders[rank]]
         for step in range(PROFILE_STEPS, STEPS - 1):
-            assert asked[step] == steady, (rank, step)
+            assert asked[step] == mine, (rank, step)
         last = [[action_label(c), straggler[c]] for c in dag.rank_orders[rank]]
         assert asked[STEPS - 1] == last
     run = RunRecord.load(run_dir)
@@ -264,13 +259,14 @@ def test_online_plan_matches_offline(runs, schedule):
     t_plan, e_plan, n_plan = phase_means(run, "planned")
     assert (n_max, n_plan) == (PROFILE_STEPS, STEADY_STEPS)
     blocked = run.meta["blocked_power_w"]
-    t_off, e_off = _simulate(dag, offline.freqs_mhz, stages, heavy, blocked)
-    t_top, e_top = _simulate(dag, planner.fastest, stages, heavy, blocked)
+    t_off, e_off = _simulate(dag, steady, stages, heavy, blocked)
+    t_top, e_top = _simulate(dag, dict.fromkeys(dag.topological, 1410), stages, heavy, blocked)
     assert t_max == pytest.approx(t_top, rel=1e-9) and e_max == pytest.approx(e_top, rel=1e-9)
     assert t_plan == pytest.approx(t_off, rel=1e-6)
     saved, offline_saved = 1 - e_plan / e_max, 1 - e_off / e_top
     assert abs(saved - offline_saved) <= 0.005, (saved, offline_saved)
     assert saved > 0.05  # the plan does save (simulated), stalls and extrapolation included
+    assert t_plan <= t_max * (1 + SLOWDOWN)  # and keeps the deadline, stalls included
 
 
 @pytest.mark.distributed

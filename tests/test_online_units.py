@@ -249,3 +249,48 @@ def test_energy_schedule_needs_costs_on_the_simulator(one_rank):
         energy_schedule(_one_rank_schedule(), gpu=GPU, backend=SimulatedBackend(GPU))
     with pytest.raises(Exception, match="pipelining schedule"):
         energy_schedule(SimpleNamespace(), gpu=GPU)
+
+
+def _profile_and_dag():
+    from fxenergy.hardware.dvfs import get_dvfs_model
+    from fxenergy.pipeline.dag import build_dag
+
+    model = get_dvfs_model(GPU)
+    rows = []
+    for s in range(4):
+        for kind, g in (("forward", 8000), ("backward", 16000)):
+            c = _cost(g * (1.5 if s == 1 else 1.0))
+            rows.append(ProfileRow(s, kind, 1410, model.time_s(c, 1410), model.energy_j(c, 1410)))
+    return Profile(tuple(rows)), build_dag("1F1B", 4, 8)
+
+
+def test_plan_online_without_stalls_is_the_planners_plan():
+    from fxenergy.pipeline.dag import StageCosts
+    from fxenergy.pipeline.online_plan import plan_online
+    from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+
+    profile, dag = _profile_and_dag()
+    online = plan_online(profile, dag, GPU, 1410, 83.64, 0.01, 4)
+    costs = StageCosts.from_profile(extrapolate_measured(profile, GPU, 1410), 4, 83.64)
+    planner = PipelinePlanner(dag, costs, polish_s=0.0)
+    assert online.steady.freqs_mhz == planner.plan(planner.shortest_s * 1.01).freqs_mhz
+    assert online.summary["ranks"] == planner.plan(planner.shortest_s * 1.01).to_json()["ranks"]
+
+
+def test_reduce_switches_meets_the_deadline_with_stalls():
+    from fxenergy.pipeline.dag import StageCosts
+    from fxenergy.pipeline.switch_aware import reduce_switches, stalled_evaluation
+    from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+
+    profile, dag = _profile_and_dag()
+    costs = StageCosts.from_profile(extrapolate_measured(profile, GPU, 1410), 4, 83.64)
+    planner = PipelinePlanner(dag, costs, polish_s=0.0)
+    deadline = planner.shortest_s * 1.01
+    plan = planner.plan(deadline).freqs_mhz
+    assert reduce_switches(dag, costs, plan, deadline, 0.0, 60.0) == plan  # free switches
+    t0, _ = stalled_evaluation(dag, costs, plan, 0.01, 60.0)
+    assert t0 > deadline  # 10 ms stalls push the planned iteration past its deadline
+    merged = reduce_switches(dag, costs, plan, deadline, 0.01, 60.0)
+    t1, e1 = stalled_evaluation(dag, costs, merged, 0.01, 60.0)
+    top = stalled_evaluation(dag, costs, planner.fastest, 0.01, 60.0)
+    assert t1 <= deadline and e1 < top[1]  # on time, and still saving

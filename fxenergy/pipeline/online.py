@@ -82,6 +82,9 @@ class EnergySchedule:
         dp_group: this rank's data-parallel peer group, for automatic straggler detection.
         drift_floor: the least relative drift treated as more than noise.
         patience: steps a drift or straggler must last before acting on it.
+        switch_latency_s: how long a clock switch stalls the GPU, for the switch-aware pass
+            (default: the simulator's; 0 on a real GPU, where the controller switches at the
+            boundary while the GPU keeps running).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class EnergySchedule:
         dp_group: Any = None,
         drift_floor: float = 0.05,
         patience: int = 2,
+        switch_latency_s: float | None = None,
     ) -> None:
         import torch.distributed as dist
 
@@ -118,9 +122,14 @@ class EnergySchedule:
         self.max_slowdown, self.profile_iters = max_slowdown, profile_iters
         self.frontier_points, self.polish_s = frontier_points, polish_s
         self.blocked_power_w = (
-            blocked_power_w if blocked_power_w is not None else _blocked(self.gpu)
+            blocked_power_w if blocked_power_w is not None else _dvfs(self.gpu).blocked_power_w
         )
         self.save_dir = Path(save_dir) if save_dir is not None else None
+        if switch_latency_s is None:
+            sim = self.backend.simulated
+            switch_latency_s = getattr(self.backend, "switch_latency_s", 0.0) if sim else 0.0
+        self.switch_latency_s = float(switch_latency_s)
+        self.idle_power_w = _dvfs(self.gpu).idle_power_w
         self.dp_group, self.patience, self.drift_floor = dp_group, patience, drift_floor
         cuda = first.device.type == "cuda"
         self.recorder = ComputeRecorder(self.backend, sim_costs, cuda=cuda)
@@ -337,7 +346,8 @@ class EnergySchedule:
             profile = Profile(tuple(r for _, rows in gathered for r in rows))
             plan = plan_online(
                 profile, self.dag, self.gpu, refs.pop(), self.blocked_power_w,
-                self.max_slowdown, self.frontier_points, self.polish_s,
+                self.max_slowdown, self.frontier_points, self.polish_s, self.switch_latency_s,
+                self.idle_power_w,
             )  # fmt: skip
         except Exception as exc:  # every rank raises it, not only rank 0
             return exc
@@ -363,6 +373,8 @@ class EnergySchedule:
             "frontier_points": self.frontier_points,
             "polish_s": self.polish_s,
             "profile_iters": self.profile_iters,
+            "switch_latency_s": self.switch_latency_s,
+            "idle_power_w": self.idle_power_w,
         }
 
     def _save_run(self, profile: Profile, plan: OnlinePlan) -> None:
@@ -383,7 +395,7 @@ class EnergySchedule:
         write_json(self.save_dir / f"rank{self.rank}.json", doc)
 
 
-def _blocked(gpu: str) -> float:
+def _dvfs(gpu: str) -> Any:
     from fxenergy.hardware.dvfs import get_dvfs_model
 
-    return get_dvfs_model(gpu).blocked_power_w
+    return get_dvfs_model(gpu)

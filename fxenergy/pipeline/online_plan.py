@@ -28,6 +28,7 @@ from fxenergy.pipeline.dag import (
     evaluate,
 )
 from fxenergy.pipeline.probe import parse_label
+from fxenergy.pipeline.switch_aware import reduce_switches, stalled_evaluation
 
 RUN_SCHEMA = "fxenergy.online-run/1"
 
@@ -84,13 +85,35 @@ class OnlinePlan:
         return "straggler", best
 
 
-def _point(plan: PipelinePlan, costs: StageCosts) -> FrontierPoint:
-    p = costs.blocked_power_w
-    eff = sum(
-        costs.option(c, f).energy_j - p * costs.option(c, f).time_s
-        for c, f in plan.freqs_mhz.items()
-    )
-    return FrontierPoint(plan.evaluation.iteration_time_s, eff, dict(plan.freqs_mhz))
+def _point(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    freqs: Mapping[Computation, int],
+    deadline_s: float,
+    latency_s: float,
+    idle_power_w: float,
+) -> FrontierPoint:
+    """A plan with switches merged where stalls make that pay, scored with the stalls."""
+    freqs = reduce_switches(dag, costs, freqs, deadline_s, latency_s, idle_power_w)
+    span, energy = stalled_evaluation(dag, costs, freqs, latency_s, idle_power_w)
+    eff = energy - costs.blocked_power_w * dag.num_ranks * span
+    return FrontierPoint(span, eff, freqs)
+
+
+#: Where switches stall, the steady plan is also searched from this many of the shortest frontier
+#: plans (fewer slowed computations to undo), not only from the deadline's own plan.
+_STARTS = 3
+
+
+def _summary(plan: PipelinePlan, point: FrontierPoint, latency_s: float, energy_j: float) -> dict:
+    doc = plan.to_json()
+    for r, order in enumerate(plan.dag.rank_orders):
+        for entry, c in zip(doc["ranks"][r], order, strict=True):
+            entry["freq_mhz"] = point.freqs_mhz[c]
+    doc["switch_latency_s"] = latency_s
+    doc["iteration_time_with_stalls_s"] = point.iteration_time_s
+    doc["energy_with_stalls_j"] = energy_j
+    return doc
 
 
 def plan_online(
@@ -102,8 +125,14 @@ def plan_online(
     max_slowdown: float = 0.0,
     frontier_points: int = 20,
     polish_s: float = 0.0,
+    switch_latency_s: float = 0.0,
+    idle_power_w: float = 0.0,
 ) -> OnlinePlan:
-    """Extrapolate a one-clock profile, plan the steady deadline and the whole frontier."""
+    """Extrapolate a one-clock profile, plan the steady deadline and the whole frontier.
+
+    Where a clock switch stalls the GPU (``switch_latency_s`` > 0), every plan then goes
+    through :func:`~fxenergy.pipeline.switch_aware.reduce_switches`.
+    """
     from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
     full = extrapolate_measured(measured, gpu, reference_mhz)
@@ -112,11 +141,21 @@ def plan_online(
     steady = planner.plan(planner.shortest_s * (1 + max_slowdown))
     frontier = planner.frontier(frontier_points) if frontier_points > 0 else []
     predicted = {(r.stage, r.instruction, r.freq_mhz): r.time_s for r in full.rows}
+    stall = (switch_latency_s, idle_power_w)
+    starts = [steady] + (frontier[:_STARTS] if switch_latency_s > 0 else [])
+    points = [_point(dag, costs, p.freqs_mhz, steady.deadline_s, *stall) for p in starts]
+    point = min(
+        points,
+        key=lambda q: (max(0.0, q.iteration_time_s - steady.deadline_s), q.effective_energy_j),
+    )
+    energy = point.effective_energy_j + blocked_power_w * dag.num_ranks * point.iteration_time_s
     return OnlinePlan(
-        _point(steady, costs),
-        tuple(_point(p, costs) for p in frontier),
+        point,
+        tuple(
+            _point(dag, costs, p.freqs_mhz, p.evaluation.iteration_time_s, *stall) for p in frontier
+        ),
         predicted,
-        steady.to_json(),
+        _summary(steady, point, switch_latency_s, energy),
     )
 
 
@@ -175,6 +214,8 @@ class RunRecord:
             m["max_slowdown"],
             m["frontier_points"],
             m["polish_s"],
+            m.get("switch_latency_s", 0.0),
+            m.get("idle_power_w", 0.0),
         )
 
     def iteration(self, index: int) -> list[dict]:
@@ -230,6 +271,15 @@ def phase_means(run: RunRecord, phase: str) -> tuple[float, float, int]:
     )
 
 
+def _switches(order: Sequence[Computation], freqs: Mapping[Computation, int]) -> int:
+    """Clock changes of one rank per steady iteration (it starts at its last clock)."""
+    prev, n = freqs[order[-1]], 0
+    for c in order:
+        n += freqs[c] != prev
+        prev = freqs[c]
+    return n
+
+
 def _rank_means(run: RunRecord, rank: int, phase: str) -> tuple[float, float]:
     """Mean busy time and compute energy of one rank over its iterations in ``phase``."""
     its = [it for it in run.ranks[rank] if it["phase"] == phase]
@@ -255,7 +305,9 @@ def compare_run(run: RunRecord) -> dict:
     full = extrapolate_measured(run.profile, m["gpu"], m["reference_mhz"])
     costs = StageCosts.from_profile(full, dag.num_stages, m["blocked_power_w"])
     plan = run.replan()
+    latency, idle = m.get("switch_latency_s", 0.0), m.get("idle_power_w", 0.0)
     steady = evaluate(dag, costs, plan.steady.freqs_mhz)
+    stalled = stalled_evaluation(dag, costs, plan.steady.freqs_mhz, latency, idle)
     top = evaluate(dag, costs, {c: m["reference_mhz"] for c in dag.topological})
     ranks = []
     for r, order in enumerate(dag.rank_orders):
@@ -263,7 +315,8 @@ def compare_run(run: RunRecord) -> dict:
         ranks.append(
             {
                 "rank": r,
-                "predicted_busy_s": steady.rank_busy_s[r],
+                "predicted_busy_s": steady.rank_busy_s[r]
+                + latency * _switches(order, plan.steady.freqs_mhz),
                 "measured_busy_s": busy,
                 "predicted_compute_j": sum(
                     costs.option(c, plan.steady.freqs_mhz[c]).energy_j for c in order
@@ -285,7 +338,7 @@ def compare_run(run: RunRecord) -> dict:
             "measured": phase_means(run, "profile"),
         },
         "planned": {
-            "predicted": (steady.iteration_time_s, steady.energy_j),
+            "predicted": stalled,
             "measured": phase_means(run, "planned"),
         },
     }
