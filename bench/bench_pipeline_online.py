@@ -223,7 +223,8 @@ def main() -> None:
         timeline(args)
     else:
         print(
-            "| schedule | hidden | microbatches | plain ms | energy_schedule ms | ratio | µs per computation | profile+plan s |"
+            "| schedule | hidden | microbatches | plain ms | energy_schedule ms | ratio "
+            "| µs per computation | profile+plan s |"
         )
         overhead(args)
 
