@@ -81,12 +81,21 @@ def _overhead(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
     for _ in range(3):  # 2 profiling steps, then the planning collective, then 1 planned step
         wrapped.step(x, target=y)
     setup_s = time.perf_counter() - t0
+    sync_s: list[float] = []
+    real_sync = wrapped._sync
+
+    def timed_sync() -> None:  # the per-step all-reduce, timed apart
+        t = time.perf_counter()
+        real_sync()
+        sync_s.append(time.perf_counter() - t)
+
+    wrapped._sync = timed_sync  # type: ignore[method-assign]
     base, ours = [], []
-    for _ in range(args.steps // 5):
-        base += [_timed(plain.step, x, y) for _ in range(5)]
-        ours += [_timed(wrapped.step, x, y) for _ in range(5)]
+    for _ in range(args.steps):  # alternate step by step: load hits both alike
+        base.append(_timed(plain.step, x, y))
+        ours.append(_timed(wrapped.step, x, y))
     wrapped.close()
-    doc = {"plain": base, "energy": ours, "setup_s": setup_s, "phase": wrapped.records[-1].phase}
+    doc = {"plain": base, "energy": ours, "setup_s": setup_s, "sync": sync_s}
     Path(out, f"rank{rank}.json").write_text(json.dumps(doc))
     dist.destroy_process_group()
 
@@ -134,10 +143,13 @@ def overhead(args: argparse.Namespace) -> None:
     plain = [max(d["plain"][i] for d in docs) for i in range(len(docs[0]["plain"]))]
     ours = [max(d["energy"][i] for d in docs) for i in range(len(docs[0]["energy"]))]
     p, o = statistics.median(plain), statistics.median(ours)
+    paired = statistics.median(b - a for a, b in zip(plain, ours, strict=True))
+    sync = statistics.median(s for d in docs for s in d["sync"])
     comps = 2 * args.microbatches * (1 if args.schedule == "1F1B" else 2)
     print(
         f"| {args.schedule} | {args.hidden} | {args.microbatches} | {p * 1e3:.2f} | {o * 1e3:.2f} "
-        f"| {o / p:.3f} | {(o - p) / comps * 1e6:.0f} | {max(d['setup_s'] for d in docs):.2f} |"
+        f"| {o / p:.3f} | {paired * 1e3:+.2f} | {paired / comps * 1e6:+.0f} | {sync * 1e3:.2f} "
+        f"| {max(d['setup_s'] for d in docs):.2f} |"
     )
 
 
@@ -166,19 +178,25 @@ def _plot(run, rows: list, path: Path) -> None:
     from fxenergy.pipeline.probe import parse_label
 
     colors = {"profile": "tab:gray", "planned": "tab:green", "straggler": "tab:orange"}
-    fig, axes = plt.subplots(3, 1, figsize=(9, 8), tight_layout=True)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), layout="constrained")
     ax = axes[0]
     ax.bar([r[0] for r in rows], [r[3] for r in rows], color=[colors.get(r[1], "k") for r in rows])
-    for ph, c in colors.items():
-        ax.bar([], [], color=c, label=ph)
-    ax.axvline(1.5, color="k", ls=":", label="rank 0 plans")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c, label=ph) for ph, c in colors.items()]
+    handles.append(ax.axvline(1.5, color="k", ls=":", label="rank 0 plans"))
     ax.set_ylabel("energy / iteration (J)")
     ax.set_xlabel("iteration")
     ax.set_title("one online run (SIMULATED A100, 1F1B 4x8): profile, plan, steady, straggler")
-    ax.legend(ncol=4, fontsize=8, loc="lower left")
+    ax.legend(handles=handles, ncol=4, fontsize=8, loc="lower left")
     for ax, index, title in ((axes[1], 4, "steady iteration"), (axes[2], 7, "straggler iteration")):
         _gantt(ax, run, index, parse_label)
-        ax.set_title(f"{title} {index}: clock per computation (darker = lower MHz)", fontsize=9)
+        ax.set_title(f"{title} {index}: SM clock per computation", fontsize=9)
+    import matplotlib.cm as cm
+    from matplotlib.colors import Normalize
+
+    bar = cm.ScalarMappable(norm=Normalize(700, 1410), cmap="viridis")
+    fig.colorbar(bar, ax=axes[1:], label="SM clock (MHz)", fraction=0.03)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -211,6 +229,46 @@ def _gantt(ax, run, index: int, parse_label) -> None:
     ax.set_xlabel("simulated time (s)")
 
 
+def micro(calls: int = 20000) -> None:
+    """Host cost per computation of the hook alone, one process, no communication."""
+    from test_online_pipeline import sim_costs
+
+    from fxenergy.pipeline.probe import ComputeRecorder
+    from fxenergy.pipeline.runner import ClockPlanHook
+    from fxenergy.runtime.factory import get_backend
+    from fxenergy.runtime.sim import NullBackend
+
+    class Stage:
+        stage_index = 0
+
+        def forward_one_chunk(self, mb: int) -> int:
+            return mb
+
+        def backward_one_chunk(self, mb: int) -> int:
+            return mb
+
+    def per_call(stage: Stage) -> float:
+        t0 = time.perf_counter()
+        for mb in range(calls):
+            stage.forward_one_chunk(mb)
+        return (time.perf_counter() - t0) / calls * 1e6
+
+    bare = min(per_call(Stage()) for _ in range(3))
+    print(f"| bare forward_one_chunk call | {bare:.2f} |")
+    for name, backend, recorder in (
+        ("hook, null backend, same clock", NullBackend(GPU), False),
+        ("hook + recorder, simulated GPU, same clock", get_backend("sim", gpu=GPU), True),
+    ):
+        stage = Stage()
+        plan = {(0, "forward", mb): backend.supported_clocks_mhz()[0] for mb in range(calls)}
+        rec = ComputeRecorder(backend, sim_costs(4, 1)) if recorder else None
+        with ClockPlanHook(stage, plan, backend, observer=rec):
+            if rec is not None:
+                rec.begin(0, "planned")
+            t = min(per_call(stage) for _ in range(3))
+        print(f"| {name} | {t:.2f} (+{t - bare:.2f}) |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--schedule", default="1F1B", choices=["1F1B", "Interleaved1F1B"])
@@ -218,13 +276,17 @@ def main() -> None:
     ap.add_argument("--microbatches", type=int, default=8)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--timeline", default=None, help="PNG: run the timeline example instead")
+    ap.add_argument("--micro", action="store_true", help="host cost of the hook per computation")
     args = ap.parse_args()
-    if args.timeline:
+    if args.micro:
+        print("| per computation | µs |")
+        micro()
+    elif args.timeline:
         timeline(args)
     else:
         print(
             "| schedule | hidden | microbatches | plain ms | energy_schedule ms | ratio "
-            "| µs per computation | profile+plan s |"
+            "| paired diff ms | per computation µs | sync all-reduce ms | profile+plan s |"
         )
         overhead(args)
 
