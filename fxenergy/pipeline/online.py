@@ -6,24 +6,15 @@
         optimizer.step()
 
 :class:`EnergySchedule` wraps a ``torch.distributed.pipelining`` schedule (GPipe, 1F1B,
-Interleaved1F1B). Its life on every rank of the pipeline:
-
-1. **Profiling** (``profile_iters`` steps, clocks untouched): each rank times its forward and
-   backward computations at the clock in force and reads its energy counter
-   (:mod:`fxenergy.pipeline.probe`).
-2. **Planning** (one collective): rank 0 gathers the one-clock rows, extrapolates them to every
-   clock with the DVFS model from the reference clock read from the GPU, plans the deadline
-   ``(1 + max_slowdown)`` × the shortest iteration and the whole frontier, and broadcasts them.
-3. **Steady state**: every rank switches clocks at the GPU boundary of each computation
-   (:class:`~fxenergy.pipeline.runner.ClockPlanHook`).
-4. **Watching**: each step begins with a tiny all-reduce on the pipeline group carrying the
-   straggler time and per-rank drift flags, so every rank changes plan at the same step. A rank
-   whose times leave the plan's prediction by more than the noise threshold is re-profiled at
-   its reference clock and the pipeline re-planned; a straggler (``set_straggler`` or the
-   data-parallel all-reduce wait) selects the frontier plan for the longer iteration at once.
-
-Clocks are restored when the schedule is closed, when a step raises, at interpreter exit and on
-SIGINT/SIGTERM (:mod:`fxenergy.runtime.restore`).
+Interleaved1F1B). On every rank: ``profile_iters`` steps are measured with clocks untouched
+(:mod:`fxenergy.pipeline.probe`); rank 0 gathers the one-clock rows, extrapolates them with the
+DVFS model from the reference clock read from the GPU, plans the deadline and the frontier, and
+broadcasts them (:mod:`fxenergy.pipeline.online_plan`); every rank then switches clocks at the
+GPU boundary of each computation (:class:`~fxenergy.pipeline.runner.ClockPlanHook`). Each step
+begins with one tiny all-reduce carrying the straggler time and per-rank drift flags, so every
+rank changes plan at the same step: a drifting rank is re-profiled and the pipeline re-planned; a
+straggler selects the frontier plan for the longer iteration at once. Clocks are restored on
+close, when a step raises, at exit and on SIGINT/SIGTERM. docs/pipeline.md has the details.
 """
 
 from __future__ import annotations
@@ -34,9 +25,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from fxenergy.hardware.profiles import Profile, ProfileRow, write_profile
+from fxenergy.hardware.profiles import Profile, ProfileRow
 from fxenergy.pipeline.dag import build_dag
-from fxenergy.pipeline.online_plan import RUN_SCHEMA, OnlinePlan, plan_online, write_json
+from fxenergy.pipeline.online_plan import (
+    RUN_SCHEMA,
+    OnlinePlan,
+    plan_online,
+    save_rank,
+    save_run,
+)
 from fxenergy.pipeline.orders import Action, ScheduleError, canonical_schedule
 from fxenergy.pipeline.probe import (
     ComputeRecorder,
@@ -50,6 +47,10 @@ from fxenergy.pipeline.probe import (
 from fxenergy.pipeline.runner import ClockPlanHook, default_controller
 from fxenergy.runtime import restore
 from fxenergy.runtime.backend import FrequencyBackend
+
+#: Iteration records kept besides the profiling ones (the run record holds these).
+_KEEP = 1000
+_PROFILING = ("profile", "reprofile")
 
 
 def energy_schedule(schedule: Any, gpu: str | None = None, max_slowdown: float = 0.0, **kw: Any):
@@ -141,6 +142,7 @@ class EnergySchedule:
         self._comm_device = "cuda" if dist.get_backend(self.group) == "nccl" else "cpu"
         self._src = dist.get_global_rank(self.group, 0) if self.group is not None else 0
         self.records: list[IterationRecord] = []
+        self._steps = 0
         self.events: list[tuple[int, str]] = []  #: (iteration, what happened before it)
         self.plan: OnlinePlan | None = None
         self.reference_mhz = self.backend.current_clock_mhz
@@ -158,7 +160,8 @@ class EnergySchedule:
     # --- public ----------------------------------------------------------------------------
     @property
     def iteration(self) -> int:
-        return len(self.records)
+        """Steps run so far."""
+        return self._steps
 
     @property
     def phase(self) -> str:
@@ -182,9 +185,9 @@ class EnergySchedule:
         """Run one iteration exactly as ``schedule.step(*args, **kwargs)`` would."""
         if self._closed:
             raise RuntimeError("this EnergySchedule is closed; make a new one")
-        self._sync()
-        self.recorder.begin(self.iteration, self._phase)
         try:
+            self._sync()
+            self.recorder.begin(self.iteration, self._phase)
             with self.hook:
                 out = self.schedule.step(*args, **kwargs)
         except BaseException:
@@ -193,12 +196,23 @@ class EnergySchedule:
             raise
         record = self.recorder.end()
         self.records.append(record)
+        self._steps += 1
+        self._trim()
         try:
             self._after_step(record)
         except BaseException:
             self.close()
             raise
         return out
+
+    def _trim(self) -> None:
+        """Bound what a long training run keeps: profiling steps and the last ``_KEEP`` others."""
+        if len(self.records) > 2 * _KEEP:
+            old = self.records[:-_KEEP]
+            self.records[:] = [r for r in old if r.phase in _PROFILING] + self.records[-_KEEP:]
+        for log in (self.hook.requests, self.controller.decisions):
+            if len(log) > 64 * _KEEP:
+                del log[: -32 * _KEEP]
 
     def close(self) -> None:
         """Restore the clocks, stop switching and save the run record (idempotent)."""
@@ -304,9 +318,7 @@ class EnergySchedule:
             self._probe_peers(record)
 
     def _profile_records(self) -> list[IterationRecord]:
-        return [r for r in self.records if r.phase in ("profile", "reprofile")][
-            -self.profile_iters :
-        ]
+        return [r for r in self.records if r.phase in _PROFILING][-self.profile_iters :]
 
     def _probe_peers(self, record: IterationRecord) -> None:
         import torch
@@ -379,20 +391,12 @@ class EnergySchedule:
 
     def _save_run(self, profile: Profile, plan: OnlinePlan) -> None:
         assert self.save_dir is not None
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        write_profile(profile.rows, self.save_dir / "profile.csv")
-        write_json(self.save_dir / "run.json", {**self._meta(), "plan": plan.summary})
+        save_run(self.save_dir, {**self._meta(), "plan": plan.summary}, profile)
 
     def _save_rank(self) -> None:
         assert self.save_dir is not None
-        self.save_dir.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "rank": self.rank,
-            "events": self.events,
-            "drift_threshold": self.drift.threshold_rel if self.drift else math.nan,
-            "iterations": [r.to_json() for r in self.records],
-        }
-        write_json(self.save_dir / f"rank{self.rank}.json", doc)
+        threshold = self.drift.threshold_rel if self.drift else math.nan
+        save_rank(self.save_dir, self.rank, self.events, threshold, self.records)
 
 
 def _dvfs(gpu: str) -> Any:

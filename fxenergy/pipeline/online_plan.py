@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fxenergy.errors import ProfileError
-from fxenergy.hardware.profiles import Profile, read_profile
+from fxenergy.hardware.profiles import Profile, read_profile, write_profile
 from fxenergy.pipeline.dag import (
     Computation,
     PipelineDAG,
@@ -165,6 +165,27 @@ def write_json(path: Path, doc: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1))
     tmp.replace(path)
+
+
+def save_run(save_dir: Path, meta: dict, profile: Profile) -> None:
+    """Rank 0 at planning: ``profile.csv`` (one-clock rows) and ``run.json`` (with the plan)."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    write_profile(profile.rows, save_dir / "profile.csv")
+    write_json(save_dir / "run.json", meta)
+
+
+def save_rank(
+    save_dir: Path, rank: int, events: list, drift_threshold: float, records: Sequence
+) -> None:
+    """Every rank at close: ``rank{r}.json`` with its events and iteration records."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "rank": rank,
+        "events": events,
+        "drift_threshold": drift_threshold,
+        "iterations": [r.to_json() for r in records],
+    }
+    write_json(save_dir / f"rank{rank}.json", doc)
 
 
 @dataclass(frozen=True)
