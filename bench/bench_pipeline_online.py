@@ -16,13 +16,25 @@ import argparse
 import json
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 RANKS, GPU = 4, "A100-SXM4-80GB"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def sim_costs(stages: int, heavy: int) -> dict:
+    """Simulated-GPU cost per (stage, kind): forward 8 TFLOP per rank's share, backward twice
+    that, bf16 tensor-core work; stage ``heavy`` 1.5x (the injected imbalance)."""
+    from fxenergy.graph.meta import CostRecord
+
+    out = {}
+    for s in range(stages):
+        gflop = (1.5 if s == heavy else 1.0) * 8000 / (stages // RANKS)
+        for kind, g in (("forward", gflop), ("backward", 2 * gflop)):
+            f = int(g * 1e9)
+            out[(s, kind)] = CostRecord(f, f // 2, int(1e9), int(5e8), "bfloat16", (), (), 100, f)
+    return out
 
 
 def _port() -> int:
@@ -54,7 +66,6 @@ def _timed(step, x, y) -> float:
 def _overhead(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
     import torch
     import torch.distributed as dist
-    from test_online_pipeline import sim_costs
 
     from fxenergy.pipeline import energy_schedule
     from fxenergy.runtime.factory import get_backend
@@ -103,7 +114,6 @@ def _overhead(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
 def _timeline_run(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
     import torch
     import torch.distributed as dist
-    from test_online_pipeline import sim_costs
 
     from fxenergy.pipeline import energy_schedule
     from fxenergy.runtime.factory import get_backend
@@ -231,8 +241,6 @@ def _gantt(ax, run, index: int, parse_label) -> None:
 
 def micro(calls: int = 20000) -> None:
     """Host cost per computation of the hook alone, one process, no communication."""
-    from test_online_pipeline import sim_costs
-
     from fxenergy.pipeline.probe import ComputeRecorder
     from fxenergy.pipeline.runner import ClockPlanHook
     from fxenergy.runtime.factory import get_backend
