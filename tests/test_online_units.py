@@ -249,6 +249,10 @@ def test_energy_schedule_needs_costs_on_the_simulator(one_rank):
         energy_schedule(_one_rank_schedule(), gpu=GPU, backend=SimulatedBackend(GPU))
     with pytest.raises(Exception, match="pipelining schedule"):
         energy_schedule(SimpleNamespace(), gpu=GPU)
+    from fxenergy.runtime.sim import NullBackend
+
+    with pytest.raises(OnlineProfileError, match="energy counter"):
+        energy_schedule(_one_rank_schedule(), gpu=GPU, backend=NullBackend(GPU))
 
 
 def _profile_and_dag():

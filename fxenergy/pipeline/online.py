@@ -39,6 +39,7 @@ from fxenergy.pipeline.probe import (
     ComputeRecorder,
     DriftDetector,
     IterationRecord,
+    OnlineProfileError,
     SimCosts,
     StragglerDetector,
     noise_threshold,
@@ -111,7 +112,7 @@ class EnergySchedule:
         from fxenergy.runtime.factory import get_backend
 
         if max_slowdown < 0 or profile_iters < 1:
-            raise ValueError("max_slowdown must be >= 0 and profile_iters >= 1")
+            raise OnlineProfileError("max_slowdown must be >= 0 and profile_iters >= 1")
         self.schedule = schedule
         self.stages = _stages_of(schedule)
         first = self.stages[0]
@@ -119,7 +120,12 @@ class EnergySchedule:
         name = canonical_schedule(type(schedule).__name__.removeprefix("Schedule"))
         self.dag = build_dag(name, first.num_stages, schedule._n_microbatches, self.num_ranks)
         self.backend = backend or get_backend("auto", gpu)
-        self.gpu = gpu or self.backend.gpu.name  # type: ignore[attr-defined]
+        self.gpu = gpu or getattr(getattr(self.backend, "gpu", None), "name", None)
+        if self.gpu is None or not (self.backend.has_energy_counter or self.backend.simulated):
+            raise OnlineProfileError(
+                f"{self.backend.describe()}: energy_schedule needs a named GPU (gpu=...) and an "
+                "energy counter: use the NVML backend or get_backend('sim', gpu=...)"
+            )
         self.max_slowdown, self.profile_iters = max_slowdown, profile_iters
         self.frontier_points, self.polish_s = frontier_points, polish_s
         self.blocked_power_w = (
