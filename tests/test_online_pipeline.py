@@ -289,3 +289,55 @@ def test_from_run_replans_and_reports(runs, tmp_path, capsys):
     saved = json.loads((runs / "1F1B" / "run.json").read_text())["plan"]
     assert json.loads(out.read_text())["ranks"] == saved["ranks"]
     assert main(["pipeline", "--from-run", str(tmp_path)]) == 1  # no run there: one-line error
+
+
+def _dp_worker(rank: int, port: int, out_dir: str) -> None:
+    """2 pipelines x 2 stages; pipeline B (ranks 2, 3) is slower in wall time by DELAY_S."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+
+    from fxenergy.pipeline import energy_schedule
+    from fxenergy.runtime.factory import get_backend
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=4, init_method=f"tcp://127.0.0.1:{port}",
+        timeout=timedelta(seconds=60),
+    )  # fmt: skip
+    pipes = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+    dps = [dist.new_group([0, 2]), dist.new_group([1, 3])]
+    stage_index, slow = rank % 2, rank >= 2
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh())
+    stage = PipelineStage(block, stage_index, 2, torch.device("cpu"), group=pipes[rank // 2])
+    sched = energy_schedule(
+        Schedule1F1B(stage, 4, loss_fn=torch.nn.MSELoss()), gpu=GPU, max_slowdown=0.0,
+        backend=get_backend("sim", gpu=GPU), sim_costs=sim_costs(4, 1), profile_iters=1,
+        frontier_points=6, dp_group=dps[stage_index],
+    )  # fmt: skip
+    x, y = torch.randn(8, 8), torch.randn(8, 8)
+    for _ in range(7):
+        sched.step(x, target=y)
+        if slow:
+            time.sleep(DELAY_S)  # the straggler pipeline's longer iteration
+    phases = [r.phase for r in sched.records]
+    sched.close()
+    Path(out_dir, f"dp{rank}.json").write_text(json.dumps({"phases": phases}))
+
+
+DELAY_S = 0.5
+
+
+@pytest.mark.distributed
+def test_data_parallel_peer_wait_selects_the_straggler_plan(tmp_path):
+    import torch.multiprocessing as mp
+
+    args = (_free_port(), str(tmp_path))
+    mp.start_processes(_dp_worker, args=args, nprocs=4, join=True, start_method="fork")
+    for rank in (0, 1):  # the fast pipeline: its ranks wait on their slow peers
+        phases = json.loads((tmp_path / f"dp{rank}.json").read_text())["phases"]
+        assert phases[0] == "profile" and phases[1] == "planned"
+        assert phases[-1] == "straggler", phases
