@@ -53,6 +53,13 @@ def run_from_run(args: argparse.Namespace) -> int:
         f"MHz; plan again from its profile: "
         + ("the same plan the run made" if report["same_plan_as_run"] else "ANOTHER plan")
     )
+    observed = [o for o in m.get("observed_sm_mhz") or [] if o is not None]
+    if observed:
+        console.print(
+            f"SM clock under load while profiling ({kind}): "
+            + ", ".join(f"{o:.0f}" for o in observed)
+            + f" MHz per rank (set: {m['reference_mhz']} MHz; lower = power-cap throttling)"
+        )
     table = Table(title=f"per rank, steady iterations ({kind} vs predicted)")
     for col in ("rank", "busy s", "predicted", "diff", "energy J", "predicted", "diff"):
         table.add_column(col, justify="right")

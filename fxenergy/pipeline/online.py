@@ -20,6 +20,7 @@ close, when a step raises, at exit and on SIGINT/SIGTERM. docs/pipeline.md has t
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +53,11 @@ from fxenergy.runtime.backend import FrequencyBackend
 #: Iteration records kept besides the profiling ones (the run record holds these).
 _KEEP = 1000
 _PROFILING = ("profile", "reprofile")
+#: What the run record keeps of the schedule's settings (``fxenergy pipeline --from-run``).
+_META = (
+    "gpu", "reference_mhz", "blocked_power_w", "max_slowdown", "frontier_points", "polish_s",
+    "profile_iters", "switch_latency_s", "idle_power_w",
+)  # fmt: skip
 
 
 def energy_schedule(schedule: Any, gpu: str | None = None, max_slowdown: float = 0.0, **kw: Any):
@@ -290,6 +296,9 @@ class EnergySchedule:
         self._active = (phase, point)
 
     def _apply_phase(self) -> None:
+        if self._profiling_left > 0 and self._phase not in _PROFILING:
+            self.recorder.clock_samples.clear()  # a new profiling window starts
+        self.recorder.sample_clocks = self._profiling_left > 0
         if self._profiling_left > 0:
             self._phase = "profile" if self.plan is None else "reprofile"
             if self.plan is None:
@@ -343,7 +352,10 @@ class EnergySchedule:
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * self.num_ranks
-        dist.all_gather_object(gathered, (self.reference_mhz, self._rows), group=self.group)
+        samples = self.recorder.clock_samples
+        observed = statistics.median(samples) if samples else None
+        mine = (self.reference_mhz, self._rows, observed)
+        dist.all_gather_object(gathered, mine, group=self.group)
         result: list[Any] = [None]
         if self.rank == 0:
             result[0] = self._plan(gathered)
@@ -356,12 +368,12 @@ class EnergySchedule:
         self._choose_plan(max(self._straggler_s, self._auto_straggler()))
         self._apply_phase()
 
-    def _plan(self, gathered: list[tuple[int, list[ProfileRow]]]) -> OnlinePlan | BaseException:
+    def _plan(self, gathered: list[tuple]) -> OnlinePlan | BaseException:
         try:
-            refs = {ref for ref, _ in gathered}
+            refs = {ref for ref, _, _ in gathered}
             if len(refs) != 1:
                 raise ValueError(f"ranks profiled at different clocks {sorted(refs)}")
-            profile = Profile(tuple(r for _, rows in gathered for r in rows))
+            profile = Profile(tuple(r for _, rows, _ in gathered for r in rows))
             plan = plan_online(
                 profile, self.dag, self.gpu, refs.pop(), self.blocked_power_w,
                 self.max_slowdown, self.frontier_points, self.polish_s, self.switch_latency_s,
@@ -370,34 +382,23 @@ class EnergySchedule:
         except Exception as exc:  # every rank raises it, not only rank 0
             return exc
         if self.save_dir is not None:
-            self._save_run(profile, plan)
+            self._save_run(profile, plan, [obs for _, _, obs in gathered])
         return plan
 
     # --- the run record ----------------------------------------------------------------------
     def _meta(self) -> dict:
-        dag = self.dag
+        d, b = self.dag, self.backend
         return {
-            "schema": RUN_SCHEMA,
-            "schedule": dag.schedule,
-            "num_stages": dag.num_stages,
-            "num_microbatches": dag.num_microbatches,
-            "num_ranks": dag.num_ranks,
-            "gpu": self.gpu,
-            "backend": self.backend.describe(),
-            "simulated": self.backend.simulated,
-            "reference_mhz": self.reference_mhz,
-            "blocked_power_w": self.blocked_power_w,
-            "max_slowdown": self.max_slowdown,
-            "frontier_points": self.frontier_points,
-            "polish_s": self.polish_s,
-            "profile_iters": self.profile_iters,
-            "switch_latency_s": self.switch_latency_s,
-            "idle_power_w": self.idle_power_w,
-        }
+            "schema": RUN_SCHEMA, "schedule": d.schedule, "num_stages": d.num_stages,
+            "num_microbatches": d.num_microbatches, "num_ranks": d.num_ranks,
+            "backend": b.describe(), "simulated": b.simulated,
+            **{k: getattr(self, k) for k in _META},
+        }  # fmt: skip
 
-    def _save_run(self, profile: Profile, plan: OnlinePlan) -> None:
+    def _save_run(self, profile: Profile, plan: OnlinePlan, observed: list) -> None:
         assert self.save_dir is not None
-        save_run(self.save_dir, {**self._meta(), "plan": plan.summary}, profile)
+        meta = {**self._meta(), "observed_sm_mhz": observed, "plan": plan.summary}
+        save_run(self.save_dir, meta, profile)
 
     def _save_rank(self) -> None:
         assert self.save_dir is not None

@@ -92,6 +92,8 @@ class ComputeRecorder:
             )
         self.backend, self.sim_costs, self.cuda = backend, sim_costs, cuda and not backend.simulated
         self.current: IterationRecord | None = None
+        self.sample_clocks = False  #: while profiling: sample the SM clock the GPU really runs
+        self.clock_samples: list[float] = []
         self._open: tuple[Any, ...] = ()
         self._events: list[tuple[ComputationRecord, Any, Any]] = []
         self._trace_seen = len(backend.trace)
@@ -159,6 +161,22 @@ class ComputeRecorder:
             )
         assert self.current is not None
         self.current.computations.append(rec)
+        if self.sample_clocks and (mhz := self._observed_clock(action)) is not None:
+            self.clock_samples.append(mhz)
+
+    def _observed_clock(self, action: Action) -> float | None:
+        """The SM clock in force under load: NVML's reading (the host runs ahead, so the GPU is
+        busy when it is read), or the simulated GPU's power-capped clock for this computation."""
+        if self.backend.simulated:
+            model = self.backend.model  # type: ignore[attr-defined]
+            return model.effective_clock_mhz(self._cost(action), self.backend.current_clock_mhz)
+        handle = getattr(self.backend, "_handle", None)
+        try:
+            import pynvml
+
+            return float(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM))
+        except Exception:  # no NVML here, or it cannot say: no sample
+            return None
 
     def end(self) -> IterationRecord:
         """Close the iteration: read CUDA events (after a synchronize) and the counter."""
