@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from fxenergy.cli._common import add_command, check_input_file, check_output_path, parse_slowdown
+from fxenergy.cli._pipeline_from_run import add_from_run_args, run_from_run
 from fxenergy.cli.optimize import add_timeline_arguments
 from fxenergy.errors import FxEnergyError, ProfileError
 from fxenergy.hardware.profiles import Profile, read_profile
@@ -31,13 +32,23 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--timeline iter.png --plot frontier.png",
         ],
     )
-    p.add_argument("profile", type=Path, help="CSV: stage,instruction,frequency,time,energy")
+    p.add_argument(
+        "profile",
+        type=Path,
+        nargs="?",
+        help="CSV: stage,instruction,frequency,time,energy (not with --from-run)",
+    )
     p.add_argument("--microbatches", type=int, default=12, help="microbatches per iteration")
     p.add_argument("--schedule", default="1F1B", help="GPipe | 1F1B | Interleaved1F1B")
     p.add_argument(
         "--ranks", type=int, default=None, help="GPUs (default: stages; interleaved: stages/2)"
     )
-    p.add_argument("--blocked-power-w", type=float, required=True, help="W while blocked")
+    p.add_argument(
+        "--blocked-power-w",
+        type=float,
+        default=None,
+        help="W a GPU draws while blocked (required unless --from-run)",
+    )
     p.add_argument(
         "--max-slowdown",
         type=parse_slowdown,
@@ -59,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", type=Path, default=None, help="frontier PNG (matplotlib)")
     p.add_argument("--out", type=Path, default=None, help="plan JSON")
     add_timeline_arguments(p)
+    add_from_run_args(p)
     p.set_defaults(func=run)
 
 
@@ -86,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     from fxenergy.pipeline.dag import StageCosts, build_dag
     from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
+    if args.from_run is not None:
+        return run_from_run(args)
+    if args.profile is None or args.blocked_power_w is None:
+        raise FxEnergyError("pass a PROFILE.csv and --blocked-power-w (or --from-run DIR)")
     _check_paths(args)
     profile = _load(args)
     dag = build_dag(args.schedule, _num_stages(args, profile), args.microbatches, args.ranks)
