@@ -117,6 +117,36 @@ def _is_rng(node: torch.fx.Node) -> bool:
     return True
 
 
+# --- collectives (branch `cycle`, issue 9): kept apart so a rewrite of this module can move it ---
+
+#: functional collectives (and the wait that completes them) every rank must issue in one order
+COLLECTIVE_OPS = frozenset(
+    {
+        "all_reduce",
+        "all_reduce_coalesced",
+        "all_gather_into_tensor",
+        "all_gather_into_tensor_coalesced",
+        "reduce_scatter_tensor",
+        "reduce_scatter_tensor_coalesced",
+        "all_to_all_single",
+        "broadcast",
+        "wait_tensor",
+    }
+)
+
+
+def is_collective(node: torch.fx.Node) -> bool:
+    """True for ``_c10d_functional`` collectives and ``wait_tensor``: two ranks that issued them
+    in different orders would hang, so they are ordered like side effects (``Node.is_impure``
+    is False for them)."""
+    target = node.target
+    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+        return False
+    return target.namespace in ("_c10d_functional", "c10d_functional") and (
+        target._opname in COLLECTIVE_OPS
+    )
+
+
 def is_side_effectful(node: torch.fx.Node) -> bool:
     """True for nodes whose relative order must be kept.
 
@@ -127,7 +157,7 @@ def is_side_effectful(node: torch.fx.Node) -> bool:
     """
     if node.op in ("placeholder", "output", "get_attr"):
         return False
-    if mutated_args(node) or _is_rng(node):
+    if mutated_args(node) or _is_rng(node) or is_collective(node):
         return True
     if node.op == "call_module" and _updates_own_state(_submodule(node)):
         return True

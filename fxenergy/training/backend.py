@@ -1,0 +1,337 @@
+"""``fxenergy.backend(...)``: a ``torch.compile`` backend that plans a training step as ONE cycle.
+
+Built on aot_autograd: the forward graph, the backward graph and any other compiled graph (a
+compiled optimizer step goes through the inference compiler; a model with graph breaks gives
+one graph per piece) are annotated on compile. Every call of a compiled graph runs under a
+:class:`~fxenergy.runtime.session.FrequencyRuntime` that does NOT restore the clock on exit: the
+clock carries from graph to graph and from step to step.
+
+How a plan comes about (``be.report()`` tells the story):
+
+1. *Recording*: each graph runs at the maximum clock while the backend records which compiled
+   graphs run, in which order.
+2. When the first graph of the record is called again, the record is one cycle (one training
+   step, or one call of a model with breaks). The graphs are planned together as one cyclic
+   problem (:func:`fxenergy.training.cycle.plan_cycle`) and that plan applies from this call on.
+3. If a call departs from the planned sequence (a new graph appears: a recompile, another
+   branch, another shape), the backend goes back to recording, and plans the new cycle when it
+   closes; every variant planned stays in ``be.cycles``.
+
+Numerics are untouched: the rewritten graphs run the same aten ops, only in a planned order with
+clock switches between them. Clocks are put back by ``be.restore_clocks()``, on an exception in
+a graph, and at interpreter exit, SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+from fxenergy.errors import CaptureError
+from fxenergy.graph import meta
+from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
+from fxenergy.plans.plan import Plan
+from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan
+from fxenergy.runtime import FrequencyBackend, get_backend, restore
+from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
+from fxenergy.training.cycle import CyclePlan, StepRun, baseline_plan, plan_cycle
+
+log = logging.getLogger("fxenergy.training")
+
+#: a record that grows past this many calls without closing a cycle starts over
+_MAX_RECORD = 512
+
+
+@dataclass
+class CompiledGraph:
+    """One graph the backend compiled: its kind, current plan and the runtime's record of calls.
+
+    ``plan`` is the graph's plan in the latest cycle it belongs to (its recording plan, at the
+    maximum clock, until then); ``plans`` holds every plan it ran under.
+    """
+
+    index: int
+    kind: str  #: "forward", "backward" or "inference"
+    graph_module: torch.fx.GraphModule
+    plan: Plan
+    runs: list[RuntimeSummary] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)
+    label: str = ""  #: where it came from (a graph break's reason, when the capture knows it)
+    recording_module: torch.fx.GraphModule | None = None  #: runs while recording (max clock)
+
+    @property
+    def nodes(self) -> int:
+        """Nodes that are planned (everything but placeholders and the output)."""
+        return sum(1 for n in self.graph_module.graph.nodes if n.op not in ("placeholder", "output"))
+
+
+def _aot_autograd() -> Callable[..., Any]:
+    try:  # torch's own helper; not re-exported under a public name
+        from torch._dynamo.backends.common import aot_autograd
+    except ImportError as exc:  # pragma: no cover - depends on the torch build
+        raise CaptureError(
+            f"this torch ({torch.__version__}) has no torch._dynamo.backends.common.aot_autograd"
+            "; fxenergy.backend needs torch >= 2.1"
+        ) from exc
+    return aot_autograd
+
+
+def _boxed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    from functorch.compile import make_boxed_func
+
+    return make_boxed_func(fn)
+
+
+def _ensure_values(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    """aot graphs carry fake values already; propagate them where a node lacks one."""
+    if all(meta.node_value(n) is not None for n in gm.graph.nodes if n.op != "output"):
+        return
+    from torch._guards import detect_fake_mode
+
+    mode = detect_fake_mode(example_inputs)
+    FakeTensorProp(gm, mode).propagate(*example_inputs)
+
+
+class EnergyBackend:
+    """A ``torch.compile`` backend that plans the graphs of a step together, as one cycle.
+
+    Use ``torch.compile(model, backend=be)`` (and ``torch.compile(opt.step, backend=be)``)
+    with ``be = fxenergy.backend(gpu=...)``. ``be.graphs`` lists every compiled graph,
+    ``be.cycles`` every cycle planned, ``be.events`` what happened, ``be.report()`` prints it.
+    """
+
+    def __init__(
+        self,
+        gpu: str = DEFAULT_GPU,
+        max_slowdown: float = 0.01,
+        runtime: str | FrequencyBackend = "auto",
+        switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
+        time_limit_s: float = 10.0,
+        objective: str = "energy",
+    ) -> None:
+        self.gpu = gpu
+        self.max_slowdown = max_slowdown
+        self.switch_latency_s = switch_latency_s
+        self.time_limit_s = time_limit_s
+        self.objective = objective
+        self._runtime_spec = runtime
+        self._frequency_backend: FrequencyBackend | None = None
+        self.graphs: list[CompiledGraph] = []
+        self.cycles: list[CyclePlan] = []
+        self.events: list[str] = []
+        self._record: list[int] = []  # graph indices called since recording (re)started
+        self._active: CyclePlan | None = None
+        self._pos = 0  # next call position in the active cycle
+        self._step: list[RuntimeSummary] = []  # summaries of the cycle run in progress
+
+    @property
+    def frequency_backend(self) -> FrequencyBackend:
+        """The runtime backend (made on first use)."""
+        if self._frequency_backend is None:
+            spec = self._runtime_spec
+            self._frequency_backend = (
+                spec
+                if isinstance(spec, FrequencyBackend)
+                else get_backend(spec, gpu=self.gpu, switch_latency_s=self.switch_latency_s)
+            )
+        return self._frequency_backend
+
+    @property
+    def active_cycle(self) -> CyclePlan | None:
+        """The cycle whose plans run now (None while recording)."""
+        return self._active
+
+    # --- compiling -------------------------------------------------------------------------------
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
+        aot = _aot_autograd()
+        return aot(
+            fw_compiler=self._compiler("forward"),
+            bw_compiler=self._compiler("backward"),
+            inference_compiler=self._compiler("inference"),
+        )(gm, example_inputs)
+
+    def _compiler(self, kind: str) -> Callable[[torch.fx.GraphModule, Sequence[Any]], Any]:
+        def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
+            _ensure_values(gm, example_inputs)
+            gm = annotate(gm, self.gpu)
+            plan = baseline_plan(gm, self.gpu, self.switch_latency_s)
+            record = CompiledGraph(len(self.graphs), kind, gm, plan, plans=[plan])
+            record.recording_module = apply_plan(gm, plan)
+            self.graphs.append(record)
+            self.events.append(f"compiled graph {record.index} ({kind}, {record.nodes} nodes)")
+            return _boxed(self._runner(record))
+
+        return compile_graph
+
+    # --- running ---------------------------------------------------------------------------------
+    def _runner(self, record: CompiledGraph) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            plan, module = self._next(record.index)
+            rt = FrequencyRuntime.from_plan(
+                plan, self.frequency_backend, module, restore_on_exit=False
+            )
+            try:
+                with rt:
+                    out = module(*args)
+            except BaseException:
+                self.restore_clocks()
+                self._restart(f"graph {record.index} raised: clocks restored, recording again")
+                raise
+            restore.protect(self)  # the clock stays set between calls: restore it at exit
+            summary = rt.summary()
+            record.runs.append(summary)
+            self._finish_call(summary)
+            return out
+
+        return run
+
+    def _next(self, g: int) -> tuple[Plan, torch.fx.GraphModule]:
+        """The plan and module for this call of graph ``g``; closes a cycle when one is seen."""
+        cyc = self._active
+        if cyc is not None and cyc.sequence[self._pos] == g:
+            return self._position(cyc)
+        if cyc is not None:
+            want = cyc.sequence[self._pos]
+            self._restart(
+                f"graph {g} ran where cycle {cyc.index} expects graph {want} (a recompile, "
+                "another branch or another step shape): recording again"
+            )
+        if self._record and self._record[0] == g:
+            self._active = self._cycle(tuple(self._record))
+            self._pos, self._step, self._record = 0, [], []
+            return self._position(self._active)
+        if len(self._record) >= _MAX_RECORD:
+            self._record = []
+        self._record.append(g)
+        record = self.graphs[g]
+        assert record.recording_module is not None
+        return record.plans[0], record.recording_module
+
+    def _position(self, cyc: CyclePlan) -> tuple[Plan, torch.fx.GraphModule]:
+        k = self._pos
+        self._pos = (k + 1) % len(cyc.sequence)
+        return cyc.plans[k], cyc.modules[k]
+
+    def _finish_call(self, summary: RuntimeSummary) -> None:
+        cyc = self._active
+        if cyc is None:
+            return
+        self._step.append(summary)
+        if self._pos == 0 and len(self._step) == len(cyc.sequence):
+            cyc.runs.append(
+                StepRun(
+                    sum(s.time_s for s in self._step),
+                    sum(s.energy_j for s in self._step),
+                    sum(s.switches for s in self._step),
+                    all(s.simulated for s in self._step),
+                )
+            )
+            self._step = []
+
+    def _restart(self, why: str) -> None:
+        self.events.append(why)
+        log.info("fxenergy: %s", why)
+        self._active, self._pos, self._step, self._record = None, 0, [], []
+
+    def _cycle(self, sequence: tuple[int, ...]) -> CyclePlan:
+        """The plan of ``sequence``: reused if this variant was planned before, else solved."""
+        for cyc in self.cycles:
+            if cyc.sequence == sequence:
+                self.events.append(f"cycle {cyc.index} seen again: its plan applies")
+                return cyc
+        gms = [self.graphs[g].graph_module for g in sequence]
+        _, result, plans, (pred, base) = plan_cycle(
+            gms,
+            self.gpu,
+            self.max_slowdown,
+            switch_latency_s=self.switch_latency_s,
+            objective=self.objective,
+            time_limit_s=self.time_limit_s,
+        )
+        for plan in plans:
+            plan.extra["cycle"] = len(self.cycles)
+        cyc = CyclePlan(
+            index=len(self.cycles),
+            sequence=sequence,
+            plans=tuple(plans),
+            predicted=pred,
+            baseline=base,
+            status=result.status,
+            gap=result.gap,
+            solve_time_s=result.solve_time_s,
+            notes=result.notes,
+            modules=tuple(apply_plan(gm, p) for gm, p in zip(gms, plans, strict=True)),
+        )
+        for g, plan in zip(sequence, plans, strict=True):
+            self.graphs[g].plan = plan
+            self.graphs[g].plans.append(plan)
+        self.cycles.append(cyc)
+        self.events.append(
+            f"planned cycle {cyc.index}: graphs {list(sequence)} as one cycle, predicted "
+            f"{100 * cyc.energy_saving:.2f}% less energy at {100 * cyc.slowdown:+.2f}% time "
+            f"(SIMULATED DVFS model, {result.status})"
+        )
+        return cyc
+
+    # --- clocks ----------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Restorer protocol (atexit, signals): put the GPU's clocks back."""
+        if self._frequency_backend is not None:
+            self._frequency_backend.reset()
+
+    def restore_clocks(self) -> None:
+        """Put the GPU's clocks back now (they are kept between the calls of a cycle)."""
+        self.restore()
+        restore.release(self)
+
+    # --- results ---------------------------------------------------------------------------------
+    def totals(self) -> dict[str, float]:
+        """Predicted and all-max time/energy of one run of the active (else latest) cycle; of one
+        call of every graph while nothing is planned yet."""
+        cyc = self._active or (self.cycles[-1] if self.cycles else None)
+        if cyc is not None:
+            pred_t, pred_e = cyc.predicted.time_s, cyc.predicted.energy_j
+            base_t, base_e = cyc.baseline.time_s, cyc.baseline.energy_j
+        else:
+            base_t = pred_t = sum(g.plan.baseline.time_s for g in self.graphs)
+            base_e = pred_e = sum(g.plan.baseline.energy_j for g in self.graphs)
+        return {
+            "baseline_time_s": base_t,
+            "baseline_energy_j": base_e,
+            "predicted_time_s": pred_t,
+            "predicted_energy_j": pred_e,
+        }
+
+    def report(self, console: Any = None) -> None:
+        """Print every compiled graph, every cycle planned, and the runs (rich tables)."""
+        from fxenergy.training.report import print_backend_report
+
+        print_backend_report(self, console=console)
+
+
+def backend(
+    gpu: str = DEFAULT_GPU,
+    max_slowdown: float = 0.01,
+    runtime: str | FrequencyBackend = "auto",
+    switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
+    time_limit_s: float = 10.0,
+    objective: str = "energy",
+) -> EnergyBackend:
+    """A ``torch.compile`` backend that plans forward, backward and optimizer-step graphs as one
+    cycle (the clock carried from graph to graph and step to step).
+
+    Example::
+
+        be = fxenergy.backend(gpu="A100-SXM4-80GB", max_slowdown=0.01)
+        step = torch.compile(model, backend=be)
+        opt_step = torch.compile(optimizer.step, backend=be)
+        ...  # train; the first step runs at the maximum clock while the graphs are recorded
+        be.report()
+    """
+    return EnergyBackend(gpu, max_slowdown, runtime, switch_latency_s, time_limit_s, objective)

@@ -1,0 +1,262 @@
+"""Plan the graphs one step (or one call) runs as ONE cycle, and make each graph's plan from it.
+
+:func:`plan_cycle` takes annotated graphs in call order (a graph may appear more than once),
+builds their problems on one set of clocks and units, concatenates them
+(:func:`fxenergy.plans.cycle.concat_problems`), solves the cyclic problem once
+(:func:`fxenergy.schedule.solve.solve`, then the planner's best-global-clock check) and splits the
+solution back into one :class:`~fxenergy.plans.plan.Plan` per call position. The totals are
+re-evaluated (:func:`fxenergy.schedule.validate.evaluate`) on the same problem built with units a
+million times finer, so the predicted seconds and joules are the DVFS model's to ~1e-12, which
+is what the simulator charges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch.fx
+
+from fxenergy.hardware.dvfs import DVFSModel, get_dvfs_model
+from fxenergy.plans.cycle import CycleProblem, concat_problems, entry_clocks, split_solution
+from fxenergy.plans.plan import Plan, PlanMetrics, PlanPartition, graph_fingerprint
+from fxenergy.plans.planner import _with_global_clock, annotate
+from fxenergy.schedule.build import GraphProblem, build_problem
+from fxenergy.schedule.problem import Problem, Solution
+from fxenergy.schedule.solve import ScheduleResult, solve
+from fxenergy.schedule.validate import evaluate, peak_memory
+
+#: the exact-accounting problem's units are this many times finer than the solver's
+_FINE = 1_000_000
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """What one run of a whole cycle cost (summed over its graphs' runtime summaries)."""
+
+    time_s: float
+    energy_j: float
+    switches: int
+    simulated: bool
+
+
+@dataclass
+class CyclePlan:
+    """One planned cycle: the graphs in call order and each position's plan.
+
+    Attributes:
+        index: the cycle's number on its backend (0, 1, ... as variants appear).
+        sequence: graph indices (into the backend's ``graphs``) in call order.
+        plans: the plan of each call position (a graph that runs twice has two plans).
+        predicted: time, energy, peak memory and switches of one cycle (steady state: the
+            clock carried in from the previous cycle).
+        baseline: every node at the maximum clock, in program order.
+        status, gap, solve_time_s, notes: from the solver.
+        runs: one entry per completed cycle run under this plan.
+    """
+
+    index: int
+    sequence: tuple[int, ...]
+    plans: tuple[Plan, ...]
+    predicted: PlanMetrics
+    baseline: PlanMetrics
+    status: str
+    gap: float | None
+    solve_time_s: float
+    notes: tuple[str, ...]
+    modules: tuple[torch.fx.GraphModule, ...] = ()
+    runs: list[StepRun] = field(default_factory=list)
+
+    @property
+    def energy_saving(self) -> float:
+        """Predicted fraction of the all-max energy saved per cycle."""
+        b = self.baseline.energy_j
+        return 1.0 - self.predicted.energy_j / b if b else 0.0
+
+    @property
+    def slowdown(self) -> float:
+        """Predicted cycle time over the all-max time, minus one."""
+        b = self.baseline.time_s
+        return self.predicted.time_s / b - 1.0 if b else 0.0
+
+
+def _problems(
+    gms: Sequence[torch.fx.GraphModule], model: DVFSModel, clocks: Sequence[int] | None
+) -> tuple[list[GraphProblem], list[GraphProblem]]:
+    """Each distinct graph's problem on common clocks, with coarse (solver) and fine units."""
+    distinct = list({id(g): g for g in gms}.values())
+    own = {id(g): build_problem(g, model, clocks) for g in distinct}
+    first = own[id(distinct[0])].problem
+    units = (
+        sum(own[id(g)].problem.time_unit_s for g in distinct),
+        sum(own[id(g)].problem.energy_unit_j for g in distinct),
+    )
+    fine_units = (units[0] / _FINE, units[1] / _FINE)
+    coarse, fine = {}, {}
+    for g in distinct:
+        coarse[id(g)] = build_problem(g, model, first.clocks_mhz, units=units)
+        fine[id(g)] = build_problem(g, model, first.clocks_mhz, units=fine_units)
+    return [coarse[id(g)] for g in gms], [fine[id(g)] for g in gms]
+
+
+def baseline_plan(gm: torch.fx.GraphModule, gpu: str, switch_latency_s: float) -> Plan:
+    """One partition at the maximum clock in program order: how a graph runs while recording."""
+    gm = annotate(gm, gpu)
+    model = get_dvfs_model(gpu, switch_latency_s=switch_latency_s)
+    gp = build_problem(gm, model)
+    p = gp.problem
+    ev = evaluate(p, Solution.original(p))
+    metrics = PlanMetrics(ev.time_s, ev.energy_j, ev.peak_memory, 0)
+    part = PlanPartition(0, p.clocks_mhz[0], gp.names, ev.time_s, ev.energy_j)
+    return Plan(
+        fingerprint=graph_fingerprint(gm),
+        gpu=model.spec.name,
+        max_slowdown=0.0,
+        switch_latency_s=model.switch_latency_s,
+        order=gp.names,
+        partitions=(part,) if gp.names else (),
+        predicted=metrics,
+        baseline=metrics,
+        status="RECORDING",
+        notes=("runs at the maximum clock until the graphs it runs with are known",),
+        extra={"clocks_mhz": list(p.clocks_mhz), "tasks": p.num_tasks, "cyclic": False},
+    )
+
+
+def _local_plan(
+    gm: torch.fx.GraphModule,
+    gp: GraphProblem,
+    sol: Solution,
+    entry: int,
+    result: ScheduleResult,
+    where: str,
+    max_slowdown: float,
+) -> Plan:
+    """One graph's plan from its slice of the cycle's solution (fine units)."""
+    p: Problem = gp.problem
+    parts: list[PlanPartition] = []
+    runs: list[tuple[int, list[int]]] = []
+    for t in sol.order:
+        if runs and runs[-1][0] == sol.clocks[t]:
+            runs[-1][1].append(t)
+        else:
+            runs.append((sol.clocks[t], [t]))
+    switches, current = 0, entry
+    for i, (clock, tasks) in enumerate(runs):
+        switches += clock != current
+        current = clock
+        parts.append(
+            PlanPartition(
+                index=i,
+                clock_mhz=p.clocks_mhz[clock],
+                nodes=tuple(gp.names[t] for t in tasks),
+                time_s=p.seconds(sum(p.tasks[t].durations[clock] for t in tasks)),
+                energy_j=p.joules(sum(p.tasks[t].energies[clock] for t in tasks)),
+            )
+        )
+    # per-graph shares of the cycle: the work of its partitions plus the switches that start
+    # them (the cycle's totals, from evaluate(), are the authority; these add up to them)
+    base = evaluate(p, Solution.original(p))
+    predicted = PlanMetrics(
+        sum(x.time_s for x in parts) + switches * p.seconds(p.switch.latency),
+        sum(x.energy_j for x in parts) + switches * p.joules(p.switch.energy),
+        peak_memory(p, sol.order),
+        switches,
+    )
+    return Plan(
+        fingerprint=graph_fingerprint(gm),
+        gpu=gp.model.spec.name,
+        max_slowdown=max_slowdown,
+        switch_latency_s=gp.model.switch_latency_s,
+        order=tuple(gp.names[t] for t in sol.order),
+        partitions=tuple(parts),
+        predicted=predicted,
+        baseline=PlanMetrics(base.time_s, base.energy_j, base.peak_memory, 0),
+        status=result.status,
+        gap=result.gap,
+        solve_time_s=result.solve_time_s,
+        notes=(f"planned as {where}; the clock is carried in from the graph before",),
+        objective=result.objective,
+        extra={
+            "clocks_mhz": list(p.clocks_mhz),
+            "tasks": p.num_tasks,
+            "cyclic": True,
+            "entry_clock_mhz": p.clocks_mhz[entry],
+        },
+    )
+
+
+def plan_cycle(
+    gms: Sequence[torch.fx.GraphModule],
+    gpu: str,
+    max_slowdown: float,
+    *,
+    switch_latency_s: float,
+    objective: str = "energy",
+    time_limit_s: float = 10.0,
+    clocks_mhz: Sequence[int] | None = None,
+) -> tuple[CycleProblem, ScheduleResult, list[Plan], tuple[PlanMetrics, PlanMetrics]]:
+    """Plan ``gms`` (annotated here if needed), run one after another in a loop, as one cycle.
+
+    Returns:
+        The cycle problem (solver units), the solver's result on it, one plan per call position,
+        and the cycle's (predicted, baseline) metrics in the DVFS model's seconds and joules.
+    """
+    gms = [annotate(g, gpu) for g in gms]
+    model = get_dvfs_model(gpu, switch_latency_s=switch_latency_s)
+    coarse, fine = _problems(gms, model, clocks_mhz)
+    cycle = concat_problems([g.problem for g in coarse])
+    result = solve(
+        cycle.problem,
+        max_slowdown=max_slowdown,
+        objective=objective,  # type: ignore[arg-type]
+        time_limit_s=time_limit_s,
+        progress=False,
+    )
+    result = _with_global_clock(cycle.problem, result)
+    fine_cycle = concat_problems([g.problem for g in fine])
+    result = _checked_in_floats(fine_cycle.problem, result, max_slowdown)
+    sols = split_solution(fine_cycle, result.solution)
+    entries = entry_clocks(fine_cycle, result.solution)
+    n = len(gms)
+    plans = [
+        _local_plan(
+            gm, fine[k], sols[k], entries[k], result, f"graph {k + 1} of a {n}-graph cycle",
+            max_slowdown,
+        )  # fmt: skip
+        for k, gm in enumerate(gms)
+    ]
+    ev = evaluate(fine_cycle.problem, result.solution)
+    base = evaluate(fine_cycle.problem, Solution.original(fine_cycle.problem))
+    return (
+        cycle,
+        result,
+        plans,
+        (
+            PlanMetrics(ev.time_s, ev.energy_j, ev.peak_memory, ev.switches),
+            PlanMetrics(base.time_s, base.energy_j, base.peak_memory, 0),
+        ),
+    )
+
+
+def _checked_in_floats(problem: Problem, result: ScheduleResult, max_slowdown: float):
+    """Refuse a plan whose exact (fine-unit) time breaks the deadline: the baseline instead."""
+    ev = evaluate(problem, result.solution)
+    base_sol = Solution.original(problem)
+    base = evaluate(problem, base_sol)
+    if ev.time_s <= (1.0 + max_slowdown) * base.time_s * (1 + 1e-12):
+        return result
+    note = (
+        f"the plan's exact time ({ev.time_s:.6g} s) breaks the deadline "
+        f"({(1 + max_slowdown) * base.time_s:.6g} s) once unrounded: running at the maximum clock"
+    )
+    coarse_base = result.baseline
+    return dataclasses.replace(
+        result,
+        solution=base_sol,
+        evaluation=coarse_base,
+        status="BASELINE",
+        gap=None,
+        notes=(*result.notes, note),
+    )
