@@ -131,9 +131,7 @@ def split_solution(cycle: CycleProblem, solution: Solution) -> list[Solution]:
                 f"the cycle's solution interleaves graph {k} with another graph; graphs run "
                 "one after another"
             )
-        out.append(
-            Solution(tuple(t - start for t in part), tuple(solution.clocks[start:stop]))
-        )
+        out.append(Solution(tuple(t - start for t in part), tuple(solution.clocks[start:stop])))
         pos += n
     return out
 

@@ -68,7 +68,9 @@ class CompiledGraph:
     @property
     def nodes(self) -> int:
         """Nodes that are planned (everything but placeholders and the output)."""
-        return sum(1 for n in self.graph_module.graph.nodes if n.op not in ("placeholder", "output"))
+        return sum(
+            1 for n in self.graph_module.graph.nodes if n.op not in ("placeholder", "output")
+        )
 
 
 def _aot_autograd() -> Callable[..., Any]:

@@ -219,12 +219,9 @@ def plan_cycle(
     result = _checked_in_floats(fine_cycle.problem, result, max_slowdown)
     sols = split_solution(fine_cycle, result.solution)
     entries = entry_clocks(fine_cycle, result.solution)
-    n = len(gms)
+    where = [f"graph {k + 1} of a {len(gms)}-graph cycle" for k in range(len(gms))]
     plans = [
-        _local_plan(
-            gm, fine[k], sols[k], entries[k], result, f"graph {k + 1} of a {n}-graph cycle",
-            max_slowdown,
-        )  # fmt: skip
+        _local_plan(gm, fine[k], sols[k], entries[k], result, where[k], max_slowdown)
         for k, gm in enumerate(gms)
     ]
     ev = evaluate(fine_cycle.problem, result.solution)
