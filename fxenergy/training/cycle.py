@@ -13,9 +13,12 @@ is what the simulator charges.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+import torch
+import torch.distributed
 import torch.fx
 
 from fxenergy.hardware.dvfs import DVFSModel, get_dvfs_model
@@ -26,6 +29,8 @@ from fxenergy.schedule.build import GraphProblem, build_problem
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.solve import ScheduleResult, solve
 from fxenergy.schedule.validate import evaluate, peak_memory
+
+T = TypeVar("T")
 
 #: the exact-accounting problem's units are this many times finer than the solver's
 _FINE = 1_000_000
@@ -207,16 +212,20 @@ def plan_cycle(
     model = get_dvfs_model(gpu, switch_latency_s=switch_latency_s)
     coarse, fine = _problems(gms, model, clocks_mhz)
     cycle = concat_problems([g.problem for g in coarse])
-    result = solve(
-        cycle.problem,
-        max_slowdown=max_slowdown,
-        objective=objective,  # type: ignore[arg-type]
-        time_limit_s=time_limit_s,
-        progress=False,
-    )
-    result = _with_global_clock(cycle.problem, result)
     fine_cycle = concat_problems([g.problem for g in fine])
-    result = _checked_in_floats(fine_cycle.problem, result, max_slowdown)
+
+    def decide() -> ScheduleResult:
+        result = solve(
+            cycle.problem,
+            max_slowdown=max_slowdown,
+            objective=objective,  # type: ignore[arg-type]
+            time_limit_s=time_limit_s,
+            progress=False,
+        )
+        result = _with_global_clock(cycle.problem, result)
+        return _checked_in_floats(fine_cycle.problem, result, max_slowdown)
+
+    result = same_on_every_rank(decide)
     sols = split_solution(fine_cycle, result.solution)
     entries = entry_clocks(fine_cycle, result.solution)
     where = [f"graph {k + 1} of a {len(gms)}-graph cycle" for k in range(len(gms))]
@@ -235,6 +244,31 @@ def plan_cycle(
             PlanMetrics(base.time_s, base.energy_j, base.peak_memory, 0),
         ),
     )
+
+
+def same_on_every_rank(decide: Callable[[], T]) -> T:
+    """``decide()`` on rank 0, broadcast to every rank of an initialized process group.
+
+    CP-SAT under a time limit (and with several workers) is not deterministic, so two ranks
+    solving the same problem may pick different orders; with collectives in the graph that is a
+    hang. Every rank calls this at the same point (the same call of the same program closes the
+    same cycle), so the broadcast pairs up. Without torch.distributed, ``decide()`` runs here.
+    An error on rank 0 is sent too, and raised on every rank.
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return decide()
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", decide())
+        except Exception as exc:  # every rank must hear about it, or the others wait forever
+            box[0] = ("error", exc)
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise value
+    return value
 
 
 def _checked_in_floats(problem: Problem, result: ScheduleResult, max_slowdown: float):
