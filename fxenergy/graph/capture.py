@@ -18,10 +18,17 @@ without allocating weights, and the original model is left exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import re
+import sys
+import tempfile
+import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -207,6 +214,65 @@ def _attr(node: torch.fx.Node) -> Any:
     return obj
 
 
+# --- capture noise ------------------------------------------------------------------------------
+
+#: set to 1 to let torch's capture output (graph dumps, warnings) through to the terminal
+VERBOSE_ENV = "FXENERGY_VERBOSE"
+
+
+def capture_log_path() -> Path:
+    """Where torch's capture output goes: one file per process in the temp directory."""
+    return Path(tempfile.gettempdir()) / f"fxenergy-capture-{os.getpid()}.log"
+
+
+@contextmanager
+def capture_log(verbose: bool | None = None) -> Iterator[Path | None]:
+    """Send what torch prints while capturing (graph dumps, logging, warnings such as the
+    LeafSpec FutureWarning of every export) to :func:`capture_log_path` instead of the terminal.
+
+    ``verbose`` (default: the ``FXENERGY_VERBOSE`` environment variable) lets it through; the
+    context then yields None instead of the log's path. Both Python's ``sys.stderr`` and the
+    process's file descriptor 2 (C++ warnings) are redirected, and put back on exit.
+    """
+    if verbose is None:
+        verbose = os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    if verbose:
+        yield None
+        return
+    path = capture_log_path()
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(f"--- fxenergy capture, {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
+        log.flush()
+        sys.stderr.flush()
+        saved_fd = _dup_stderr_fd()
+        try:
+            if saved_fd is not None:
+                os.dup2(log.fileno(), 2)
+            with warnings.catch_warnings(), contextlib.redirect_stderr(log):
+                warnings.simplefilter("default")
+                warnings.showwarning = _to_file(log)
+                yield path
+        finally:
+            sys.stderr.flush()
+            if saved_fd is not None:
+                os.dup2(saved_fd, 2)
+                os.close(saved_fd)
+
+
+def _dup_stderr_fd() -> int | None:
+    try:
+        return os.dup(2)
+    except OSError:  # no fd 2 (some embedded interpreters): Python-level redirection only
+        return None
+
+
+def _to_file(log: Any) -> Callable[..., None]:
+    def show(message: Any, category: type, filename: str, lineno: int, *_: Any) -> None:
+        log.write(warnings.formatwarning(message, category, filename, lineno))
+
+    return show
+
+
 # --- public API --------------------------------------------------------------------------------
 
 
@@ -238,6 +304,21 @@ def capture(
     args, kwargs = _to_meta_if_model_is(model, (args, kwargs))
     tried = ("symbolic", "export") if method == "auto" else (method,)
     failures: dict[str, BaseException] = {}
+    with capture_log() as log_path:
+        gm = _first_capture(model, args, kwargs, tried, failures)
+    if gm is not None:
+        return gm
+    raise CaptureError(_failure_message(model, failures, log_path))
+
+
+def _first_capture(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    tried: tuple[str, ...],
+    failures: dict[str, BaseException],
+) -> torch.fx.GraphModule | None:
+    """The first method in ``tried`` that captures ``model``; failures recorded."""
     for m in tried:
         try:
             with quiet_fake_errors():
@@ -257,15 +338,21 @@ def capture(
         notes = [f"{k} failed: {type(e).__name__}" for k, e in failures.items()]
         _finish(gm, m, training=False, params=count_params(model), notes=notes)
         return gm
-    raise CaptureError(_failure_message(model, failures))
+    return None
 
 
-def _failure_message(model: nn.Module, failures: dict[str, BaseException]) -> str:
+def _failure_message(
+    model: nn.Module, failures: dict[str, BaseException], log_path: Path | None = None
+) -> str:
     lines = [f"could not capture {type(model).__name__}:"]
     for m, err in failures.items():
         first = (str(err).strip().splitlines() or [""])[0][:300]
         lines.append(f"  {m}: {type(err).__name__}: {first}")
     lines.append(_HINT)
+    if log_path is not None:
+        lines.append(
+            f"torch's own output while capturing is in {log_path} ({VERBOSE_ENV}=1 shows it)"
+        )
     return "\n".join(lines)
 
 
@@ -362,9 +449,10 @@ def capture_training(
         ) from err
     wrapper = _WithLoss(model, loss_fn, kwargs)
     try:
-        gm, sig = aot_export_module(
-            _exported(wrapper, args), list(args), trace_joint=True, output_loss_index=0
-        )
+        with capture_log():
+            gm, sig = aot_export_module(
+                _exported(wrapper, args), list(args), trace_joint=True, output_loss_index=0
+            )
     except Exception as err:
         _raise_if_bad_inputs(model, args, kwargs, err)
         raise CaptureError(

@@ -24,8 +24,9 @@ a graph, and at interpreter exit, SIGINT or SIGTERM.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ from fxenergy.plans.plan import Plan
 from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan
 from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
+from fxenergy.training.breaks import GraphBreak, graph_break_of
 from fxenergy.training.cycle import CyclePlan, StepRun, baseline_plan, plan_cycle
 
 log = logging.getLogger("fxenergy.training")
@@ -100,6 +102,15 @@ def _ensure_values(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> N
     FakeTensorProp(gm, mode).propagate(*example_inputs)
 
 
+def _step_run(summaries: Sequence[RuntimeSummary]) -> StepRun:
+    return StepRun(
+        sum(s.time_s for s in summaries),
+        sum(s.energy_j for s in summaries),
+        sum(s.switches for s in summaries),
+        all(s.simulated for s in summaries),
+    )
+
+
 class EnergyBackend:
     """A ``torch.compile`` backend that plans the graphs of a step together, as one cycle.
 
@@ -127,10 +138,13 @@ class EnergyBackend:
         self.graphs: list[CompiledGraph] = []
         self.cycles: list[CyclePlan] = []
         self.events: list[str] = []
+        self.breaks: list[GraphBreak] = []  #: dynamo's graph breaks, in compile order
         self._record: list[int] = []  # graph indices called since recording (re)started
         self._active: CyclePlan | None = None
         self._pos = 0  # next call position in the active cycle
         self._step: list[RuntimeSummary] = []  # summaries of the cycle run in progress
+        self._in_step, self._step_ok = False, True  # inside step(); still on the active plan
+        self._step_seq: list[int] = []  # graphs called in the current step()
 
     @property
     def frequency_backend(self) -> FrequencyBackend:
@@ -152,18 +166,24 @@ class EnergyBackend:
     # --- compiling -------------------------------------------------------------------------------
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
         aot = _aot_autograd()
+        brk = graph_break_of(gm)
+        if brk is not None:
+            self.breaks.append(brk)
+        label = f"ends at break: {brk.where}" if brk is not None else ""
         return aot(
-            fw_compiler=self._compiler("forward"),
-            bw_compiler=self._compiler("backward"),
-            inference_compiler=self._compiler("inference"),
+            fw_compiler=self._compiler("forward", label),
+            bw_compiler=self._compiler("backward", label),
+            inference_compiler=self._compiler("inference", label),
         )(gm, example_inputs)
 
-    def _compiler(self, kind: str) -> Callable[[torch.fx.GraphModule, Sequence[Any]], Any]:
+    def _compiler(
+        self, kind: str, label: str = ""
+    ) -> Callable[[torch.fx.GraphModule, Sequence[Any]], Any]:
         def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
             _ensure_values(gm, example_inputs)
             gm = annotate(gm, self.gpu)
             plan = baseline_plan(gm, self.gpu, self.switch_latency_s)
-            record = CompiledGraph(len(self.graphs), kind, gm, plan, plans=[plan])
+            record = CompiledGraph(len(self.graphs), kind, gm, plan, plans=[plan], label=label)
             record.recording_module = apply_plan(gm, plan)
             self.graphs.append(record)
             self.events.append(f"compiled graph {record.index} ({kind}, {record.nodes} nodes)")
@@ -193,8 +213,45 @@ class EnergyBackend:
 
         return run
 
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """Mark one cycle explicitly: the graphs run inside are one step (or one call).
+
+        Without it, the backend finds the cycle by itself (the first graph called again). With
+        it, the cycle is exactly what ran inside: at the end of a step whose graphs are not the
+        active cycle's, that sequence is planned (or an earlier plan of it reused) and applies
+        from the next step on. :func:`fxenergy.optimize` wraps each call of a model with graph
+        breaks in a step.
+        """
+        if self._in_step:
+            raise RuntimeError("EnergyBackend.step() does not nest")
+        self._in_step, self._step_seq, self._step, self._step_ok = True, [], [], True
+        try:
+            yield
+        finally:
+            self._in_step = False
+        self._end_step()
+
+    def _end_step(self) -> None:
+        seq, cyc = tuple(self._step_seq), self._active
+        if not seq:
+            return
+        if cyc is not None and self._step_ok and seq == cyc.sequence:
+            cyc.runs.append(_step_run(self._step))
+        else:
+            if cyc is not None:
+                self.events.append(
+                    f"a step ran graphs {list(seq)}, not cycle {cyc.index}'s "
+                    f"{list(cyc.sequence)} (another branch, shape or break): it ran at the "
+                    "maximum clock"
+                )
+            self._active = self._cycle(seq)
+        self._step = []
+
     def _next(self, g: int) -> tuple[Plan, torch.fx.GraphModule]:
         """The plan and module for this call of graph ``g``; closes a cycle when one is seen."""
+        if self._in_step:
+            return self._next_in_step(g)
         cyc = self._active
         if cyc is not None and cyc.sequence[self._pos] == g:
             return self._position(cyc)
@@ -215,6 +272,16 @@ class EnergyBackend:
         assert record.recording_module is not None
         return record.plans[0], record.recording_module
 
+    def _next_in_step(self, g: int) -> tuple[Plan, torch.fx.GraphModule]:
+        self._step_seq.append(g)
+        k, cyc = len(self._step_seq) - 1, self._active
+        if cyc is not None and self._step_ok and k < len(cyc.sequence) and cyc.sequence[k] == g:
+            return cyc.plans[k], cyc.modules[k]
+        self._step_ok = False  # off the plan: the rest of this step records at the max clock
+        record = self.graphs[g]
+        assert record.recording_module is not None
+        return record.plans[0], record.recording_module
+
     def _position(self, cyc: CyclePlan) -> tuple[Plan, torch.fx.GraphModule]:
         k = self._pos
         self._pos = (k + 1) % len(cyc.sequence)
@@ -222,18 +289,14 @@ class EnergyBackend:
 
     def _finish_call(self, summary: RuntimeSummary) -> None:
         cyc = self._active
+        if self._in_step:
+            self._step.append(summary)
+            return
         if cyc is None:
             return
         self._step.append(summary)
         if self._pos == 0 and len(self._step) == len(cyc.sequence):
-            cyc.runs.append(
-                StepRun(
-                    sum(s.time_s for s in self._step),
-                    sum(s.energy_j for s in self._step),
-                    sum(s.switches for s in self._step),
-                    all(s.simulated for s in self._step),
-                )
-            )
+            cyc.runs.append(_step_run(self._step))
             self._step = []
 
     def _restart(self, why: str) -> None:
