@@ -41,7 +41,11 @@ class GraphBreak:
 
 
 def _frame(f: Any) -> str:
-    return f"{f.filename}:{f.lineno} in {f.name}"
+    path = str(f.filename)
+    for marker in ("site-packages/", "dist-packages/"):
+        if marker in path:  # a library's file: its import path says enough
+            path = path.split(marker, 1)[1]
+    return f"{path}:{f.lineno} in {f.name}"
 
 
 def graph_break_of(gm: Any) -> GraphBreak | None:
@@ -56,7 +60,7 @@ def graph_break_of(gm: Any) -> GraphBreak | None:
 
 def describe_breaks(breaks: list[GraphBreak], graphs: int) -> list[str]:
     """Lines for the user: how many graphs, every distinct break, and what it costs."""
-    distinct = list(dict.fromkeys(breaks))
+    distinct = list({(b.where, b.plain): b for b in breaks}.values())
     lines = [
         f"the model ran as {graphs} graph{'s' if graphs != 1 else ''} through torch.compile "
         f"({len(distinct)} distinct graph break{'s' if len(distinct) != 1 else ''}):"

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fxenergy.graph.capture import capture_log_path, torch_logs_to, verbose_capture
 from fxenergy.plans.plan import Plan, PlanMetrics
 from fxenergy.training.backend import EnergyBackend
 from fxenergy.training.breaks import describe_breaks
@@ -76,14 +77,24 @@ class OptimizedGraphs(nn.Module):
         self.capture_error = capture_error
         self.compiled = torch.compile(original, backend=energy, dynamic=False)
         self.last_run: StepRun | None = None
+        self._log: Any = None  # the capture log, opened on the first call
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with self.energy.step():
+        # dynamo may recompile on any call (another branch, another shape); its warnings go
+        # to the capture log, not the user's terminal
+        with torch_logs_to(self._log_stream()), self.energy.step():
             out = self.compiled(*args, **kwargs)
         cyc = self.energy.active_cycle
         runs = cyc.runs if cyc is not None else []
         self.last_run = runs[-1] if runs else None
         return out
+
+    def _log_stream(self) -> Any:
+        if verbose_capture():
+            return None
+        if self._log is None:
+            self._log = open(capture_log_path(), "a", encoding="utf-8")
+        return self._log
 
     @property
     def graph_count(self) -> int:
@@ -93,21 +104,29 @@ class OptimizedGraphs(nn.Module):
 
     @property
     def plan(self) -> CyclePlanSummary:
-        """The active cycle's plans (one per graph run by a call)."""
+        """The active cycle's plans (one per graph run by a call); none if no graph ran."""
         cyc = self.energy.active_cycle
         if cyc is None:
-            raise RuntimeError("no call has been planned yet; call the module once")
+            zero = PlanMetrics(0.0, 0.0, 0)
+            return CyclePlanSummary(self.energy.gpu, self.energy.max_slowdown, (), zero, zero, ())
         return CyclePlanSummary(
             gpu=cyc.plans[0].gpu if cyc.plans else self.energy.gpu,
             max_slowdown=self.energy.max_slowdown,
             plans=cyc.plans,
             predicted=cyc.predicted,
             baseline=cyc.baseline,
-            breaks=tuple(str(b) for b in dict.fromkeys(self.energy.breaks)),
+            breaks=tuple(dict.fromkeys(str(b) for b in self.energy.breaks)),
         )
 
     def break_lines(self) -> list[str]:
         """How many graphs one call runs, where the breaks are, and what that costs."""
+        if not self.energy.graphs:
+            return [
+                "torch.compile compiled no graph of this model (dynamo skips a whole frame when "
+                "a graph break falls right inside one of its loops): it runs eagerly, unplanned. "
+                "Move the loop body with the data-dependent branch into a submodule or function "
+                "so dynamo can compile around the break."
+            ]
         return describe_breaks(self.energy.breaks, self.graph_count)
 
     def report(self, console: Any = None) -> None:
