@@ -304,9 +304,21 @@ class EnergyBackend:
         log.info("fxenergy: %s", why)
         self._active, self._pos, self._step, self._record = None, 0, [], []
 
-    def _cycle(self, sequence: tuple[int, ...]) -> CyclePlan:
+    def replan(self, max_slowdown: float) -> CyclePlan:
+        """Plan the active cycle's graphs again with another slowdown budget (no recompile);
+        the new plan applies from the next step on. Call it between steps."""
+        cyc = self._active
+        if cyc is None:
+            raise RuntimeError("no active cycle to re-plan: run a few steps first")
+        self.max_slowdown = max_slowdown
+        self.events.append(f"re-planning cycle {cyc.index}'s graphs at max_slowdown={max_slowdown}")
+        self._active = self._cycle(cyc.sequence, reuse=False)
+        self._pos, self._step = 0, []
+        return self._active
+
+    def _cycle(self, sequence: tuple[int, ...], reuse: bool = True) -> CyclePlan:
         """The plan of ``sequence``: reused if this variant was planned before, else solved."""
-        for cyc in self.cycles:
+        for cyc in reversed(self.cycles) if reuse else ():  # the latest plan of a variant
             if cyc.sequence == sequence:
                 self.events.append(f"cycle {cyc.index} seen again: its plan applies")
                 return cyc

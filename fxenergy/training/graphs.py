@@ -200,3 +200,57 @@ def optimize_with_breaks(
                 + (f" (torch's log: {log_path})" if log_path else "")
             ) from err
     return opt
+
+
+def graph_reports(
+    opt: OptimizedGraphs, gpu: str | None, title: str, group_by: str = "module", depth=None
+) -> list[Any]:
+    """One :class:`fxenergy.report.Report` per graph one call runs (critical path per graph),
+    titled with its position and the break that ended it; the caller sums or prints them."""
+    from fxenergy.report import analyze, build_report
+
+    cyc = opt.energy.active_cycle
+    order = cyc.sequence if cyc is not None else tuple(g.index for g in opt.energy.graphs)
+    reports = []
+    for k, g in enumerate(order):
+        record = opt.energy.graphs[g]
+        gm = analyze(record.graph_module, gpu)
+        where = f" ({record.label})" if record.label else ""
+        name = f"{title} — graph {k + 1} of {len(order)}, {record.kind}{where}"
+        reports.append(build_report(gm, title=name, group_by=group_by, depth=depth))
+    return reports
+
+
+def report_with_breaks(
+    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], gpu: str | None, error: str
+) -> OptimizedGraphs:
+    """Compile ``model`` through dynamo (clocks untouched: the null backend) for ``report``
+    and ``frontier`` when one-graph capture failed; read it with :func:`graph_reports`."""
+    from fxenergy.plans.planner import DEFAULT_GPU
+
+    energy = EnergyBackend(gpu or DEFAULT_GPU, 0.0, "null", time_limit_s=1.0)
+    return optimize_with_breaks(model, args, kwargs, energy=energy, capture_error=error)
+
+
+_SUMMED = ("flops", "macs", "matmul_flops", "bytes_read", "bytes_written", "nodes", "kernels")
+
+
+def summed_totals(reports: list[Any], params: int | None = None) -> dict[str, Any]:
+    """The graphs' totals added up (what one call costs); the critical path stays per graph,
+    since graphs run one after another: their sum is the call's critical path. ``params``:
+    the model's parameter count (aot graphs take parameters as inputs, so they count none)."""
+    if not reports:
+        return {}
+    first = {**reports[0].totals, "params": params or reports[0].totals.get("params")}
+    out = {**first, **{k: sum(r.totals.get(k) or 0 for r in reports) for k in _SUMMED}}
+    for key in ("roofline_time_s", "critical_path_s"):
+        values = [r.totals.get(key) for r in reports]
+        out[key] = sum(values) if all(v is not None for v in values) else None
+    peaks = [r.totals.get("peak_memory_bytes") for r in reports]
+    out["peak_memory_bytes"] = max((p for p in peaks if p is not None), default=None)
+    uncounted: dict[str, int] = {}
+    for r in reports:
+        for k, v in (r.totals.get("uncounted_ops") or {}).items():
+            uncounted[k] = uncounted.get(k, 0) + v
+    out["uncounted_ops"] = uncounted
+    return out
