@@ -10,8 +10,9 @@ and applies the plan from the next step; "ours" is the simulated cost of a stead
 
 * (a) every op at the maximum clock (the baseline, what "ours" is compared to);
 * (b) the best single global clock within the budget (Zeus-style global tuning; no switch);
-* (c) per-op clocks with a zero switch latency: the solver's plan at latency 0 and the LP
-  bound of that problem (the upper bound on what per-op clocks can save).
+* (c) per-op clocks with a zero switch latency: the solver's plan on the zero-latency problem
+  (in solver units, not re-checked in seconds: a reference) and its LP bound, the upper bound
+  on what per-op clocks can save.
 
 Numbers are the DVFS model's (SIMULATED). Run: ``python bench/bench_energy.py [--quick]
 [--llama-layers N] [--out table.md]``.
@@ -30,8 +31,9 @@ from fxenergy.plans.cycle import concat_problems
 from fxenergy.runtime.sim import SimulatedBackend
 from fxenergy.schedule.build import build_problem
 from fxenergy.schedule.problem import Solution
+from fxenergy.schedule.solve import solve
 from fxenergy.schedule.validate import deadline, evaluate
-from fxenergy.training import EnergyBackend, plan_cycle
+from fxenergy.training import EnergyBackend
 
 BUDGETS = (0.0, 0.01, 0.05)
 GPUS = ("A100-SXM4-80GB", "H100-SXM5")
@@ -84,16 +86,17 @@ def references(be: EnergyBackend, gpu: str, budget: float, time_limit_s: float) 
         for c in range(p.num_clocks)
         if evaluate(p, Solution.original(p, c)).time <= limit
     )
-    cycle, result, _, (pred, zero_base) = plan_cycle(
-        gms, gpu, budget, switch_latency_s=0.0, time_limit_s=time_limit_s
-    )
-    lp = result.bound * cycle.problem.energy_unit_j if result.bound is not None else None
-    zero_e = min(pred.energy_j, p.joules(best[0]))
+    zero = concat_problems(
+        [build_problem(g, get_dvfs_model(gpu, switch_latency_s=0.0), p.clocks_mhz, units=units)
+         .problem for g in gms]
+    ).problem  # fmt: skip
+    upper = solve(zero, budget, time_limit_s=time_limit_s, progress=False)
+    zero_e = min(upper.evaluation.energy, best[0])
     return {
         "global": 1 - best[0] / base.energy,
         "global_mhz": best[1],
-        "perop": 1 - zero_e / zero_base.energy_j,
-        "perop_bound": 1 - lp / zero_base.energy_j if lp is not None else float("nan"),
+        "perop": 1 - zero_e / base.energy,
+        "perop_bound": 1 - upper.bound / base.energy if upper.bound else float("nan"),
     }
 
 

@@ -215,15 +215,7 @@ def plan_cycle(
     fine_cycle = concat_problems([g.problem for g in fine])
 
     def decide() -> ScheduleResult:
-        result = solve(
-            cycle.problem,
-            max_slowdown=max_slowdown,
-            objective=objective,  # type: ignore[arg-type]
-            time_limit_s=time_limit_s,
-            progress=False,
-        )
-        result = _with_global_clock(cycle.problem, result)
-        return _checked_in_floats(fine_cycle.problem, result, max_slowdown)
+        return _decide(cycle.problem, fine_cycle.problem, max_slowdown, objective, time_limit_s)
 
     result = same_on_every_rank(decide)
     sols = split_solution(fine_cycle, result.solution)
@@ -271,23 +263,63 @@ def same_on_every_rank(decide: Callable[[], T]) -> T:
     return value
 
 
-def _checked_in_floats(problem: Problem, result: ScheduleResult, max_slowdown: float):
-    """Refuse a plan whose exact (fine-unit) time breaks the deadline: the baseline instead."""
-    ev = evaluate(problem, result.solution)
-    base_sol = Solution.original(problem)
-    base = evaluate(problem, base_sol)
-    if ev.time_s <= (1.0 + max_slowdown) * base.time_s * (1 + 1e-12):
-        return result
-    note = (
-        f"the plan's exact time ({ev.time_s:.6g} s) breaks the deadline "
-        f"({(1 + max_slowdown) * base.time_s:.6g} s) once unrounded: running at the maximum clock"
-    )
-    coarse_base = result.baseline
+def _fits(fine: Problem, solution: Solution, max_slowdown: float) -> bool:
+    """Whether ``solution`` meets the deadline in (nearly) exact seconds."""
+    ev, base = evaluate(fine, solution), evaluate(fine, Solution.original(fine))
+    return ev.time_s <= (1.0 + max_slowdown) * base.time_s * (1 + 1e-12)
+
+
+def _decide(
+    coarse: Problem, fine: Problem, max_slowdown: float, objective: str, time_limit_s: float
+) -> ScheduleResult:
+    """Solve on the solver's units, then re-check the plan in (nearly) exact seconds.
+
+    The solver's integer units round every task (to 1/4,000,000 of the totals), so a plan that
+    fills the deadline in units can miss it by up to half a unit per task in seconds. Such a plan
+    is refused; the problem is solved again with the budget tightened by that rounding margin,
+    and if that plan misses too, the best single clock that meets the deadline exactly (or the
+    maximum clock) is used. The notes say which.
+    """
+    base_units = evaluate(coarse, Solution.original(coarse)).time
+    margin = 0.5 * coarse.num_tasks / base_units if base_units else 0.0
+    notes: list[str] = []
+    result = None
+    for budget in dict.fromkeys((max_slowdown, max(0.0, max_slowdown - margin))):
+        result = solve(
+            coarse,
+            max_slowdown=budget,
+            objective=objective,  # type: ignore[arg-type]
+            time_limit_s=time_limit_s,
+            progress=False,
+        )
+        result = _with_global_clock(coarse, result)
+        if _fits(fine, result.solution, max_slowdown):
+            if budget != max_slowdown:
+                notes.append(f"planned at a {100 * budget:.3g}% budget: unit rounding margin")
+            return dataclasses.replace(result, notes=(*result.notes, *notes))
+        notes.append(f"the plan at a {100 * budget:.3g}% budget misses the deadline once unrounded")
+    assert result is not None
+    return _best_exact_clock(coarse, fine, result, max_slowdown, notes)
+
+
+def _best_exact_clock(
+    coarse: Problem, fine: Problem, result: ScheduleResult, max_slowdown: float, notes: list[str]
+) -> ScheduleResult:
+    """The lowest-energy single clock that meets the deadline in exact seconds."""
+    best = Solution.original(fine)
+    for c in range(1, fine.num_clocks):
+        sol = Solution.original(fine, c)
+        if (
+            _fits(fine, sol, max_slowdown)
+            and evaluate(fine, sol).energy < evaluate(fine, best).energy
+        ):
+            best = sol
+    mhz = fine.clocks_mhz[best.clocks[0] if best.clocks else 0]
     return dataclasses.replace(
         result,
-        solution=base_sol,
-        evaluation=coarse_base,
-        status="BASELINE",
+        solution=best,
+        evaluation=evaluate(coarse, best),
+        status="GLOBAL-CLOCK" if mhz != fine.clocks_mhz[0] else "BASELINE",
         gap=None,
-        notes=(*result.notes, note),
+        notes=(*result.notes, *notes, f"one clock, {mhz} MHz, meets the deadline exactly"),
     )
