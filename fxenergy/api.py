@@ -14,7 +14,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from fxenergy.errors import CaptureError
+from fxenergy.errors import CaptureError, InputShapeError
 from fxenergy.graph.capture import capture
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
 from fxenergy.plans.plan import Plan
@@ -157,8 +157,8 @@ def optimize(
     try:
         captured = capture(model, example_args, example_kwargs, method=method)
     except CaptureError as err:
-        if method != "auto" or plan is not None:
-            raise
+        if method != "auto" or plan is not None or isinstance(err, InputShapeError):
+            raise  # the inputs are wrong, or the user chose the capture: say so as it is
         return _with_graph_breaks(
             model, example_args, example_kwargs, str(err),
             gpu=gpu, max_slowdown=max_slowdown, backend=backend,
