@@ -119,15 +119,19 @@ def test_clock_carries_between_calls_and_is_restored_on_error() -> None:
     cyc = be.active_cycle
     assert cyc is not None
     last_clock = cyc.plans[-1].partitions[-1].clock_mhz
+    assert last_clock != sim.supported_clocks_mhz()[0]  # the plan left the maximum clock
     assert sim.current_clock_mhz == last_clock  # kept between steps, not reset
     assert be in restore.protected()  # ... and restored at exit or on a signal
-    record = be.graphs[cyc.sequence[0]]
-    module = cyc.modules[0]
-    with pytest.raises(Exception):  # noqa: B017 - any error inside the graph
-        module(*[torch.zeros(1)] * 2)  # wrong inputs: the module itself fails (no runtime)
-    assert record.runs  # the record is intact
-    be.restore_clocks()
-    assert sim.current_clock_mhz == sim.supported_clocks_mhz()[0]
+
+    def pick(x: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return (x * 2)[i]
+
+    bad = torch.compile(pick, backend=be)
+    with pytest.raises(IndexError):
+        bad(torch.ones(3), torch.tensor([7]))  # fails inside the compiled graph
+    assert sim.current_clock_mhz == sim.supported_clocks_mhz()[0]  # restored on the error
+    assert be not in restore.protected()
+    assert any("raised" in e for e in be.events) and be.active_cycle is None
 
 
 def test_new_graph_means_record_again_and_a_second_cycle() -> None:
