@@ -32,15 +32,13 @@ from typing import Any
 
 import torch
 import torch.fx
-from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
-from fxenergy.errors import CaptureError
-from fxenergy.graph import meta
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
 from fxenergy.plans.plan import Plan
 from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan
 from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
+from fxenergy.training.aot import aot_autograd, boxed, ensure_values
 from fxenergy.training.breaks import GraphBreak, graph_break_of
 from fxenergy.training.cycle import CyclePlan, StepRun, baseline_plan, plan_cycle
 
@@ -73,33 +71,6 @@ class CompiledGraph:
         return sum(
             1 for n in self.graph_module.graph.nodes if n.op not in ("placeholder", "output")
         )
-
-
-def _aot_autograd() -> Callable[..., Any]:
-    try:  # torch's own helper; not re-exported under a public name
-        from torch._dynamo.backends.common import aot_autograd
-    except ImportError as exc:  # pragma: no cover - depends on the torch build
-        raise CaptureError(
-            f"this torch ({torch.__version__}) has no torch._dynamo.backends.common.aot_autograd"
-            "; fxenergy.backend needs torch >= 2.1"
-        ) from exc
-    return aot_autograd
-
-
-def _boxed(fn: Callable[..., Any]) -> Callable[..., Any]:
-    from functorch.compile import make_boxed_func
-
-    return make_boxed_func(fn)
-
-
-def _ensure_values(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> None:
-    """aot graphs carry fake values already; propagate them where a node lacks one."""
-    if all(meta.node_value(n) is not None for n in gm.graph.nodes if n.op != "output"):
-        return
-    from torch._guards import detect_fake_mode
-
-    mode = detect_fake_mode(example_inputs)
-    FakeTensorProp(gm, mode).propagate(*example_inputs)
 
 
 def _step_run(summaries: Sequence[RuntimeSummary]) -> StepRun:
@@ -165,7 +136,7 @@ class EnergyBackend:
 
     # --- compiling -------------------------------------------------------------------------------
     def __call__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
-        aot = _aot_autograd()
+        aot = aot_autograd()
         brk = graph_break_of(gm)
         if brk is not None:
             self.breaks.append(brk)
@@ -180,14 +151,14 @@ class EnergyBackend:
         self, kind: str, label: str = ""
     ) -> Callable[[torch.fx.GraphModule, Sequence[Any]], Any]:
         def compile_graph(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Any:
-            _ensure_values(gm, example_inputs)
+            ensure_values(gm, example_inputs)
             gm = annotate(gm, self.gpu)
             plan = baseline_plan(gm, self.gpu, self.switch_latency_s)
             record = CompiledGraph(len(self.graphs), kind, gm, plan, plans=[plan], label=label)
             record.recording_module = apply_plan(gm, plan)
             self.graphs.append(record)
             self.events.append(f"compiled graph {record.index} ({kind}, {record.nodes} nodes)")
-            return _boxed(self._runner(record))
+            return boxed(self._runner(record))
 
         return compile_graph
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fxenergy.graph.capture import capture_log_path, torch_logs_to, verbose_capture
+from fxenergy.graph.capture_log import capture_log_path, torch_logs_to, verbose_capture
 from fxenergy.plans.plan import Plan, PlanMetrics
 from fxenergy.training.backend import EnergyBackend
 from fxenergy.training.breaks import describe_breaks
@@ -178,7 +178,7 @@ def optimize_with_breaks(
             ``torch.compile`` cannot run it either (both failures are said).
     """
     from fxenergy.errors import CaptureError
-    from fxenergy.graph.capture import capture_log
+    from fxenergy.graph.capture_log import capture_log
 
     devices = {t.device.type for t in [*model.parameters(), *model.buffers()]}
     if "meta" in devices:
