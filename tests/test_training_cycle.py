@@ -149,3 +149,38 @@ def test_new_graph_means_record_again_and_a_second_cycle() -> None:
     assert any("seen again" in e for e in be.events)
     assert be.active_cycle is be.cycles[0]
     be.restore_clocks()
+
+
+class _Broken(nn.Module):
+    """A graph break in forward: two forward graphs and two backward graphs per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x).relu()
+        torch._dynamo.graph_break()
+        return self.b(h)
+
+
+def test_training_step_with_a_graph_break_is_one_cycle() -> None:
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = _Broken()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    be = fxenergy.backend(gpu=GPU, max_slowdown=0.01, runtime="sim", time_limit_s=2)
+    fwd, step = torch.compile(model, backend=be), torch.compile(opt.step, backend=be)
+    for _ in range(4):
+        opt.zero_grad()
+        fwd(torch.randn(8, 16)).pow(2).mean().backward()
+        step()
+    cyc = be.cycles[0]
+    kinds = [be.graphs[g].kind for g in cyc.sequence]
+    assert kinds == ["forward", "forward", "backward", "backward", "inference"]
+    assert len(be.cycles) == 1 and len(cyc.runs) >= 2
+    for run in cyc.runs[1:]:
+        assert run.time_s == pytest.approx(cyc.predicted.time_s, rel=1e-6, abs=0)
+        assert run.energy_j == pytest.approx(cyc.predicted.energy_j, rel=1e-6, abs=0)
+        assert run.energy_j <= cyc.baseline.energy_j * (1 + 1e-9)
+    be.restore_clocks()
