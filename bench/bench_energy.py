@@ -167,13 +167,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="GPT-2 small on the A100 only")
     ap.add_argument("--time-limit", type=float, default=20.0)
     ap.add_argument("--llama-layers", type=int, default=32, help="decoder layers (7B: 32)")
+    ap.add_argument("--llama-only", action="store_true", help="skip GPT-2 small")
+    ap.add_argument("--gpu", action="append", default=None, help="GPU(s) to run (default both)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    cases: list[tuple[str, Callable[[], tuple]]] = [("GPT-2 small (bs 8 × 1024)", gpt2_small)]
+    cases: list[tuple[str, Callable[[], tuple]]] = []
+    if not args.llama_only:
+        cases.append(("GPT-2 small (bs 8 × 1024)", gpt2_small))
     if not args.quick:
         depth = f"{args.llama_layers} layers, " if args.llama_layers != 32 else ""
         cases.append((f"Llama-7B shape ({depth}bs 1 × 2048)", llama_7b_shape(args.llama_layers)))
-    gpus = GPUS[:1] if args.quick else GPUS
+    gpus = args.gpu or (GPUS[:1] if args.quick else GPUS)
     rows = [
         r
         for name, build in cases
