@@ -1,164 +1,42 @@
-"""Energy saved by fxenergy plans on training steps, against three references (simulated GPUs).
+"""Energy saved on training steps run THROUGH the torch.compile backend (simulated GPUs).
 
-For each model and GPU, one training step = the joint forward+backward graph (aot_autograd,
-meta tensors: no weights) followed by an AdamW step over every parameter, planned as ONE cyclic
-problem (the step runs in a loop; the clock is kept between steps). At each slowdown budget:
+For each model and GPU, the model (on the ``meta`` device: shapes only, no weights) is compiled
+with ``fxenergy.backend`` and AdamW's ``step`` is compiled by the same backend; training steps
+run on the simulated GPU (``SimulatedBackend``, default 10 ms switch latency). The backend
+records the forward, backward and optimizer graphs in the first step, plans them as ONE cycle,
+and applies the plan from the next step; "ours" is the simulated cost of a steady-state step
+(the third step run under the plan's budget). Other budgets re-plan the same compiled graphs
+(``be.replan``) and run two more steps each. References, on the same graphs:
 
-* (a) every op at the maximum clock (the baseline);
-* (b) the best single global clock (what Zeus-style global tuning finds): one clock for the
-  whole step, no switch;
-* (c) per-op clocks with a zero switch latency — the upper bound on savings (the solver's plan
-  at latency 0, and the LP bound of that problem);
-* ours: the fxenergy plan with 10 ms clock switches (the GPU stalls at idle power).
+* (a) every op at the maximum clock (the baseline, what "ours" is compared to);
+* (b) the best single global clock within the budget (Zeus-style global tuning; no switch);
+* (c) per-op clocks with a zero switch latency: the solver's plan on the zero-latency problem
+  (in solver units, not re-checked in seconds: a reference) and its LP bound, the upper bound
+  on what per-op clocks can save.
 
-Numbers are the DVFS model's (simulated GPU). Run: ``python bench/bench_energy.py [--quick]``;
-the table goes to stdout and, with ``--out``, to a markdown file.
+Numbers are the DVFS model's (SIMULATED). Run: ``python bench/bench_energy.py [--quick]
+[--llama-layers N] [--out table.md]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import time
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
-from fxenergy.graph.capture import capture_training
 from fxenergy.hardware.dvfs import get_dvfs_model
-from fxenergy.plans.planner import annotate
+from fxenergy.plans.cycle import concat_problems
+from fxenergy.runtime.sim import SimulatedBackend
 from fxenergy.schedule.build import build_problem
-from fxenergy.schedule.problem import Problem, Solution, Task
+from fxenergy.schedule.problem import Solution
 from fxenergy.schedule.solve import solve
 from fxenergy.schedule.validate import deadline, evaluate
+from fxenergy.training import EnergyBackend
 
 BUDGETS = (0.0, 0.01, 0.05)
 GPUS = ("A100-SXM4-80GB", "H100-SXM5")
-
-
-def _adamw_graph(model: nn.Module) -> torch.fx.GraphModule:
-    """The AdamW update of every parameter as an fx graph (make_fx over fake/meta tensors).
-
-    The ops are those of torch.optim.AdamW's single-tensor path (foreach=False,
-    capturable=False) at a given step, where the bias corrections are Python floats.
-    """
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    lr, b1, b2, eps, wd, step = 3e-4, 0.9, 0.95, 1e-8, 0.1, 10
-    bc1, bc2 = 1 - b1**step, 1 - b2**step
-
-    def update(ps, gs, m1, m2):
-        for p, g, m, v in zip(ps, gs, m1, m2, strict=True):
-            p.mul_(1 - lr * wd)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / bc2**0.5).add_(eps)
-            p.addcdiv_(m, denom, value=-lr / bc1)
-        return ps
-
-    params = [p.detach() for p in model.parameters()]
-
-    def like() -> list[torch.Tensor]:
-        return [torch.empty_like(t) for t in params]
-
-    return make_fx(update, tracing_mode="fake")(params, like(), like(), like())
-
-
-def _chain(problems: list[Problem]) -> Problem:
-    """One problem running ``problems`` one after another (same units, same clocks)."""
-    tasks: list[Task] = []
-    data, order = [], []
-    for p in problems:
-        off = len(tasks)
-        tasks += [dataclasses.replace(t, name=f"g{len(data)}.{t.name}") for t in p.tasks]
-        data.append([(u + off, v + off) for u, v in p.data_edges])
-        order.append([(u + off, v + off) for u, v in p.order_edges])
-    first = problems[0]
-    return dataclasses.replace(
-        first,
-        tasks=tuple(tasks),
-        data_edges=tuple(e for d in data for e in d),
-        order_edges=tuple(e for o in order for e in o),
-        memory_baseline_bytes=max(p.memory_baseline_bytes for p in problems),
-    )
-
-
-def capture_step(build: Callable[[], tuple]) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule]:
-    """The joint forward+backward graph and the AdamW graph of one training step."""
-    model, inputs, loss, kwargs = build()
-    return capture_training(model, inputs, loss, kwargs), _adamw_graph(model)
-
-
-def step_problem(graphs: tuple, gpu: str, latency_s: float) -> Problem:
-    """One cyclic problem: the joint graph, then the optimizer step, on ``gpu``."""
-    joint, opt = (annotate(g, gpu) for g in graphs)
-    dvfs = get_dvfs_model(gpu, switch_latency_s=latency_s)
-    first = build_problem(joint, dvfs).problem
-    units = (first.time_unit_s, first.energy_unit_j)
-    second = build_problem(opt, dvfs, clocks_mhz=first.clocks_mhz, units=units).problem
-    return _chain([first, second])
-
-
-def _with_latency(p: Problem, latency_s: float, idle_w: float) -> Problem:
-    """The same problem with another switch latency (schedule/switch.py prices the windows)."""
-    lat = math.ceil(latency_s / p.time_unit_s)
-    return dataclasses.replace(p, switch=dataclasses.replace(p.switch, latency=lat))
-
-
-def global_clock(p: Problem, limit: int) -> tuple[int, int]:
-    """(energy, clock MHz) of the best single clock within the deadline."""
-    best = (evaluate(p, Solution.original(p)).energy, p.clocks_mhz[0])
-    for c in range(1, p.num_clocks):
-        ev = evaluate(p, Solution.original(p, c))
-        if ev.time <= limit and ev.energy < best[0]:
-            best = (ev.energy, p.clocks_mhz[c])
-    return best
-
-
-def run_case(name: str, graphs: tuple, gpu: str, time_limit_s: float) -> list[dict]:
-    base_problem = step_problem(graphs, gpu, 0.010)
-    dvfs = get_dvfs_model(gpu)
-    rows = []
-    for budget in BUDGETS:
-        ours_p = base_problem
-        zero_p = _with_latency(ours_p, 0.0, dvfs.idle_power_w)
-        base = evaluate(ours_p, Solution.original(ours_p))
-        limit = deadline(ours_p, budget, base.time)
-        g_energy, g_clock = global_clock(ours_p, limit)
-        t1 = time.perf_counter()
-        ours = solve(ours_p, budget, time_limit_s=time_limit_s, progress=False)
-        plan_s = time.perf_counter() - t1
-        ours_e = min(ours.evaluation.energy, g_energy)  # optimize() keeps the better of the two
-        upper = solve(zero_p, budget, time_limit_s=time_limit_s, progress=False)
-        up_e = min(upper.evaluation.energy, g_energy)
-        saved = {
-            k: 1 - v / base.energy
-            for k, v in {"global": g_energy, "ours": ours_e, "perop": up_e}.items()
-        }
-        bound_saving = 1 - upper.bound / base.energy if upper.bound else float("nan")
-        rows.append(
-            {
-                "model": name,
-                "gpu": gpu,
-                "budget": budget,
-                "tasks": ours_p.num_tasks,
-                "step_ms": base.time_s * 1e3,
-                "global": saved["global"],
-                "global_mhz": g_clock,
-                "ours": saved["ours"],
-                "ours_switches": ours.evaluation.switches,
-                "perop": saved["perop"],
-                "perop_bound": bound_saving,
-                "frac": saved["ours"] / saved["perop"] if saved["perop"] > 0 else float("nan"),
-                "plan_s": plan_s,
-                "peak_before_gib": base.peak_memory / 2**30,
-                "peak_after_gib": ours.evaluation.peak_memory / 2**30,
-            }
-        )
-        print(rows[-1], flush=True)
-    return rows
 
 
 def gpt2_small() -> tuple:
@@ -166,55 +44,146 @@ def gpt2_small() -> tuple:
 
     cfg = GPT2Config()
     with torch.device("meta"):
-        m = GPT2LMHeadModel(cfg)
-    x = torch.randint(0, cfg.vocab_size, (8, 1024), device="meta")
-    return m, (x,), lambda o: o.logits.float().mean(), {"use_cache": False}
+        model = GPT2LMHeadModel(cfg)
+    return model, torch.randint(0, cfg.vocab_size, (8, 1024), device="meta")
 
 
-def llama_7b() -> tuple:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def llama_7b_shape(layers: int) -> Callable[[], tuple]:
+    def build() -> tuple:
+        from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig()
-    with torch.device("meta"):
-        m = LlamaForCausalLM(cfg)
-    x = torch.randint(0, cfg.vocab_size, (1, 2048), device="meta")
-    return m, (x,), lambda o: o.logits.float().mean(), {"use_cache": False}
+        cfg = LlamaConfig(num_hidden_layers=layers)  # the 7B widths: 4096 hidden, 11008 MLP
+        with torch.device("meta"):
+            model = LlamaForCausalLM(cfg)
+        return model, torch.randint(0, cfg.vocab_size, (1, 2048), device="meta")
+
+    return build
+
+
+def _steps(fwd, opt_step, opt, x, n: int) -> None:
+    for _ in range(n):
+        loss = fwd(x, use_cache=False).logits.float().mean()
+        loss.backward()
+        opt_step()
+        opt.zero_grad(set_to_none=True)
+
+
+def references(be: EnergyBackend, gpu: str, budget: float, time_limit_s: float) -> dict:
+    """(b) best global clock and (c) the zero-latency per-op plan and bound, on the graphs of
+    the backend's active cycle."""
+    cyc = be.active_cycle
+    assert cyc is not None
+    gms = [be.graphs[g].graph_module for g in cyc.sequence]
+    model = get_dvfs_model(gpu)
+    first = build_problem(gms[0], model)
+    units = (first.problem.time_unit_s, first.problem.energy_unit_j)
+    problems = [build_problem(g, model, first.problem.clocks_mhz, units=units) for g in gms]
+    p = concat_problems([gp.problem for gp in problems]).problem
+    base = evaluate(p, Solution.original(p))
+    limit = deadline(p, budget, base.time)
+    best = min(
+        (evaluate(p, Solution.original(p, c)).energy, p.clocks_mhz[c])
+        for c in range(p.num_clocks)
+        if evaluate(p, Solution.original(p, c)).time <= limit
+    )
+    zero = concat_problems(
+        [build_problem(g, get_dvfs_model(gpu, switch_latency_s=0.0), p.clocks_mhz, units=units)
+         .problem for g in gms]
+    ).problem  # fmt: skip
+    upper = solve(zero, budget, time_limit_s=time_limit_s, progress=False)
+    zero_e = min(upper.evaluation.energy, best[0])
+    return {
+        "global": 1 - best[0] / base.energy,
+        "global_mhz": best[1],
+        "perop": 1 - zero_e / base.energy,
+        "perop_bound": 1 - upper.bound / base.energy if upper.bound else float("nan"),
+    }
+
+
+def run_model(name: str, build: Callable[[], tuple], gpu: str, time_limit_s: float) -> list[dict]:
+    torch._dynamo.reset()
+    model, x = build()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, foreach=False)
+    sim = SimulatedBackend(gpu)  # the default switch latency (10 ms)
+    be = EnergyBackend(gpu, BUDGETS[0], sim, sim.switch_latency_s, time_limit_s)
+    fwd = torch.compile(model, backend=be, dynamic=False)
+    opt_step = torch.compile(opt.step, backend=be, dynamic=False)
+    t0 = time.perf_counter()
+    _steps(fwd, opt_step, opt, x, 3)
+    print(f"{name} on {gpu}: compiled, recorded and planned in {time.perf_counter() - t0:.0f} s")
+    rows = []
+    for i, budget in enumerate(BUDGETS):
+        if i:
+            t1 = time.perf_counter()
+            be.replan(budget)
+            plan_s = time.perf_counter() - t1
+            _steps(fwd, opt_step, opt, x, 2)
+        else:
+            plan_s = be.cycles[0].solve_time_s
+        cyc = be.active_cycle
+        assert cyc is not None and cyc.runs, be.events
+        run = cyc.runs[-1]
+        base = cyc.baseline
+        rows.append(
+            {
+                "model": name,
+                "gpu": gpu,
+                "budget": budget,
+                "graphs": len(cyc.sequence),
+                "tasks": sum(g.nodes for g in (be.graphs[k] for k in cyc.sequence)),
+                "step_ms": base.time_s * 1e3,
+                "ours": 1 - run.energy_j / base.energy_j,
+                "ours_time": run.time_s / base.time_s - 1,
+                "ours_switches": run.switches,
+                "plan_s": plan_s,
+                **references(be, gpu, budget, time_limit_s),
+            }
+        )
+        print(rows[-1], flush=True)
+    be.restore_clocks()
+    return rows
 
 
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| model | GPU | budget | tasks | step ms | (b) global clock | ours (10 ms switches) "
-        "| (c) per-op, 0 ms switches | (c) LP bound | ours / (c) | planning s | peak GiB "
-        "before → after |\n|" + "---|" * 12
+        "| model | GPU | budget | graphs | tasks | step ms | (b) global clock | ours, through "
+        "the backend (10 ms switches) | ours Δt | (c) per-op, 0 ms switches | (c) LP bound "
+        "| planning s |\n|" + "---|" * 12
     )
     lines = [head]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['gpu']} | ≤{100 * r['budget']:g}% | {r['tasks']} | "
-            f"{r['step_ms']:.1f} | {100 * r['global']:.2f}% @ {r['global_mhz']} MHz | "
-            f"{100 * r['ours']:.2f}% ({r['ours_switches']} sw) | {100 * r['perop']:.2f}% | "
-            f"{100 * r['perop_bound']:.2f}% | {100 * r['frac']:.0f}% | {r['plan_s']:.1f} | "
-            f"{r['peak_before_gib']:.2f} → {r['peak_after_gib']:.2f} |"
+            f"| {r['model']} | {r['gpu']} | ≤{100 * r['budget']:g}% | {r['graphs']} | "
+            f"{r['tasks']} | {r['step_ms']:.1f} | {100 * r['global']:.2f}% @ "
+            f"{r['global_mhz']} MHz | {100 * r['ours']:.2f}% ({r['ours_switches']} sw) | "
+            f"{100 * r['ours_time']:+.2f}% | {100 * r['perop']:.2f}% | "
+            f"{100 * r['perop_bound']:.2f}% | {r['plan_s']:.1f} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="GPT-2 small on the A100 only")
     ap.add_argument("--time-limit", type=float, default=20.0)
+    ap.add_argument("--llama-layers", type=int, default=32, help="decoder layers (7B: 32)")
+    ap.add_argument("--llama-only", action="store_true", help="skip GPT-2 small")
+    ap.add_argument("--gpu", action="append", default=None, help="GPU(s) to run (default both)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    cases = [("GPT-2 small (bs 8 × 1024)", gpt2_small)]
+    cases: list[tuple[str, Callable[[], tuple]]] = []
+    if not args.llama_only:
+        cases.append(("GPT-2 small (bs 8 × 1024)", gpt2_small))
     if not args.quick:
-        cases.append(("Llama-7B shape (bs 1 × 2048)", llama_7b))
-    gpus = GPUS[:1] if args.quick else GPUS
-    rows = []
-    for name, build in cases:
-        t0 = time.perf_counter()
-        graphs = capture_step(build)
-        print(f"{name}: captured in {time.perf_counter() - t0:.0f} s", flush=True)
-        rows += [r for gpu in gpus for r in run_case(name, graphs, gpu, args.time_limit)]
+        depth = f"{args.llama_layers} layers, " if args.llama_layers != 32 else ""
+        cases.append((f"Llama-7B shape ({depth}bs 1 × 2048)", llama_7b_shape(args.llama_layers)))
+    gpus = args.gpu or (GPUS[:1] if args.quick else GPUS)
+    rows = [
+        r
+        for name, build in cases
+        for gpu in gpus
+        for r in run_model(name, build, gpu, args.time_limit)
+    ]
     table = markdown(rows)
     print(table)
     if args.out:

@@ -8,12 +8,13 @@ model predicts, and the report says SIMULATED.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx
 from torch import nn
 
+from fxenergy.errors import CaptureError, InputShapeError
 from fxenergy.graph.capture import capture
 from fxenergy.hardware.boards import resolve_gpu
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
@@ -22,6 +23,9 @@ from fxenergy.plans.plan import Plan, check_plan_gpu
 from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan, plan_graph
 from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
+
+if TYPE_CHECKING:
+    from fxenergy.training.graphs import OptimizedGraphs
 
 
 class OptimizedModule(nn.Module):
@@ -91,6 +95,35 @@ class OptimizedModule(nn.Module):
         print_plan(self.plan, console=console, run=self.last_run, backend=self.backend)
 
 
+def _with_graph_breaks(
+    model: nn.Module,
+    example_args: Any,
+    example_kwargs: dict[str, Any] | None,
+    capture_error: str,
+    *,
+    gpu: str,
+    max_slowdown: float,
+    backend: str | FrequencyBackend,
+    switch_latency_s: float,
+    objective: str,
+    time_limit_s: float,
+) -> OptimizedGraphs:
+    """One graph could not be captured: compile through dynamo with fxenergy's backend, every
+    graph between breaks planned, the graphs of one call planned as one cycle."""
+    from fxenergy.graph.capture import _as_args
+    from fxenergy.training import EnergyBackend
+    from fxenergy.training.graphs import optimize_with_breaks
+
+    energy = EnergyBackend(gpu, max_slowdown, backend, switch_latency_s, time_limit_s, objective)
+    return optimize_with_breaks(
+        model,
+        _as_args(example_args),
+        dict(example_kwargs or {}),
+        energy=energy,
+        capture_error=capture_error,
+    )
+
+
 def optimize(
     model: nn.Module,
     example_args: Any = (),
@@ -106,8 +139,14 @@ def optimize(
     plan: Plan | str | None = None,
     progress: bool = False,
     gpu_params: str | None = None,
-) -> OptimizedModule:
+) -> OptimizedModule | OptimizedGraphs:
     """Capture ``model``, plan clocks (or load ``plan``) and return the rewritten module.
+
+    If the model cannot be captured as one graph (data-dependent Python branches, ``.item()``)
+    and ``method`` is ``"auto"``, it is compiled through ``torch.compile`` with fxenergy's backend
+    instead: an :class:`~fxenergy.training.graphs.OptimizedGraphs` whose graphs (one per piece
+    between graph breaks) are planned together as one cycle; ``report()`` lists the breaks.
+    This runs the model once on the example inputs (buffers and RNG state are put back).
 
     Args:
         model: any ``nn.Module`` (real weights, or on the ``meta`` device for planning only).
@@ -128,7 +167,17 @@ def optimize(
         gpu_params: a calibrated board file (``fxenergy profile calibrate``); replaces ``gpu``.
     """
     gpu = resolve_gpu(gpu, gpu_params) or gpu
-    gm = annotate(capture(model, example_args, example_kwargs, method=method), gpu)
+    try:
+        captured = capture(model, example_args, example_kwargs, method=method)
+    except CaptureError as err:
+        if method != "auto" or plan is not None or isinstance(err, InputShapeError):
+            raise  # the inputs are wrong, or the user chose the capture: say so as it is
+        return _with_graph_breaks(
+            model, example_args, example_kwargs, str(err),
+            gpu=gpu, max_slowdown=max_slowdown, backend=backend,
+            switch_latency_s=switch_latency_s, objective=objective, time_limit_s=time_limit_s,
+        )  # fmt: skip
+    gm = annotate(captured, gpu)
     if plan is None:
         plan = plan_graph(
             gm,

@@ -43,7 +43,6 @@ def test_losses_and_gradients_equal_eager() -> None:
         gpu="A100-SXM4-80GB",
         max_slowdown=0.05,
         runtime="sim",
-        switch_latency_s=0.0,
         time_limit_s=2,
     )
     l_e, g_e, p_e = _steps(eager)
@@ -62,5 +61,6 @@ def test_losses_and_gradients_equal_eager() -> None:
     kinds = {g.kind for g in be.graphs}
     assert {"forward", "backward"} <= kinds and len(be.graphs) >= 3  # + the optimizer step
     assert all(g.runs and g.runs[-1].simulated for g in be.graphs)
+    assert be.cycles and be.graphs[be.cycles[0].sequence[0]].kind == "forward"
     totals = be.totals()
     assert totals["predicted_energy_j"] <= totals["baseline_energy_j"] * (1 + 1e-9)

@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 
 from fxenergy.cli._common import UsageError, add_command, parse_shape, resolve_gpu
+from fxenergy.errors import CaptureError
 from fxenergy.models import make_input
 from fxenergy.models.loader import LoadedModel, load_model
 
@@ -172,7 +173,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.gpu is not None:
         args.gpu = resolve_gpu(args.gpu)  # fail fast (listing the known GPUs) before a capture
-    gm, title = capture_model(args)
+    try:
+        gm, title = capture_model(args)
+    except CaptureError as err:  # graph breaks: one report per graph (branch `cycle`, issue 15)
+        if args.train or args.method != "auto":
+            raise
+        return _run_with_breaks(args, str(err))
     gm = analyze(gm, args.gpu)
     report = build_report(gm, title=title, group_by=args.group_by, depth=args.depth)
     if args.format == "json":
@@ -181,4 +187,28 @@ def run(args: argparse.Namespace) -> int:
         # Pipes and CI logs get rich's 80-column default, which folds every table.
         wide = console if console.is_terminal else Console(width=max(console.width, 160))
         render_tables(report, wide, top=args.top)
+    return 0
+
+
+def _run_with_breaks(args: argparse.Namespace, error: str) -> int:
+    """A model torch.compile splits into graphs: report each graph, then the breaks."""
+    from fxenergy.cli import console
+    from fxenergy.report import render_json, render_tables, totals_table
+    from fxenergy.training.graphs import graph_reports, report_with_breaks, summed_totals
+
+    loaded = load_model(args.model, args.device)
+    inputs, kwargs = example_inputs(args, loaded)
+    opt = report_with_breaks(loaded.module, tuple(inputs), kwargs, args.gpu, error)
+    reports = graph_reports(opt, args.gpu, loaded.name, args.group_by, args.depth)
+    if args.format == "json":
+        sys.stdout.write("[" + ",\n".join(render_json(r) for r in reports) + "]\n")
+        return 0
+    wide = console if console.is_terminal else Console(width=max(console.width, 160))
+    for report in reports:
+        render_tables(report, wide, top=args.top)
+    params = sum(p.numel() for p in loaded.module.parameters())
+    total = summed_totals(reports, params)
+    wide.print(totals_table(total, f"{loaded.name}: all {len(reports)} graphs, summed"))
+    for line in opt.break_lines():
+        wide.print(line, highlight=False, markup=False)
     return 0

@@ -23,6 +23,7 @@ without allocating weights, and the original model is left exactly as it was.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +42,7 @@ from fxenergy.graph.capture_common import (
     _raise_if_bad_inputs,
     _to_meta_if_model_is,
 )
+from fxenergy.graph.capture_log import VERBOSE_ENV, capture_log
 from fxenergy.graph.capture_training import capture_training
 from fxenergy.graph.fake import (
     count_params,
@@ -156,6 +158,21 @@ def capture(
     args, kwargs = _to_meta_if_model_is(model, (args, kwargs))
     tried = ("symbolic", "export") if method == "auto" else (method,)
     failures: dict[str, BaseException] = {}
+    with capture_log() as log_path:
+        gm = _first_capture(model, args, kwargs, tried, failures)
+    if gm is not None:
+        return gm
+    raise CaptureError(_failure_message(model, failures, log_path))
+
+
+def _first_capture(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    tried: tuple[str, ...],
+    failures: dict[str, BaseException],
+) -> torch.fx.GraphModule | None:
+    """The first method in ``tried`` that captures ``model``; failures recorded."""
     for m in tried:
         try:
             with quiet_fake_errors():
@@ -175,15 +192,21 @@ def capture(
         notes = [f"{k} failed: {type(e).__name__}" for k, e in failures.items()]
         _finish(gm, m, training=False, params=count_params(model), notes=notes)
         return gm
-    raise CaptureError(_failure_message(model, failures))
+    return None
 
 
-def _failure_message(model: nn.Module, failures: dict[str, BaseException]) -> str:
+def _failure_message(
+    model: nn.Module, failures: dict[str, BaseException], log_path: Path | None = None
+) -> str:
     lines = [f"could not capture {type(model).__name__}:"]
     for m, err in failures.items():
         first = (str(err).strip().splitlines() or [""])[0][:300]
         lines.append(f"  {m}: {type(err).__name__}: {first}")
     lines.append(_HINT)
+    if log_path is not None:
+        lines.append(
+            f"torch's own output while capturing is in {log_path} ({VERBOSE_ENV}=1 shows it)"
+        )
     return "\n".join(lines)
 
 

@@ -79,9 +79,10 @@ def capture_training(
         ) from err
     wrapper = _WithLoss(model, loss_fn, kwargs)
     try:
-        gm, sig = aot_export_module(
-            _exported(wrapper, args), list(args), trace_joint=True, output_loss_index=0
-        )
+        with capture_log():
+            gm, sig = aot_export_module(
+                _exported(wrapper, args), list(args), trace_joint=True, output_loss_index=0
+            )
     except Exception as err:
         common._raise_if_bad_inputs(model, args, kwargs, err)
         raise CaptureError(

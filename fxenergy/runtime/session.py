@@ -355,6 +355,12 @@ class FrequencyRuntime:
             self.controller.request(part.clock_mhz, label)
         self._active = part
 
+    @property
+    def active_partition(self) -> int | None:
+        """Index of the partition running now (None before the first switch call); a tracing
+        interpreter reads it per node to record which partition each node ran in."""
+        return self._active.index if self._active is not None else None
+
     def _account(self, part: RuntimePartition | None) -> None:
         if part is None:
             return
