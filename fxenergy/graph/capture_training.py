@@ -20,6 +20,7 @@ from torch.utils import _pytree as pytree
 from fxenergy.errors import CaptureError
 from fxenergy.graph import capture_common as common
 from fxenergy.graph import meta
+from fxenergy.graph.capture_log import capture_log
 from fxenergy.graph.fake import count_params, fake_mode, fresh_like
 
 
