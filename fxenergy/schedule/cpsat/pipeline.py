@@ -39,6 +39,7 @@ from fxenergy.pipeline.dag import (
     max_clock_plan,
     slow_down_greedily,
 )
+from fxenergy.schedule.hull import lower_hull
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,10 @@ class PipelineLP:
             "use_dual_simplex: true use_preprocessing: false"
         )
         p = costs.blocked_power_w
-        self._hull = {c: _lower_hull(costs.candidates(c), p) for c in dag.topological}
+        self._hull = {
+            c: lower_hull(costs.candidates(c), _time, lambda o: o.energy_j - p * o.time_s)
+            for c in dag.topological
+        }
         inf = self.lp.infinity()
         self.dur = {c: self.lp.NumVar(h[0].time_s, h[-1].time_s, "") for c, h in self._hull.items()}
         start = {c: self.lp.NumVar(0, inf, "") for c in dag.topological}
@@ -276,21 +280,8 @@ class PipelineLP:
                 pick[c] += 1
 
 
-def _lower_hull(opts: list, p: float) -> list:
-    """Lower convex hull of (time, effective energy) points, fastest first."""
-    hull: list = []
-    for o in opts:
-        while len(hull) >= 2 and _cross(hull[-2], hull[-1], o, p) <= 0:
-            hull.pop()
-        hull.append(o)
-    return hull
-
-
-def _cross(a, b, c, p: float) -> float:
-    def e(o) -> float:
-        return o.energy_j - p * o.time_s
-
-    return (b.time_s - a.time_s) * (e(c) - e(a)) - (e(b) - e(a)) * (c.time_s - a.time_s)
+def _time(o) -> float:
+    return o.time_s
 
 
 def _nearest(opts: list, freq_mhz: int, time_s: float):
