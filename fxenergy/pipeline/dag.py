@@ -252,12 +252,13 @@ class PipelinePlan:
     evaluation: PlanEvaluation
     baseline: PlanEvaluation
     deadline_s: float
-    method: str  #: "lp+cpsat", "lp+greedy", "hint" or "max-clock" (what produced the kept plan)
+    #: what produced the kept plan: "lp+cpsat", "lp+greedy", "hint", "max-clock" or "fastest"
+    method: str
     lower_bound_j: float | None = None  #: LP relaxation bound at this deadline (None: unknown)
 
     @property
     def savings(self) -> float:
-        """Energy saved relative to every computation at its fastest clock (a fraction)."""
+        """Energy saved relative to every computation at its highest clock (a fraction)."""
         return 1.0 - self.evaluation.energy_j / self.baseline.energy_j
 
     def rank_plan(self, rank: int) -> list[tuple[Computation, int]]:
