@@ -15,15 +15,15 @@ from itertools import pairwise
 
 from ortools.linear_solver import pywraplp
 
-from fxenergy.pipeline.dag import Computation, PipelineDAG, SlackTracker, StageCosts
+from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts, slow_down_greedily
 from fxenergy.schedule.hull import lower_hull
 
 
 class PipelineLP:
     """The LP relaxation (each computation on the convex hull of its options), kept warm.
 
-    Per computation a duration ``d`` between its fastest and slowest option and an energy
-    ``z >= `` every segment of the lower convex hull of its (time, effective energy) options.
+    Per computation a duration ``d`` between its fastest and slowest option, costed by the
+    lower convex hull of its (time, effective energy) options.
     Its optimum is a lower bound on the energy at a deadline, and rounding ``d`` down to the
     nearest hull vertex gives a feasible plan close to it: the hint CP-SAT starts from. Only
     the deadline bound changes between solves, so GLOP re-solves from its last basis.
@@ -38,19 +38,19 @@ class PipelineLP:
             "use_dual_simplex: true use_preprocessing: false"
         )
         p = costs.blocked_power_w
-        self._hull = {
-            c: lower_hull(
-                costs.candidates(c), lambda o: o.time_s, lambda o: o.energy_j - p * o.time_s
-            )
-            for c in dag.topological
-        }
+        hulls: dict[tuple[int, str], list] = {}  # options are per (stage, kind)
+        for c in dag.topological:
+            if (c[0], c[1]) not in hulls:
+                hulls[(c[0], c[1])] = lower_hull(
+                    costs.candidates(c), lambda o: o.time_s, lambda o: o.energy_j - p * o.time_s
+                )
+        self._hull = {c: hulls[(c[0], c[1])] for c in dag.topological}
         inf = self.lp.infinity()
         self.dur = {c: self.lp.NumVar(h[0].time_s, h[-1].time_s, "") for c, h in self._hull.items()}
         start = {c: self.lp.NumVar(0, inf, "") for c in dag.topological}
         self.makespan = self.lp.NumVar(0, inf, "T")
         objective = self.lp.Objective()
-        for c in dag.topological:
-            objective.SetCoefficient(self._add_energy(c, p), 1.0)
+        objective.SetOffset(sum(self._add_energy(c, p) for c in dag.topological))
         # Rows through the low-level API: the operator API costs more than the solves here.
         for u, v in dag.edges():
             self._row(0.0, [(start[v], 1.0), (start[u], -1.0), (self.dur[u], -1.0)])
@@ -65,17 +65,24 @@ class PipelineLP:
         for var, coef in terms:
             row.SetCoefficient(var, coef)
 
-    def _add_energy(self, c: Computation, p: float) -> pywraplp.Variable:
+    def _add_energy(self, c: Computation, p: float) -> float:
+        """``d = t_0 + sum(delta_k)``, ``0 <= delta_k <= segment k``, cost ``slope_k`` each.
+
+        The hull is convex (slopes increase), so the LP fills segments in order and the cost
+        of ``d`` is the hull's value there. Bounded ``delta`` columns instead of one row per
+        segment keep the LP small (measured: several times faster per frontier point).
+        Returns the constant ``E_0 - P_b t_0`` of the fastest vertex.
+        """
         hull = self._hull[c]
-        z = self.lp.NumVar(-self.lp.infinity(), self.lp.infinity(), "")
-        if len(hull) == 1:
-            self._row(hull[0].energy_j - p * hull[0].time_s, [(z, 1.0)])
+        row = self.lp.Constraint(hull[0].time_s, hull[0].time_s)
+        row.SetCoefficient(self.dur[c], 1.0)
+        objective = self.lp.Objective()
         for a, b in pairwise(hull):
             ea, eb = a.energy_j - p * a.time_s, b.energy_j - p * b.time_s
-            slope = (eb - ea) / (b.time_s - a.time_s)
-            # z >= ea + slope * (d - t_a)  <=>  z - slope * d >= ea - slope * t_a
-            self._row(ea - slope * a.time_s, [(z, 1.0), (self.dur[c], -slope)])
-        return z
+            delta = self.lp.NumVar(0.0, b.time_s - a.time_s, "")
+            row.SetCoefficient(delta, -1.0)
+            objective.SetCoefficient(delta, (eb - ea) / (b.time_s - a.time_s))
+        return hull[0].energy_j - p * hull[0].time_s
 
     def solve(self, deadline_s: float) -> tuple[dict[Computation, int], float] | None:
         """Rounded clocks and the LP bound (J, without the constant idle term), or None."""
@@ -99,18 +106,21 @@ class PipelineLP:
     def _round_up(self, pick: dict, fractional: list, deadline_s: float) -> None:
         """Move computations the LP left between two clocks up to the slower one, greedily.
 
-        Rounding all of them down wastes the slack the LP had planned to use; each move is
-        kept if the iteration still meets the deadline and the energy (effective energy plus
-        blocked power times the longer makespan) goes down.
+        Rounding all of them down wastes the slack the LP had planned to use. Two linear
+        sweeps (:func:`slow_down_greedily` restricted to the slower vertex): first the
+        computations the LP put more than half-way to it, then the rest; a move is kept if
+        the iteration still meets the deadline and the energy goes down.
         """
-        p = self.costs.blocked_power_w
-        per_second = 0.0 if self.straggler else p * self.dag.num_ranks
-        dur = [self._hull[c][pick[c]].time_s for c in self.dag.topological]
-        slack = SlackTracker(self.dag, dur, deadline_s, per_second)
-        for _, c in fractional:
-            lo, hi = self._hull[c][pick[c]], self._hull[c][pick[c] + 1]
-            gain = (hi.energy_j - p * hi.time_s) - (lo.energy_j - p * lo.time_s)
-            if slack.try_grow(slack.index[c], hi.time_s - lo.time_s, gain):
+        freqs = {c: self._hull[c][i].freq_mhz for c, i in pick.items()}
+        for half in (True, False):
+            up = {
+                c: [self._hull[c][pick[c]], self._hull[c][pick[c] + 1]]
+                for share, c in fractional
+                if (share >= 0.5) == half
+            }
+            freqs = slow_down_greedily(self.dag, self.costs, freqs, deadline_s, self.straggler, up)
+        for c in pick:
+            if freqs[c] != self._hull[c][pick[c]].freq_mhz:
                 pick[c] += 1
 
     def durations(self) -> dict[Computation, float]:

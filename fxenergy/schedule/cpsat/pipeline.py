@@ -234,6 +234,7 @@ class PipelinePlanner:
             )
         self.lp = PipelineLP(dag, costs, straggler=straggler_s is not None)
         self._cp: PipelineModel | None = None
+        self._cache: dict[tuple[str, float], PlanEvaluation] = {}
 
     @property
     def cp(self) -> PipelineModel:
@@ -268,8 +269,11 @@ class PipelinePlanner:
         horizon = self.straggler_s or 0.0
         deadline_s = max(deadline_s, self.shortest_s)
         base = self._baseline_at(horizon)
-        best = (self.fastest, evaluate(self.dag, self.costs, self.fastest, horizon), "fastest")
-        best = self._better(best, self.all_max, "max-clock", deadline_s, horizon)
+        best = (self.fastest, self._evaluated("fastest", horizon), "fastest")
+        if self.all_max_s <= deadline_s * (1 + 1e-12):
+            allmax = self._evaluated("max-clock", horizon)
+            if allmax.energy_j < best[1].energy_j:
+                best = (self.all_max, allmax, "max-clock")
         if hint:
             best = self._better(best, dict(hint), "hint", deadline_s, horizon)
         bound = None
@@ -306,10 +310,16 @@ class PipelinePlanner:
             return self._better(best, result.freqs_mhz, "lp+cpsat", deadline_s, horizon)
         return best
 
+    def _evaluated(self, which: str, horizon: float) -> PlanEvaluation:
+        """The fastest or all-max-clock plan's evaluation at a horizon, computed once."""
+        key = (which, horizon)
+        if key not in self._cache:
+            freqs = self.fastest if which == "fastest" else self.all_max
+            self._cache[key] = evaluate(self.dag, self.costs, freqs, horizon_s=horizon)
+        return self._cache[key]
+
     def _baseline_at(self, horizon: float) -> PlanEvaluation:
-        if horizon <= self.all_max_s:
-            return self.baseline
-        return evaluate(self.dag, self.costs, self.all_max, horizon_s=horizon)
+        return self.baseline if horizon <= self.all_max_s else self._evaluated("max-clock", horizon)
 
     def _better(self, best: tuple, freqs: dict, method: str, deadline_s: float, horizon: float):
         """The candidate if it meets the deadline in real time and uses less energy."""
