@@ -58,6 +58,8 @@ class PipelineDAG:
     rank_orders: tuple[tuple[Computation, ...], ...]  #: per rank (GPU), in execution order
     source: str = "reference"  #: "torch" when the order came from torch's schedule IR
     overlaps: tuple[Overlap, ...] = ()  #: DualPipeV's overlapped (forward, backward) pairs
+    #: fingerprint of the schedule's own DAG when this one moved its W computations
+    placed_from: str | None = None
 
     @property
     def num_ranks(self) -> int:
@@ -297,6 +299,7 @@ class PipelinePlan:
             "num_microbatches": self.dag.num_microbatches,
             "order_source": self.dag.source,
             "dag_fingerprint": self.dag.fingerprint,
+            "placed_from": self.dag.placed_from,
             "method": self.method,
             "deadline_s": self.deadline_s,
             "iteration_time_s": ev.iteration_time_s,
