@@ -255,7 +255,8 @@ class PipelinePlan:
     evaluation: PlanEvaluation
     baseline: PlanEvaluation
     deadline_s: float
-    #: what produced the kept plan: "lp+cpsat", "lp+greedy", "hint", "max-clock" or "fastest"
+    #: what produced the kept plan: "lp+mip", "lp+cpsat", "lp+greedy", "lp-nearest+greedy",
+    #: "hint", "max-clock" or "fastest" ("+placed": with re-placed Ws)
     method: str
     lower_bound_j: float | None = None  #: LP relaxation bound at this deadline (None: unknown)
 

@@ -11,6 +11,7 @@ around each fixed choice.
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 
 from ortools.linear_solver import pywraplp
@@ -123,6 +124,40 @@ class PipelineLP:
             if freqs[c] != self._hull[c][pick[c]].freq_mhz:
                 pick[c] += 1
 
+    def round_nearest(self, deadline_s: float) -> dict[Computation, int] | None:
+        """Clocks from the last optimum rounded to the nearest hull vertex, then repaired.
+
+        Rounding to the nearest vertex can overrun the deadline; while it does, the
+        computation on a critical path whose next faster vertex costs the least energy per
+        second gained is sped up (the time-cost trade-off's classic crashing step).
+        """
+        p = self.costs.blocked_power_w
+        pick = {}
+        for c in self.dur:
+            i, t, hull = self._vertex_below(c), self.dur[c].solution_value(), self._hull[c]
+            up = i + 1 < len(hull) and t - hull[i].time_s > hull[i + 1].time_s - t
+            pick[c] = i + 1 if up else i
+        order = self.dag.topological
+        _, preds, succs = self.dag.index_arrays
+        for _ in range(len(order) * 4):
+            dur = [self._hull[c][pick[c]].time_s for c in order]
+            finish, latest = _longest(dur, preds, succs)
+            span = max(finish)
+            if span <= deadline_s * (1 + 1e-12):
+                return {c: self._hull[c][pick[c]].freq_mhz for c in order}
+            best, price = None, math.inf
+            for k, c in enumerate(order):
+                if pick[c] == 0 or latest[k] - finish[k] > 1e-9 * span:
+                    continue
+                fast, slow = self._hull[c][pick[c] - 1], self._hull[c][pick[c]]
+                cost = (fast.energy_j - p * fast.time_s) - (slow.energy_j - p * slow.time_s)
+                if cost / (slow.time_s - fast.time_s) < price:
+                    best, price = c, cost / (slow.time_s - fast.time_s)
+            if best is None:
+                return None
+            pick[best] -= 1
+        return None
+
     def durations(self) -> dict[Computation, float]:
         """The last optimum's duration per computation (s)."""
         return {c: d.solution_value() for c, d in self.dur.items()}
@@ -177,3 +212,16 @@ class PipelineLP:
     def _vertex_below(self, c: Computation) -> int:
         t = self.dur[c].solution_value()
         return max([0] + [k for k, o in enumerate(self._hull[c]) if o.time_s <= t * (1 + 1e-9)])
+
+
+def _longest(dur: list[float], preds: list, succs: list) -> tuple[list[float], list[float]]:
+    """Earliest finish and latest finish (against the makespan) of each computation."""
+    n = len(dur)
+    finish = [0.0] * n
+    for k in range(n):
+        finish[k] = max([finish[q] for q in preds[k]], default=0.0) + dur[k]
+    span = max(finish)
+    latest = [0.0] * n
+    for k in range(n - 1, -1, -1):
+        latest[k] = min([latest[q] - dur[q] for q in succs[k]], default=span)
+    return finish, latest

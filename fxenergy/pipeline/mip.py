@@ -15,6 +15,7 @@ what lets branch-and-bound close the gap within a second or two.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 from ortools.linear_solver import pywraplp
@@ -34,12 +35,13 @@ def _window(
     below = max([0] + [i for i, o in enumerate(opts) if o.time_s <= lp_time_s * (1 + 1e-9)])
     lo, hi = max(0, below - width), min(len(opts) - 1, below + 1 + width)
     keep = set(range(lo, hi + 1)) | {i for i, o in enumerate(opts) if o.freq_mhz == hint_mhz}
-    if hint_mhz == opts[-1].freq_mhz and lp_time_s >= opts[-1].time_s * (1 - 1e-9):
-        return [opts[-1]]  # the LP and the hint agree on the least-energy clock: keep it
+    hinted = [o for o in opts if o.freq_mhz == hint_mhz]
+    if width <= 1 and hinted and abs(hinted[0].time_s - lp_time_s) <= 1e-9 * lp_time_s:
+        return hinted  # the LP and the hint agree on this clock: kept in the first window
     return [opts[i] for i in sorted(keep)]
 
 
-def mip_polish(
+def _solve_window(
     dag: PipelineDAG,
     costs: StageCosts,
     deadline_s: float,
@@ -49,7 +51,7 @@ def mip_polish(
     time_limit_s: float = 1.0,
     width: int = 1,
     fixed_horizon: bool = False,
-) -> dict[Computation, int] | None:
+) -> tuple[bool, dict[Computation, int]] | None:
     """Least-energy clocks meeting ``deadline_s`` found by SCIP within ``time_limit_s``.
 
     Args:
@@ -64,7 +66,8 @@ def mip_polish(
         fixed_horizon: straggler mode (blocked energy counted to a fixed horizon).
 
     Returns:
-        The clocks of the best solution found, or None (no SCIP, or nothing found).
+        Whether the window's optimum was proven, and the clocks of the best solution found;
+        None (no SCIP, or nothing found).
     """
     solver = pywraplp.Solver.CreateSolver("SCIP")
     if solver is None:  # an OR-Tools build without SCIP
@@ -108,6 +111,45 @@ def mip_polish(
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         logger.info("MIP polish found no solution (status %s)", status)
         return None
-    return {
+    return status == pywraplp.Solver.OPTIMAL, {
         c: max(xs, key=lambda xo: xo[0].solution_value())[1].freq_mhz for c, xs in choice.items()
     }
+
+
+def mip_polish(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    deadline_s: float,
+    hint: Mapping[Computation, int],
+    lp_times_s: Mapping[Computation, float] | None = None,
+    *,
+    time_limit_s: float = 1.0,
+    fixed_horizon: bool = False,
+) -> dict[Computation, int] | None:
+    """Exact-time MIP polish with a widening window, within ``time_limit_s`` in all.
+
+    Starts with each computation's clocks restricted to one candidate either side of the LP
+    duration; whenever SCIP proves that window optimal with time left, the window doubles
+    (finally: every candidate), hinted with the best plan so far.
+
+    Returns:
+        The best clocks found, or None (no SCIP, or nothing found).
+    """
+    deadline = time.perf_counter() + time_limit_s
+    best, width = None, 1
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            return best
+        got = _solve_window(
+            dag, costs, deadline_s, best or hint, lp_times_s,
+            time_limit_s=left, width=width, fixed_horizon=fixed_horizon,
+        )  # fmt: skip
+        if got is None:
+            return best
+        proven, best = got
+        if not proven or lp_times_s is None:
+            return best
+        if width >= max(len(costs.candidates(c)) for c in dag.topological):
+            return best
+        width *= 2

@@ -235,6 +235,7 @@ class PipelinePlanner:
         self.lp = PipelineLP(dag, costs, straggler=straggler_s is not None)
         self._cp: PipelineModel | None = None
         self._cache: dict[tuple[str, float], PlanEvaluation] = {}
+        self.nearest = True  #: also round to the nearest vertex (off for frontier points)
 
     @property
     def cp(self) -> PipelineModel:
@@ -285,6 +286,12 @@ class PipelinePlanner:
                 self.dag, self.costs, lp[0], deadline_s, self.straggler_s is not None
             )
             best = self._better(best, greedy, "lp+greedy", deadline_s, horizon)
+            nearest = self.lp.round_nearest(deadline_s) if self.nearest else None
+            if nearest is not None:  # a second rounding: to the nearest vertex, then repaired
+                greedy = slow_down_greedily(
+                    self.dag, self.costs, nearest, deadline_s, self.straggler_s is not None
+                )
+                best = self._better(best, greedy, "lp-nearest+greedy", deadline_s, horizon)
             idle_const = self.costs.blocked_power_w * self.dag.num_ranks * horizon
             bound = lp[1] + (idle_const if self.straggler_s else 0.0)
         if self.polish_s > 0:
@@ -344,6 +351,7 @@ class PipelinePlanner:
         plans: list[PipelinePlan] = []
         hint = None
         keep, self.polish_s = self.polish_s, polish_s  # frontier points: LP, CP-SAT optional
+        self.nearest = False
         try:
             for i in range(points):
                 deadline = self.shortest_s + (end - self.shortest_s) * i / max(1, points - 1)
@@ -353,5 +361,5 @@ class PipelinePlanner:
                 if not plans or plan.evaluation.energy_j < plans[-1].evaluation.energy_j - 1e-9:
                     plans.append(plan)
         finally:
-            self.polish_s = keep
+            self.polish_s, self.nearest = keep, True
         return plans
