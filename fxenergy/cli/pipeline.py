@@ -71,6 +71,7 @@ def _load(args: argparse.Namespace) -> Profile:
 def run(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
     from fxenergy.pipeline.dag import StageCosts, build_dag
+    from fxenergy.pipeline.placement import plan_with_placement
     from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
     if args.max_slowdown < 0:
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     # Budgets count from the all-max-clock iteration (what Perseus and users mean); on a noisy
     # measured profile the fastest plan can be a little shorter, and is printed beside it.
     deadline = args.straggler_time or planner.all_max_s * (1 + args.max_slowdown)
-    plan = planner.plan(deadline)
+    plan = plan_with_placement(planner, deadline)  # zero-bubble: W placement planned too
     _print_plan(console, plan, costs)
     console.print(
         f"fastest iteration {planner.shortest_s:.4f} s (each computation at its fastest "
@@ -93,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if dag.kinds() & {"backward_input", "backward_weight"}:
         console.print(f"backward split into input/weight gradients: {costs.backward_split}")
+        where = "re-placed for the plan's clocks" if plan.dag.placed_from else "torch's own"
+        console.print(f"W placement: {where}")
     if args.out:
         args.out.write_text(json.dumps(plan.to_json(), indent=1))
         console.print(f"plan written to {args.out}")

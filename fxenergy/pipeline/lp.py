@@ -1,12 +1,11 @@
-"""The LP relaxation of pipeline clock planning (GLOP), its rounding and an LP dive.
+"""The LP relaxation of pipeline clock planning (GLOP) and two roundings of its optimum.
 
 Per computation a duration ``d`` between its fastest and slowest option and an energy ``z`` on
 the lower convex hull of its (time, effective energy) options; precedence between starts; the
 makespan under the deadline. Its optimum is a lower bound on the energy of any plan at that
-deadline. Plans come from it two ways: a one-shot rounding (each ``d`` down to the hull vertex
-below it, then fractional ones up where the deadline allows) and a *dive* that fixes
-fractional computations one at a time and re-solves (warm) so the LP re-plans the others
-around each fixed choice.
+deadline. Plans come from it two ways: each ``d`` down to the hull vertex below it, then
+fractional ones up where the deadline allows; or each ``d`` to the nearest vertex, then the
+cheapest critical computations sped up until the deadline is met.
 """
 
 from __future__ import annotations
@@ -161,53 +160,6 @@ class PipelineLP:
     def durations(self) -> dict[Computation, float]:
         """The last optimum's duration per computation (s)."""
         return {c: d.solution_value() for c, d in self.dur.items()}
-
-    def _fractional(self) -> list[tuple[float, Computation, int]]:
-        """(share of the way to the next vertex, computation, vertex below) of the LP optimum."""
-        out = []
-        for c, d in self.dur.items():
-            hull, t = self._hull[c], d.solution_value()
-            i = max([0] + [k for k, o in enumerate(hull) if o.time_s <= t * (1 + 1e-9)])
-            if i + 1 < len(hull) and t > hull[i].time_s * (1 + 1e-9):
-                out.append(((t - hull[i].time_s) / (hull[i + 1].time_s - hull[i].time_s), c, i))
-        return out
-
-    def dive(self, deadline_s: float, max_solves: int = 10_000) -> dict[Computation, int] | None:
-        """Clocks from an LP dive: fix one fractional computation at a time, re-solve warm.
-
-        The computation whose LP duration is closest to a hull vertex is fixed there (the
-        slower one if the LP stays feasible with it, else the faster one, which always is);
-        the LP then re-plans every other computation around it. Ends when the optimum has no
-        fractional duration left (or after ``max_solves`` re-solves, rounding the rest as
-        :meth:`solve` does). The duration bounds are restored afterwards.
-
-        Returns:
-            Clocks (hull vertices) meeting the deadline, or None when the LP is infeasible.
-        """
-        self.makespan.SetUb(deadline_s)
-        fixed: list[Computation] = []
-        try:
-            if self.lp.Solve() != pywraplp.Solver.OPTIMAL:
-                return None
-            for _ in range(max_solves):
-                frac = self._fractional()
-                if not frac:
-                    break
-                share, c, i = max(frac, key=lambda f: abs(f[0] - 0.5))
-                hull, d = self._hull[c], self.dur[c]
-                fixed.append(c)
-                for k in (i + 1, i) if share >= 0.5 else (i, i + 1):
-                    d.SetBounds(hull[k].time_s, hull[k].time_s)
-                    if self.lp.Solve() == pywraplp.Solver.OPTIMAL:
-                        break
-            pick = {c: self._vertex_below(c) for c in self.dur}
-            self._round_up(
-                pick, sorted(((f[0], f[1]) for f in self._fractional()), reverse=True), deadline_s
-            )
-            return {c: self._hull[c][i].freq_mhz for c, i in pick.items()}
-        finally:
-            for c in fixed:
-                self.dur[c].SetBounds(self._hull[c][0].time_s, self._hull[c][-1].time_s)
 
     def _vertex_below(self, c: Computation) -> int:
         t = self.dur[c].solution_value()
