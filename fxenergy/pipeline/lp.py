@@ -15,7 +15,8 @@ from itertools import pairwise
 
 from ortools.linear_solver import pywraplp
 
-from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts, slow_down_greedily
+from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
+from fxenergy.pipeline.sweep import slow_down_greedily
 from fxenergy.schedule.hull import lower_hull
 
 

@@ -35,10 +35,10 @@ from fxenergy.pipeline.dag import (
     evaluate,
     fastest_plan,
     max_clock_plan,
-    slow_down_greedily,
 )
 from fxenergy.pipeline.lp import PipelineLP
 from fxenergy.pipeline.mip import mip_polish
+from fxenergy.pipeline.sweep import slow_down_greedily
 
 logger = logging.getLogger(__name__)
 
