@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from operator import itemgetter
 
 from hypothesis import given
@@ -26,10 +27,10 @@ def test_hull_is_convex_decreasing_and_below_every_point(pts):
     hull = lower_hull(pts, T, E)
     fastest = min(pts)
     assert hull[0] == fastest and hull[-1][1] == min(e for t, e in pts if t >= fastest[0])
-    assert all(b[0] > a[0] and b[1] < a[1] for a, b in zip(hull, hull[1:], strict=False))
-    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(hull, hull[1:], strict=False)]
-    assert all(s2 >= s1 for s1, s2 in zip(slopes, slopes[1:], strict=False))
+    assert all(b[0] > a[0] and b[1] < a[1] for a, b in pairwise(hull))
+    slopes = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in pairwise(hull)]
+    assert all(s2 >= s1 for s1, s2 in pairwise(slopes))
     for t, e in pts:  # every option at or above the envelope where the envelope is defined
-        for a, b in zip(hull, hull[1:], strict=False):
+        for a, b in pairwise(hull):
             if a[0] <= t <= b[0]:
                 assert e * (b[0] - a[0]) >= a[1] * (b[0] - a[0]) + (b[1] - a[1]) * (t - a[0])
