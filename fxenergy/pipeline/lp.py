@@ -16,7 +16,7 @@ from itertools import pairwise
 from ortools.linear_solver import pywraplp
 
 from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
-from fxenergy.pipeline.sweep import slow_down_greedily
+from fxenergy.pipeline.sweep import SlackTracker, slow_down_greedily
 from fxenergy.schedule.hull import lower_hull
 
 
@@ -85,8 +85,15 @@ class PipelineLP:
             objective.SetCoefficient(delta, (eb - ea) / (b.time_s - a.time_s))
         return hull[0].energy_j - p * hull[0].time_s
 
-    def solve(self, deadline_s: float) -> tuple[dict[Computation, int], float] | None:
-        """Rounded clocks and the LP bound (J, without the constant idle term), or None."""
+    def solve(
+        self, deadline_s: float, exact: bool = True
+    ) -> tuple[dict[Computation, int], float] | None:
+        """Rounded clocks and the LP bound (J, without the constant idle term), or None.
+
+        ``exact`` rounds fractional computations up one at a time in order of how far the LP
+        moved them (exact slack after each move); otherwise in two linear sweeps (faster,
+        used for frontier points).
+        """
         self.makespan.SetUb(deadline_s)
         if self.lp.Solve() != pywraplp.Solver.OPTIMAL:
             return None
@@ -100,7 +107,10 @@ class PipelineLP:
             if i + 1 < len(hull) and t > hull[i].time_s * (1 + 1e-9):
                 share = (t - hull[i].time_s) / (hull[i + 1].time_s - hull[i].time_s)
                 fractional.append((share, c))
-        self._round_up(pick, sorted(fractional, reverse=True), deadline_s)
+        if exact:
+            self._round_up_exact(pick, sorted(fractional, reverse=True), deadline_s)
+        else:
+            self._round_up(pick, fractional, deadline_s)
         freqs = {c: self._hull[c][i].freq_mhz for c, i in pick.items()}
         return freqs, self.lp.Objective().Value()
 
@@ -122,6 +132,18 @@ class PipelineLP:
             freqs = slow_down_greedily(self.dag, self.costs, freqs, deadline_s, self.straggler, up)
         for c in pick:
             if freqs[c] != self._hull[c][pick[c]].freq_mhz:
+                pick[c] += 1
+
+    def _round_up_exact(self, pick: dict, fractional: list, deadline_s: float) -> None:
+        """As :meth:`_round_up`, one computation at a time, largest LP share first."""
+        p = self.costs.blocked_power_w
+        per_second = 0.0 if self.straggler else p * self.dag.num_ranks
+        dur = [self._hull[c][pick[c]].time_s for c in self.dag.topological]
+        slack = SlackTracker(self.dag, dur, deadline_s, per_second)
+        for _, c in fractional:
+            lo, hi = self._hull[c][pick[c]], self._hull[c][pick[c] + 1]
+            gain = (hi.energy_j - p * hi.time_s) - (lo.energy_j - p * lo.time_s)
+            if slack.try_grow(slack.index[c], hi.time_s - lo.time_s, gain):
                 pick[c] += 1
 
     def round_nearest(self, deadline_s: float) -> dict[Computation, int] | None:

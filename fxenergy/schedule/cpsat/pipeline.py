@@ -278,7 +278,7 @@ class PipelinePlanner:
         if hint:
             best = self._better(best, dict(hint), "hint", deadline_s, horizon)
         bound = None
-        lp = self.lp.solve(deadline_s)
+        lp = self.lp.solve(deadline_s, exact=self.nearest)
         if lp is not None:
             # The greedy pass only accepts moves that lower the evaluator's energy, so the
             # rounded LP plan itself need not be scored.
