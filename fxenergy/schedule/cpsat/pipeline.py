@@ -344,7 +344,7 @@ class PipelinePlanner:
         improvement run per point. Points whose plan is no better than a shorter one are
         dropped, so the list is a frontier.
         """
-        free = self.lp.solve(math.inf)
+        free = self.lp.solve(math.inf, exact=False)
         end = self.shortest_s
         if free is not None:
             end = max(end, evaluate(self.dag, self.costs, free[0]).iteration_time_s)
