@@ -68,7 +68,8 @@ class PipelineDAG:
     def fingerprint(self) -> str:
         """A hash of the per-rank orders: a saved plan is only valid for the same DAG."""
         text = "|".join(",".join(label(c) for c in order) for order in self.rank_orders)
-        text += "|" + ",".join(f"{label(f)}+{label(b)}" for f, b in self.overlaps)
+        if self.overlaps:  # (plans saved before overlaps existed keep their fingerprint)
+            text += "|" + ",".join(f"{label(f)}+{label(b)}" for f, b in self.overlaps)
         return hashlib.sha256(f"{self.schedule}:{text}".encode()).hexdigest()[:16]
 
     @cached_property
