@@ -97,7 +97,8 @@ class ClockPlanHook:
         for stage in self.stages:
             self._wrap(stage, "forward_one_chunk", "forward")
             self._wrap(stage, "backward_one_chunk", "backward")
-            self._wrap(stage, "backward_weight_one_chunk", "backward_weight")
+            if hasattr(stage, "backward_weight_one_chunk"):  # zero-bubble W (torch >= 2.5)
+                self._wrap(stage, "backward_weight_one_chunk", "backward_weight")
         return self
 
     def __exit__(

@@ -36,9 +36,9 @@ from fxenergy.pipeline.dag import (
     fastest_plan,
     max_clock_plan,
 )
-from fxenergy.pipeline.lp import PipelineLP
-from fxenergy.pipeline.mip import mip_polish
-from fxenergy.pipeline.sweep import slow_down_greedily
+from fxenergy.schedule.cpsat.pipeline_lp import PipelineLP
+from fxenergy.schedule.cpsat.pipeline_mip import mip_polish
+from fxenergy.schedule.pipeline_sweep import slow_down_greedily
 
 logger = logging.getLogger(__name__)
 

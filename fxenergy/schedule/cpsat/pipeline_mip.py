@@ -17,11 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ortools.linear_solver import pywraplp
 
-from fxenergy.pipeline.costs import ClockOption
-from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
+if TYPE_CHECKING:  # types only: schedule/ does not import pipeline/ at run time
+    from fxenergy.pipeline.costs import ClockOption
+    from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
 
 logger = logging.getLogger(__name__)
 

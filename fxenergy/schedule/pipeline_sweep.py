@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from fxenergy.pipeline.costs import ClockOption, StageCosts
-from fxenergy.pipeline.dag import Computation, PipelineDAG
+if TYPE_CHECKING:  # types only: schedule/ does not import pipeline/ at run time
+    from fxenergy.pipeline.costs import ClockOption, StageCosts
+    from fxenergy.pipeline.dag import Computation, PipelineDAG
 
 
 def slow_down_greedily(

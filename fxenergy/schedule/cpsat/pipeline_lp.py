@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 from ortools.linear_solver import pywraplp
 
-from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
-from fxenergy.pipeline.sweep import SlackTracker, slow_down_greedily
 from fxenergy.schedule.hull import lower_hull
+from fxenergy.schedule.pipeline_sweep import SlackTracker, slow_down_greedily
+
+if TYPE_CHECKING:  # types only: schedule/ does not import pipeline/ at run time
+    from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
 
 
 class PipelineLP:
