@@ -20,8 +20,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fxenergy.cost import graph_totals
-from fxenergy.cost.fake import fake_mode, fakeify, run_with_fake_state
 from fxenergy.graph.capture import capture
+from fxenergy.graph.fake import fake_mode, fakeify, run_with_fake_state
 
 
 def flop_counter_macs(model: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -29,7 +30,7 @@ from fxenergy.graph.capture import capture_training
 from fxenergy.hardware.dvfs import get_dvfs_model
 from fxenergy.plans.planner import annotate
 from fxenergy.schedule.build import build_problem
-from fxenergy.schedule.problem import Problem, Solution, SwitchModel, Task
+from fxenergy.schedule.problem import Problem, Solution, Task
 from fxenergy.schedule.solve import solve
 from fxenergy.schedule.validate import deadline, evaluate
 
@@ -101,10 +102,9 @@ def step_problem(graphs: tuple, gpu: str, latency_s: float) -> Problem:
 
 
 def _with_latency(p: Problem, latency_s: float, idle_w: float) -> Problem:
-    """The same problem with another switch latency (the stall is spent at idle power)."""
-    lat = round(latency_s / p.time_unit_s)
-    energy = round(latency_s * idle_w / p.energy_unit_j)
-    return dataclasses.replace(p, switch=SwitchModel(lat, energy, p.switch.min_partition_factor))
+    """The same problem with another switch latency (schedule/switch.py prices the windows)."""
+    lat = math.ceil(latency_s / p.time_unit_s)
+    return dataclasses.replace(p, switch=dataclasses.replace(p.switch, latency=lat))
 
 
 def global_clock(p: Problem, limit: int) -> tuple[int, int]:

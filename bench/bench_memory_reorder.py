@@ -2,13 +2,14 @@
 
 Builds forward+backward (joint, aot_autograd) graphs at batch 32 of AlexNet-, VGG-, ResNet-,
 MobileNetV2- and transformer-style models written here (no torchvision), on fake tensors, and
-measures peak live activation bytes (fxenergy.memory.order's model) of:
+measures peak live activation bytes (fxenergy.memory.problem's model) of:
 
 - the original order (aot_autograd's),
 - torch._inductor.memory's ``topological_sort_lpmf``, ``_bfs`` and ``_dfs``, called on the same
   graph through small adapter objects that give them the attributes they read
   (``mpi_node``/``mpi_buffer``), the same buffers and the same successor sets as ours,
-- ours: :func:`fxenergy.memory.order.minimize_peak` (best of original/greedy, then CP-SAT windows).
+- ours: :func:`fxenergy.schedule.cpsat.memory.minimize_peak` (best of original/greedy, then
+  CP-SAT windows).
 
 Run: ``python bench/bench_memory_reorder.py [--models alexnet,vgg] [--time-limit 20]``;
 prints a markdown table (the one in docs/memory-reorder.md).
@@ -26,13 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fxenergy.graph.capture import capture_training
-from fxenergy.memory.order import (
-    MemoryProblem,
-    is_topological,
-    memory_problem,
-    minimize_peak,
-    peak,
-)
+from fxenergy.memory.problem import MemoryProblem, is_topological, peak
+from fxenergy.memory.timeline import memory_problem
+from fxenergy.schedule.cpsat.memory import minimize_peak
 
 BATCH = 32
 

@@ -11,7 +11,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from fxenergy.graph.capture import capture, capture_training
+from fxenergy.graph.capture import capture
+from fxenergy.graph.capture_training import capture_training
 
 _LAZY: dict[str, str] = {
     "optimize": "fxenergy.api",

@@ -15,8 +15,10 @@ import torch.fx
 from torch import nn
 
 from fxenergy.graph.capture import capture
+from fxenergy.hardware.boards import resolve_gpu
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
-from fxenergy.plans.plan import Plan
+from fxenergy.plans.inputs import InputBinding
+from fxenergy.plans.plan import Plan, check_plan_gpu
 from fxenergy.plans.planner import DEFAULT_GPU, annotate, apply_plan, plan_graph
 from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
@@ -46,15 +48,22 @@ class OptimizedModule(nn.Module):
         self.plan = plan
         self.backend = backend
         self.last_run: RuntimeSummary | None = None
+        #: the model's calling convention and the planned inputs (fxenergy.plans.inputs)
+        self.inputs: InputBinding | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         # A cyclic plan keeps the last partition's clock between calls (its first partition was
         # planned to start there); clocks are restored on error, at exit, SIGINT/SIGTERM and by
         # restore_clocks().
+        if self.inputs is not None:  # kwargs given at optimize time are defaults; shapes checked
+            args, kwargs = self.inputs.bind(args, kwargs)
         cyclic = bool(self.plan.extra.get("cyclic", False))
-        rt = FrequencyRuntime.from_plan(
-            self.plan, self.backend, self.graph_module, restore_on_exit=not cyclic
-        )
+        rt = self.__dict__.get("_runtime")
+        if rt is None:  # made once: building it reads every node's cost
+            rt = FrequencyRuntime.from_plan(
+                self.plan, self.backend, self.graph_module, restore_on_exit=not cyclic
+            )
+            self.__dict__["_runtime"] = rt
         try:
             with rt:
                 out = self.graph_module(*args, **kwargs)
@@ -96,6 +105,7 @@ def optimize(
     method: str = "auto",
     plan: Plan | str | None = None,
     progress: bool = False,
+    gpu_params: str | None = None,
 ) -> OptimizedModule:
     """Capture ``model``, plan clocks (or load ``plan``) and return the rewritten module.
 
@@ -112,9 +122,12 @@ def optimize(
         time_limit_s: solver wall-clock budget.
         method: capture method (``"auto"``, ``"symbolic"``, ``"export"``).
         plan: a saved plan (object or JSON path) to apply instead of planning; refused with
-            :class:`~fxenergy.errors.PlanMismatchError` if made for another graph.
+            :class:`~fxenergy.errors.PlanMismatchError` if made for another graph or GPU
+            (:class:`~fxenergy.errors.InvalidPlanError` for a corrupt file).
         progress: show the solver's progress bar.
+        gpu_params: a calibrated board file (``fxenergy profile calibrate``); replaces ``gpu``.
     """
+    gpu = resolve_gpu(gpu, gpu_params) or gpu
     gm = annotate(capture(model, example_args, example_kwargs, method=method), gpu)
     if plan is None:
         plan = plan_graph(
@@ -126,12 +139,16 @@ def optimize(
             time_limit_s=time_limit_s,
             progress=progress,
         )
-    elif isinstance(plan, str):
-        plan = Plan.load(plan)
+    else:
+        plan = Plan.load(plan) if isinstance(plan, str) else plan
+        check_plan_gpu(plan, gpu)  # a plan's clocks and predictions hold for its own GPU only
     rewritten = apply_plan(gm, plan)
     be = (
         backend
         if isinstance(backend, FrequencyBackend)
         else get_backend(backend, gpu=plan.gpu, switch_latency_s=plan.switch_latency_s)
     )
-    return OptimizedModule(model, rewritten, plan, be)
+    opt = OptimizedModule(model, rewritten, plan, be)
+    args = tuple(example_args) if isinstance(example_args, (tuple, list)) else (example_args,)
+    opt.inputs = InputBinding.from_example(model, rewritten, args, example_kwargs or {})
+    return opt

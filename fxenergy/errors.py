@@ -60,3 +60,7 @@ class InputShapeError(CaptureError, ValueError):
 
 class ModelLoadError(FxEnergyError, ValueError):
     """A MODEL argument names no importable module, attribute, file or built-in model."""
+
+
+class InvalidPlanError(FxEnergyError, ValueError):
+    """A saved plan file cannot be read, is not a plan, or asks for what its GPU cannot do."""

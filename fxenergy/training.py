@@ -19,6 +19,7 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from fxenergy.errors import CaptureError
 from fxenergy.graph import meta
+from fxenergy.hardware.boards import resolve_gpu
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
 from fxenergy.plans.plan import Plan
 from fxenergy.plans.planner import DEFAULT_GPU, apply_plan, plan_graph
@@ -151,6 +152,7 @@ def backend(
     switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
     time_limit_s: float = 10.0,
     objective: str = "energy",
+    gpu_params: str | None = None,
 ) -> EnergyBackend:
     """A ``torch.compile`` backend that plans forward, backward and optimizer-step graphs.
 
@@ -160,4 +162,5 @@ def backend(
         step = torch.compile(model, backend=be)
         opt_step = torch.compile(optimizer.step, backend=be)
     """
+    gpu = resolve_gpu(gpu, gpu_params) or gpu  # gpu_params: a `fxenergy profile calibrate` file
     return EnergyBackend(gpu, max_slowdown, runtime, switch_latency_s, time_limit_s, objective)

@@ -24,13 +24,9 @@ from __future__ import annotations
 import torch.fx
 from torch.fx.passes.infra.pass_base import PassResult
 
-from fxenergy.cost.counter import count_costs
-from fxenergy.cost.roofline import roofline
-from fxenergy.graph import meta
+from fxenergy.cost.annotate import COST_ANALYSES, DEFAULT_GPU, annotate_costs
 from fxenergy.graph.pass_infra import FxPass, register_pass
 from fxenergy.hardware.specs import get_gpu
-
-DEFAULT_GPU = "A100-SXM4-80GB"
 
 
 @register_pass
@@ -38,7 +34,7 @@ class AnnotateCost(FxPass):
     """Annotate each node with its aten-level cost and its roofline on one GPU."""
 
     name = "annotate-cost"
-    provides = (meta.COST, meta.ROOFLINE, meta.GPU)
+    provides = COST_ANALYSES
     is_analysis = True
 
     def __init__(self, gpu: str = DEFAULT_GPU) -> None:
@@ -46,10 +42,5 @@ class AnnotateCost(FxPass):
         self.spec = get_gpu(gpu)  # unknown names fail here, listing the known GPUs
 
     def run(self, gm: torch.fx.GraphModule) -> PassResult:
-        costs = count_costs(gm)
-        for node in gm.graph.nodes:
-            cost = costs[node]
-            node.meta[meta.COST] = cost
-            node.meta[meta.ROOFLINE] = roofline(cost, self.spec)
-        gm.meta[meta.GPU] = self.spec.name
+        annotate_costs(gm, self.spec.name)
         return PassResult(gm, False)

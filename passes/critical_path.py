@@ -3,7 +3,7 @@
 Builds the dependency DAG of the graph (:func:`fxenergy.graph.semantics.dependency_graph`:
 data edges plus order edges between side-effectful nodes), weighs each node with its roofline
 time at the maximum SM clock and runs the critical-path method
-(:func:`fxenergy.graph.semantics.dag_timing`). The
+(:func:`fxenergy.graph.timing.dag_timing`). The
 path length is the run time with unlimited parallelism; ``serial_time_s`` is the time on one
 stream. Nodes with zero slack (within ``rel_tol`` of the path length) are critical: slowing any of
 them slows the whole graph, while a node with slack ``s`` can stretch by ``s`` for free.
@@ -28,7 +28,8 @@ from torch.fx.passes.infra.pass_base import PassResult
 
 from fxenergy.graph import meta
 from fxenergy.graph.pass_infra import FxPass, register_pass
-from fxenergy.graph.semantics import dag_timing, dependency_graph
+from fxenergy.graph.semantics import dependency_graph
+from fxenergy.graph.timing import dag_timing
 
 
 def roofline_durations(gm: torch.fx.GraphModule) -> dict[str, float]:

@@ -3,7 +3,7 @@
 A tensor is live from the node that produces it through the last node that reads it (through any
 view of it); views and ``getitem`` results share their base's storage, which is counted once.
 Graph inputs, parameters and buffers are not activations and are not counted; tensors that reach
-the output stay live to the end. See :func:`fxenergy.graph.semantics.memory_timeline` for the exact
+the output stay live to the end. See :mod:`fxenergy.memory.problem` for the exact
 definition (a node's inputs are still counted at its own step, so the peak bounds the allocator's
 high-water mark from below only by fragmentation and workspace, which are not modelled).
 
@@ -19,14 +19,7 @@ from torch.fx.passes.infra.pass_base import PassResult
 
 from fxenergy.graph import meta
 from fxenergy.graph.pass_infra import FxPass, register_pass
-from fxenergy.graph.semantics import activation_buffers, memory_timeline
-
-
-def graph_memory_timeline(gm: torch.fx.GraphModule) -> meta.MemoryTimeline:
-    """The memory timeline of ``gm`` in its current node order."""
-    sizes, users, producers, keep = activation_buffers(gm)
-    order = [n.name for n in gm.graph.nodes]
-    return memory_timeline(order, sizes, users, producers=producers, keep=keep)
+from fxenergy.memory.timeline import graph_memory_timeline
 
 
 @register_pass

@@ -8,8 +8,8 @@ Two modes:
   order edges between side-effectful, in-place and RNG nodes); otherwise InvalidScheduleError
   says which edge it breaks.
 - ``reorder{objective=memory}`` minimises peak live activation memory with
-  :func:`fxenergy.memory.order.minimize_peak` (greedy orders, then CP-SAT on windows around the
-  peak, bounded by ``time_limit_s``); the result is never worse than the current order.
+  :func:`fxenergy.schedule.cpsat.memory.minimize_peak` (greedy orders, then CP-SAT on windows
+  around the peak, bounded by ``time_limit_s``); the result is never worse than the current order.
 
 Reads: node values (capture's fake tensors). Writes: the node order. Preserves every per-node
 analysis and the DAG ones (cost, roofline, timing, critical path); drops memory timelines, which
@@ -28,7 +28,8 @@ from fxenergy.errors import InvalidScheduleError, PassError
 from fxenergy.graph import meta
 from fxenergy.graph.pass_infra import FxPass, register_pass
 from fxenergy.graph.semantics import dependency_graph
-from fxenergy.memory.order import memory_problem, minimize_peak
+from fxenergy.memory.timeline import memory_problem
+from fxenergy.schedule.cpsat.memory import minimize_peak
 
 log = logging.getLogger(__name__)
 _PINNED = ("placeholder", "get_attr", "output")

@@ -49,11 +49,7 @@ def problems(
             effects.append(v)
         tasks.append(_task(f"t{v}", kind, base, clocks, size, draw(st.booleans()) and v == n - 1))
     order = [(u, v) for u, v in pairwise(effects) if (u, v) not in data]
-    switch = SwitchModel(
-        latency=draw(st.integers(0, 6)),
-        energy=draw(st.integers(0, 6)),
-        min_partition_factor=draw(st.sampled_from((0.0, 1.0, 2.0))),
-    )
+    switch = SwitchModel(latency=draw(st.integers(0, 6)))
     return Problem(
         tasks=tuple(tasks),
         clocks_mhz=clocks,
@@ -61,4 +57,5 @@ def problems(
         order_edges=tuple(order),
         switch=switch,
         memory_baseline_bytes=draw(st.integers(0, 4)),
+        cyclic=draw(st.booleans()),
     )

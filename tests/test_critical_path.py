@@ -17,7 +17,8 @@ from torch.fx.passes.infra.pass_manager import PassManager
 from fxenergy.errors import PassError
 from fxenergy.graph import meta
 from fxenergy.graph.pass_infra import Pipeline, get_pass
-from fxenergy.graph.semantics import dag_timing, dependency_graph, is_side_effectful
+from fxenergy.graph.semantics import dependency_graph, is_side_effectful
+from fxenergy.graph.timing import dag_timing
 
 
 def _fake_prop(gm: torch.fx.GraphModule, *shapes: tuple[int, ...]) -> torch.fx.GraphModule:

@@ -151,7 +151,7 @@ def test_calibration_recovers_known_parameters() -> None:
     pytest.importorskip("scipy")
     true = get_power_params("A100-SXM4-80GB").replace(static_power_w=70.0, compute_dyn_w=450.0)
     model = DVFSModel(get_gpu("A100-SXM4-80GB"), true)
-    mix = two_part_mix(0.05, 0.004, activity=0.9)
+    mix = two_part_mix(0.05, 0.004)  # the calibration reads sweeps with every SM at work
     rows = tuple(
         ProfileRow(0, "forward", f, model.mix_time_s(mix, f), model.mix_energy_j(mix, f))
         for f in range(1410, 840, -45)
@@ -160,3 +160,35 @@ def test_calibration_recovers_known_parameters() -> None:
     assert res.time_rms_pct < 0.1 and res.energy_rms_pct < 0.1
     assert res.params.static_power_w == pytest.approx(70.0, rel=0.05)
     assert res.params.compute_dyn_w == pytest.approx(450.0, rel=0.05)
+
+
+def test_activity_scales_sm_power_not_time() -> None:
+    m = get_dvfs_model("A40")
+    full, half = two_part_mix(0.6, 0.4, activity=1.0), two_part_mix(0.6, 0.4, activity=0.5)
+    f = 1100  # below the cap: the clock is the locked one for both
+    assert m.mix_time_s(half, f) == pytest.approx(m.mix_time_s(full, f))
+    p = m.params
+    t = m.mix_time_s(full, f)
+    floor = p.static_power_w + 0.4 / t * p.memory_dyn_w  # SM power gone, DRAM and static left
+    assert floor < m.mix_power_w(half, f) < m.mix_power_w(full, f)
+    sm_full = m.mix_power_w(full, f) - floor
+    assert m.mix_power_w(half, f) - floor == pytest.approx(0.5 * sm_full, rel=1e-6)
+
+
+def test_the_cap_clock_depends_on_the_workload_power() -> None:
+    """Throttling: a heavier computation runs at a lower effective clock under the same cap."""
+    m = get_dvfs_model("A100-PCIe-80GB")
+    heavy, light = two_part_mix(0.95, 0.05), two_part_mix(0.4, 0.6, activity=0.6)
+    assert m.effective_clock_mhz(heavy, 1410) < m.effective_clock_mhz(light, 1410) <= 1410
+    assert m.mix_power_w(heavy, 1410) == pytest.approx(m.params.power_cap_w, rel=0.02)
+
+
+def test_recommended_reference_is_under_the_cap() -> None:
+    from fxenergy.hardware.extrapolate import recommended_reference_mhz
+
+    refs = {g: recommended_reference_mhz(get_dvfs_model(g)) for g in known_gpus()}
+    assert refs["A100-PCIe-80GB"] < refs["A100-SXM4-80GB"] < 1410
+    for g, f in refs.items():
+        m = get_dvfs_model(g)
+        share = m.params.typical_compute_share
+        assert m.mix_power_w(two_part_mix(share, 1 - share), f) <= 0.9 * m.params.power_cap_w

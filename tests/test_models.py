@@ -163,8 +163,26 @@ def test_loader_errors(text: str, message: str) -> None:
         load_model(text)
 
 
-def test_capture_meta_info_for_builtin() -> None:
-    spec = get_model("cnn-small")
-    args, _ = spec.example_inputs("meta")
-    gm = capture(spec.build("meta"), args)
-    assert gm.meta[meta.CAPTURE].method in ("symbolic", "export")
+class _ShapeBranch(nn.Module):
+    """Python control flow on a shape: symbolic tracing cannot branch on a Proxy, export can."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.relu() if x.shape[0] > 1 else x
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "notes"),
+    [
+        ("cnn-small", "symbolic", ()),
+        ("gpt-tiny", "symbolic", ()),
+        ("shape-branch", "export", ("symbolic failed: TraceError",)),
+    ],
+)
+def test_capture_method_per_model(name: str, method: str, notes: tuple[str, ...]) -> None:
+    if name == "shape-branch":
+        model, args = _ShapeBranch(), (torch.randn(4, 3),)
+    else:
+        spec = get_model(name)
+        model, args = spec.build("meta"), spec.example_inputs("meta")[0]
+    info = capture(model, args).meta[meta.CAPTURE]
+    assert (info.method, info.training, info.notes) == (method, False, notes)

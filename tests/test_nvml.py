@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from unittest import mock
@@ -35,6 +36,9 @@ def fake(_autospec: mock.MagicMock) -> Iterator[mock.MagicMock]:
     _autospec.nvmlDeviceGetSupportedMemoryClocks.return_value = MEM_CLOCKS
     _autospec.nvmlDeviceGetSupportedGraphicsClocks.return_value = A100_CLOCKS
     _autospec.nvmlDeviceGetTotalEnergyConsumption.return_value = 123_456
+    _autospec.NVML_CLOCK_GRAPHICS, _autospec.NVML_CLOCK_MEM = 0, 2
+    app = {0: 1095, 2: 1593}  # applications clocks as found (graphics, memory)
+    _autospec.nvmlDeviceGetApplicationsClock.side_effect = lambda handle, kind: app[kind]
     with mock.patch.object(nvml, "pynvml", _autospec):
         yield _autospec
 
@@ -191,14 +195,42 @@ def test_auto_picks_nvml_when_usable(fake: mock.MagicMock) -> None:
     assert isinstance(backend, NvmlBackend) and not backend.simulated
 
 
-def test_locked_clocks_are_protected_until_reset(fake: mock.MagicMock) -> None:
+def test_locked_clocks_are_protected_until_reset_even_if_the_backend_is_freed(
+    fake: mock.MagicMock,
+) -> None:
     b = NvmlBackend()
     b.set_clock(900)
-    assert restore.protected() == [b]
+    assert len(restore.protected()) == 1
+    del b
+    gc.collect()  # the backend is gone; its unlocker (the device handle only) is not
     assert restore.restore_all() == 1  # what atexit / a signal would do
     fake.nvmlDeviceResetGpuLockedClocks.assert_called_once_with(HANDLE)
     fake.nvmlDeviceResetMemoryLockedClocks.assert_called_once_with(HANDLE)
     assert restore.protected() == []
+
+
+def test_reset_puts_back_what_it_found(fake: mock.MagicMock) -> None:
+    b = NvmlBackend(found_locked_mhz=(1005, 1005))  # an admin had locked 1005 (unreadable)
+    b.set_clock(900)
+    # something changed the applications clocks meanwhile: they are put back as found
+    changed = {0: 1410, 2: 1593}
+    fake.nvmlDeviceGetApplicationsClock.side_effect = lambda handle, kind: changed[kind]
+    b.reset()
+    assert _clock_calls(fake)[-2:] == [
+        ("nvmlDeviceSetGpuLockedClocks", HANDLE, 1005, 1005),  # re-locked, not unlocked
+        ("nvmlDeviceResetMemoryLockedClocks", HANDLE),
+    ]
+    fake.nvmlDeviceResetGpuLockedClocks.assert_not_called()
+    fake.nvmlDeviceSetApplicationsClocks.assert_called_once_with(HANDLE, 1593, 1095)
+
+
+def test_applications_clocks_unreadable_are_left_alone(fake: mock.MagicMock) -> None:
+    fake.nvmlDeviceGetApplicationsClock.side_effect = pynvml.NVMLError(3)  # not supported
+    b = NvmlBackend()
+    b.set_clock(900)
+    b.reset()
+    fake.nvmlDeviceSetApplicationsClocks.assert_not_called()
+    fake.nvmlDeviceResetGpuLockedClocks.assert_called_once_with(HANDLE)
 
 
 def _real_nvml_gpu() -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 
+import pytest
 import torch
 import torch.fx
 from hypothesis import given, settings
@@ -13,11 +14,14 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
+from fxenergy.graph import meta
 from fxenergy.hardware.dvfs import get_dvfs_model
 from fxenergy.plans.planner import annotate, apply_plan, plan_graph
+from fxenergy.runtime import FrequencyRuntime, SimulatedBackend, restore
 from fxenergy.schedule.build import build_problem
 from fxenergy.schedule.problem import Solution
 from fxenergy.schedule.validate import check
+from tests.independent import run_totals
 
 LOG: list[torch.Tensor] = []
 
@@ -116,3 +120,29 @@ def test_optimize_random_programs(program, max_slowdown: float, objective: str) 
     assert pred.time_s <= base.time_s * (1 + max_slowdown) * (1 + 1e-6) + 1e-15
     assert pred.energy_j <= base.energy_j * (1 + 1e-9) + 1e-15
     assert pred.peak_memory_bytes <= base.peak_memory_bytes
+
+
+@settings(max_examples=10, deadline=None)
+@given(programs(), st.sampled_from([0.0, 0.02, 0.2]), st.sampled_from([0.0, 0.010, 0.050]))
+def test_simulated_runs_equal_the_plan(program, max_slowdown: float, latency_s: float) -> None:
+    """Steady state (second call): the simulator's totals are the plan's, within 1e-6, and an
+    independent re-computation (tests/independent.py) agrees."""
+    x = torch.randn(D, D)
+    gm = annotate(_with_values(program, x), "H100-SXM5")
+    plan = plan_graph(gm, "H100-SXM5", max_slowdown, switch_latency_s=latency_s, time_limit_s=2)
+    new = apply_plan(gm, plan)
+    sim = SimulatedBackend("H100-SXM5", switch_latency_s=latency_s)
+    rt = FrequencyRuntime.from_plan(plan, sim, new, restore_on_exit=False)
+    for _ in range(2):
+        with rt:
+            _run(new, x)
+    run = rt.summary()
+    assert run.time_s == pytest.approx(plan.predicted.time_s, rel=1e-6)
+    assert run.energy_j == pytest.approx(plan.predicted.energy_j, rel=1e-6)
+    costs = {n.name: n.meta.get(meta.COST) for n in new.graph.nodes}
+    parts = [(p.clock_mhz, [costs[n] for n in p.nodes if costs[n]]) for p in plan.partitions]
+    model = get_dvfs_model("H100-SXM5", switch_latency_s=latency_s)
+    time_s, energy_j = run_totals(model, parts, cyclic=True)
+    assert run.time_s == pytest.approx(time_s, rel=1e-6)
+    assert run.energy_j == pytest.approx(energy_j, rel=1e-6)
+    restore.uninstall()

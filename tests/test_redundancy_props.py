@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
-from fxenergy.redundancy.eliminate import is_barrier
+from fxenergy.graph.semantics import is_side_effectful
 from fxenergy.redundancy.rules import eliminate
 
 # (kind, arity, builder) — builders add one node to the graph from input nodes.
@@ -67,7 +67,7 @@ def _run(gm: torch.fx.GraphModule, x: torch.Tensor, y: torch.Tensor) -> tuple:
 
 
 def _barriers(gm: torch.fx.GraphModule) -> list[str]:
-    return [n.name for n in gm.graph.nodes if is_barrier(n)]
+    return [n.name for n in gm.graph.nodes if is_side_effectful(n)]
 
 
 @given(random_graphs(), st.booleans())

@@ -10,7 +10,9 @@ from fxenergy.errors import InvalidScheduleError, PassError
 from fxenergy.graph import meta
 from fxenergy.graph.capture import capture_training
 from fxenergy.graph.pass_infra import Pipeline, get_pass
-from fxenergy.memory.order import l2_reuse_by_node, memory_problem, peak
+from fxenergy.memory.order import l2_reuse_by_node
+from fxenergy.memory.problem import peak
+from fxenergy.memory.timeline import memory_problem
 
 
 class TwoBranch(nn.Module):

@@ -9,17 +9,9 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fxenergy.memory.order import (
-    MemoryProblem,
-    bfs_order,
-    dfs_order,
-    is_topological,
-    l2_reuse_bytes,
-    lpmf_order,
-    minimize_peak,
-    peak,
-    working_set_bound,
-)
+from fxenergy.memory.order import bfs_order, dfs_order, l2_reuse_bytes, lpmf_order
+from fxenergy.memory.problem import MemoryProblem, is_topological, peak, working_set_bound
+from fxenergy.schedule.cpsat.memory import minimize_peak
 
 
 @st.composite

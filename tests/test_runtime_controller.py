@@ -220,3 +220,81 @@ def test_cuda_events_do_not_stall_the_stream() -> None:
     ctl.close()
     assert host_s < 0.01 and not applied_early  # queued, not waited for
     assert [c[0] for c in backend.calls] == [900]
+
+
+class _FakeTime:
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, dt: float) -> None:
+        self.t += dt
+
+
+class _GpuEvent:
+    """An event the fake GPU reaches at a known host time."""
+
+    def __init__(self, clock: _FakeTime, at: float) -> None:
+        self.clock, self.at = clock, at
+
+    def record(self) -> None:
+        return None
+
+    def query(self) -> bool:
+        return self.clock.t >= self.at
+
+    def synchronize(self) -> None:
+        self.clock.t = max(self.clock.t, self.at)
+
+    def elapsed_time(self, end: _GpuEvent) -> float:
+        return (end.at - self.at) * 1e3  # milliseconds, like CUDA events
+
+
+def test_issue_ahead_requests_latency_before_each_boundary_and_follows_the_gpu() -> None:
+    """Plan: 100 ms at 1410, 50 ms at 900, 200 ms at 1410; latency 10 ms. The GPU starts at
+    t = 1 s but runs 20 ms late from partition 1 on: the first request goes at 1.09 (as
+    predicted); once boundary 1 is seen at 1.12 the second follows it: 1.16, 10 ms before the
+    real boundary at 1.17 (uncorrected it would have gone at 1.14)."""
+    from fxenergy.runtime.ahead import IssueAhead, ahead_schedule
+
+    clock = _FakeTime()
+    reached = iter([1.0, 1.12, 1.17])  # anchor, boundary 1, boundary 2 (GPU times)
+    applied: list[tuple[int, float]] = []
+
+    class Stamped(NullBackend):
+        def set_clock(self, mhz: int, label: str = "") -> int:
+            applied.append((mhz, clock.t))
+            return super().set_clock(mhz, label)
+
+    ctl = SwitchController(Stamped(GPU), threaded=False)
+    ahead = IssueAhead(ctl, lambda: _GpuEvent(clock, next(reached)), clock, clock.sleep)
+    starts, requests = ahead_schedule([0.1, 0.05, 0.2], [1410, 900, 1410], 0.010)
+    assert [(r.at_s, r.clock_mhz) for r in requests] == [
+        (pytest.approx(0.09), 900),
+        (pytest.approx(0.14), 1410),
+    ]
+    anchor = ahead.prepare(starts)
+    ahead.boundary(1)  # the host runs ahead: it records both boundaries before the GPU is there
+    ahead.boundary(2)
+    ahead.run(anchor, requests)
+    assert [m for m, _ in applied] == [900, 1410]
+    assert applied[0][1] == pytest.approx(1.09, abs=1e-3)
+    assert applied[1][1] == pytest.approx(1.16, abs=1e-3)
+    assert ahead.late == 0
+
+
+def test_issue_ahead_sends_at_once_when_the_boundary_has_passed() -> None:
+    from fxenergy.runtime.ahead import IssueAhead, ahead_schedule
+
+    clock = _FakeTime()
+    reached = iter([0.0, 0.01])  # the GPU reaches boundary 1 far earlier than predicted
+    ctl = SwitchController(NullBackend(GPU), threaded=False)
+    ahead = IssueAhead(ctl, lambda: _GpuEvent(clock, next(reached)), clock, clock.sleep)
+    starts, requests = ahead_schedule([0.5, 0.5], [1410, 900], 0.010)
+    anchor = ahead.prepare(starts)
+    ahead.boundary(1)
+    ahead.run(anchor, requests)
+    assert ahead.late == 1 and ctl.backend.current_clock_mhz == 900
+    assert clock.t < 0.1  # it did not wait for the predicted 0.49 s

@@ -139,11 +139,34 @@ def test_failing_restorer_does_not_stop_the_others() -> None:
         def restore(self) -> None:
             raise OSError("driver gone")
 
-    good = _Restorer()
+    good, broken = _Restorer(), Broken()  # named: restore holds weak references
     restore.protect(good)
-    restore.protect(Broken())
+    restore.protect(broken)
     try:
         assert restore.restore_all() == 2
         assert good.calls == 1
     finally:
         restore.uninstall()
+
+
+def test_protect_holds_weak_references() -> None:
+    """Protecting a runtime or module does not keep it (or its model) alive."""
+    import gc
+
+    from fxenergy.runtime import restore
+
+    class Restorer:
+        def __init__(self) -> None:
+            self.ran = 0
+
+        def restore(self) -> None:
+            self.ran += 1
+
+    kept, freed = Restorer(), Restorer()
+    restore.protect(kept)
+    restore.protect(freed)
+    del freed
+    gc.collect()
+    assert restore.protected() == [kept]
+    assert restore.restore_all() == 1 and kept.ran == 1
+    restore.uninstall()

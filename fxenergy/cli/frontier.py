@@ -6,36 +6,53 @@ import argparse
 
 from rich.table import Table
 
+from fxenergy.cli._common import (
+    UsageError,
+    add_command,
+    check_output_path,
+    parse_slowdown,
+    resolve_gpu,
+)
 from fxenergy.cli.optimize import add_planning_arguments
-from fxenergy.cli.report import add_model_arguments, capture_model
+from fxenergy.cli.report import MODEL_HELP, add_model_arguments, capture_model
+from fxenergy.hardware.power_params import calibration_note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "frontier",
-        help="energy-time frontier of a model (one plan per slowdown budget)",
-        description="Plan MODEL at slowdown budgets from 0 to 20%% and write the frontier. "
-        "Numbers come from the DVFS model (a simulated GPU).",
+        "energy-time frontier of a model (one plan per slowdown budget)",
+        "Plan MODEL at slowdown budgets from 0 to 20% and write the frontier as JSON and a PNG. "
+        "Numbers come from the DVFS model (a simulated GPU). " + MODEL_HELP,
+        [
+            "fxenergy frontier gpt-tiny --out frontier.json --plot frontier.png",
+            "fxenergy frontier gpt-tiny --train --slowdowns 0,1%,5% --plot ''",
+        ],
     )
     add_model_arguments(p)
     add_planning_arguments(p)
     p.add_argument(
         "--slowdowns",
         default="0,0.005,0.01,0.02,0.03,0.05,0.075,0.1,0.15,0.2",
-        help="comma-separated budgets (default %(default)s)",
+        help="comma-separated budgets, fractions or percentages",
     )
-    p.add_argument("--out", default="frontier.json", help="JSON output (default %(default)s)")
+    p.add_argument("--out", default="frontier.json", help="JSON output")
     p.add_argument("--plot", default="frontier.png", help="PNG output ('' to skip)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
-    from fxenergy.hardware.specs import get_gpu
     from fxenergy.plans.frontier import frontier, plot, write_json
 
-    get_gpu(args.gpu)
-    slowdowns = [float(s) for s in args.slowdowns.split(",") if s.strip()]
+    args.gpu = resolve_gpu(args.gpu)
+    check_output_path(args.out, "--out")
+    check_output_path(args.plot, "--plot")
+    try:
+        slowdowns = [parse_slowdown(s) for s in args.slowdowns.split(",") if s.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"--slowdowns: {exc}") from None
     gm, title = capture_model(args)
     points = frontier(
         gm,
@@ -57,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             str(p.switches),
         )
     console.print(table)
+    console.print(f"note: {calibration_note(args.gpu)}", highlight=False)
     write_json(points, args.out, model=title, gpu=args.gpu)
     console.print(f"frontier written to {args.out}")
     if args.plot:

@@ -1,24 +1,71 @@
-"""``fxenergy gpus``: the GPU spec table and each GPU's power-model parameters."""
+"""``fxenergy gpus``: the GPU spec table and each GPU's power-model parameters.
+
+Also the ``--gpu-params board.json`` option that every subcommand taking ``--gpu`` gets
+(:func:`add_gpu_params_options`): it loads a calibrated board file (``fxenergy profile
+calibrate``) and makes ``--gpu`` name that board.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.table import Table
 
+from fxenergy.cli._common import add_command
 from fxenergy.hardware import GPUSpec, get_gpu, known_gpus
+from fxenergy.hardware.boards import resolve_gpu
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S, DVFSModel, get_dvfs_model
+from fxenergy.hardware.power_params import calibration_note
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                out += _parsers(sub)
+    return out
+
+
+def add_gpu_params_options(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)parser that has ``--gpu`` a ``--gpu-params BOARD.json`` option."""
+    for p in _parsers(parser):
+        opts = {o for a in p._actions for o in a.option_strings}
+        if "--gpu" in opts and "--gpu-params" not in opts:
+            p.add_argument(
+                "--gpu-params",
+                type=Path,
+                default=None,
+                metavar="BOARD.json",
+                help="a calibrated board (`fxenergy profile calibrate`); replaces --gpu",
+            )
+
+
+def apply_gpu_params(args: argparse.Namespace) -> None:
+    """Load ``args.gpu_params`` (if given) and point ``args.gpu`` at that board."""
+    if getattr(args, "gpu_params", None) is not None:
+        args.gpu = resolve_gpu(getattr(args, "gpu", None), args.gpu_params)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("gpus", help="list the GPU spec table and power-model parameters")
-    p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p = add_command(
+        sub,
+        "gpus",
+        "list the GPU spec table and power-model parameters",
+        "Every GPU fxenergy can plan for (--gpu NAME), with its datasheet figures, SM clock "
+        "range and the DVFS power model's parameters.",
+        ["fxenergy gpus", "fxenergy gpus --format markdown"],
+    )
+    p.add_argument(
+        "--format", choices=["table", "json", "markdown"], default="table", help="output format"
+    )
     p.add_argument(
         "--switch-latency-ms",
         type=float,
         default=DEFAULT_SWITCH_LATENCY_S * 1e3,
-        help="clock-switch latency to show (default: %(default)s ms)",
+        help="clock-switch latency to show, ms",
     )
     p.set_defaults(func=run)
 
@@ -36,6 +83,8 @@ def _spec_json(s: GPUSpec, m: DVFSModel) -> dict[str, object]:
         "max_clock_mhz": s.max_clock_mhz,
         "sources": list(s.sources),
         "power_model": {**m.params.as_dict(), "switch_latency_s": m.switch_latency_s},
+        "calibrated": m.params.calibrated,
+        "calibration_note": calibration_note(s, m.params),
     }
 
 
@@ -65,19 +114,24 @@ def _spec_table(models: list[DVFSModel]) -> Table:
     return table
 
 
+def _calibration(m: DVFSModel) -> str:
+    p = m.params
+    return "yes" if p.calibrated else "no"
+
+
 def _power_table(models: list[DVFSModel]) -> Table:
-    cols = ("idle W", "blocked W", "static W", "cap W", "knee MHz", "switch s")
+    cols = ("calib.", "idle W", "blocked W", "static W", "cap W", "knee MHz")
     table = _new_table("DVFS power model (docs/dvfs.md)", models, cols)
     for m in models:
         p = m.params
         table.add_row(
             m.spec.name,
+            _calibration(m),
             f"{p.idle_power_w:.0f}",
             f"{p.blocked_power_w:.1f}",
             f"{p.static_power_w:.1f}",
             f"{p.power_cap_w:.0f}",
             f"{p.knee_mhz:.0f}",
-            f"{m.switch_latency_s:g}",
         )
     return table
 
@@ -108,17 +162,18 @@ def _markdown(models: list[DVFSModel]) -> str:
         "\n## Power-model parameters\n",
         "Symbols as in docs/dvfs.md; D_c, D_s, D_m are dynamic watts at the max clock. `switch` is",
         "the default clock-switch latency (`get_dvfs_model(gpu, switch_latency_s=...)`).\n",
-        "| GPU | idle W | blocked W | static W | cap W | knee MHz | V_floor/V_max | D_c W | D_s W "
-        "| D_m W | cap sharpness | switch s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| GPU | calibrated | idle W | blocked W | static W | cap W | knee MHz | V_floor/V_max "
+        "| D_c W | D_s W | D_m W | cap sharpness | typical share | switch s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         p = m.params
         out.append(
-            f"| {m.spec.name} | {p.idle_power_w:g} | {p.blocked_power_w:.1f} | "
-            f"{p.static_power_w:.1f} | {p.power_cap_w:g} | {p.knee_mhz:g} | {p.v_min_ratio:g} | "
-            f"{p.compute_dyn_w:.1f} | {p.stall_dyn_w:.1f} | {p.memory_dyn_w:.1f} | "
-            f"{p.cap_sharpness:g} | {m.switch_latency_s:g} |"
+            f"| {m.spec.name} | {_calibration(m)} | {p.idle_power_w:g} | "
+            f"{p.blocked_power_w:.1f} | {p.static_power_w:.1f} | {p.power_cap_w:g} | "
+            f"{p.knee_mhz:g} | {p.v_min_ratio:g} | {p.compute_dyn_w:.1f} | {p.stall_dyn_w:.1f} | "
+            f"{p.memory_dyn_w:.1f} | {p.cap_sharpness:g} | {p.typical_compute_share:g} | "
+            f"{m.switch_latency_s:g} |"
         )
     out.append(
         "\nEvery GPU also has: "
@@ -128,6 +183,9 @@ def _markdown(models: list[DVFSModel]) -> str:
         )
         + ".\n"
     )
+    out += ["### Calibration status\n"]
+    out += [f"- {calibration_note(m.spec, m.params)}" for m in models]
+    out.append("")
     out += _source_table(models)
     return "\n".join(out) + "\n"
 
@@ -157,5 +215,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     console.print(_spec_table(models))
     console.print(_power_table(models))
+    console.print(f"clock-switch latency: {latency_s:g} s", highlight=False)
+    borrowed: dict[str, list[str]] = {}
+    for m in models:
+        if not m.params.calibrated:
+            borrowed.setdefault(m.params.shape_from or "the caller", []).append(m.spec.name)
+    for donor, names in borrowed.items():
+        console.print(
+            f"uncalibrated, shape borrowed from {donor}: {', '.join(names)}", highlight=False
+        )
+    console.print(
+        "calibrate a board once with `fxenergy profile calibrate SWEEP.csv --gpu NAME --out "
+        "board.json`, then pass --gpu-params board.json"
+    )
     console.print("sources of every number: `fxenergy gpus --format json`, docs/gpus.md")
     return 0

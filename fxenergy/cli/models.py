@@ -7,12 +7,20 @@ import json
 
 from rich.table import Table
 
+from fxenergy.cli._common import add_command
 from fxenergy.models import list_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the built-in models (MODEL names for report)")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p = add_command(
+        sub,
+        "models",
+        "list the built-in models (MODEL names for report, optimize, frontier)",
+        "Built-in models come with example inputs; meta-device ones have no weights (planning "
+        "only). Any other model is named pkg.module:attr or file.py:attr with --input-shape.",
+        ["fxenergy models", "fxenergy models --format json"],
+    )
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     p.set_defaults(func=run)
 
 

@@ -10,24 +10,44 @@ from pathlib import Path
 
 from rich.table import Table
 
+from fxenergy.cli._common import add_command, check_input_file, check_output_path, parse_slowdown
+from fxenergy.cli._pipeline_from_run import add_from_run_args, run_from_run
+from fxenergy.cli.optimize import add_timeline_arguments
 from fxenergy.errors import FxEnergyError, ProfileError
 from fxenergy.hardware.profiles import Profile, read_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "pipeline",
-        help="plan clocks for pipeline-parallel training (Perseus mode) from a profile CSV",
+        "plan clocks for pipeline-parallel training (Perseus mode) from a profile CSV",
+        "Read a time/energy profile of every stage's forward and backward at each SM clock "
+        "(Perseus CSV: stage,instruction,frequency,time,energy), build the iteration's DAG for "
+        "the schedule and plan a clock per computation that minimizes energy within the "
+        "slowdown budget. A profile measured at one clock is extrapolated with --gpu.",
+        [
+            "fxenergy pipeline profile.csv --blocked-power-w 75 --max-slowdown 2%",
+            "fxenergy pipeline profile.csv --blocked-power-w 75 --trace iter.json "
+            "--timeline iter.png --plot frontier.png",
+        ],
     )
-    p.add_argument("profile", type=Path, help="CSV: stage,instruction,frequency,time,energy")
-    p.add_argument("--microbatches", type=int, default=12)
+    p.add_argument(
+        "profile",
+        type=Path,
+        nargs="?",
+        help="CSV: stage,instruction,frequency,time,energy (not with --from-run)",
+    )
+    p.add_argument("--microbatches", type=int, default=12, help="microbatches per iteration")
     p.add_argument(
         "--schedule",
         default="1F1B",
         help="GPipe | 1F1B | Interleaved1F1B | LoopedBFS | InterleavedZeroBubble | "
         "ZBVZeroBubble | DualPipeV",
     )
-    p.add_argument("--ranks", type=int, default=None, help="GPUs (multi-stage: stages/2)")
+    p.add_argument(
+        "--ranks", type=int, default=None, help="GPUs (default: stages; multi-stage: stages/2)"
+    )
     p.add_argument(
         "--backward-input-share",
         type=float,
@@ -35,21 +55,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="zero-bubble schedules without measured backward_input/backward_weight rows: "
         "share of backward that is input gradient (default 0.5)",
     )
-    p.add_argument("--blocked-power-w", type=float, required=True, help="W while blocked")
+    p.add_argument(
+        "--blocked-power-w",
+        type=float,
+        default=None,
+        help="W a GPU draws while blocked (required unless --from-run)",
+    )
     p.add_argument(
         "--max-slowdown",
-        type=float,
+        type=parse_slowdown,
         default=0.0,
-        help="0.02 = 2%% longer than the all-max-clock iteration",
+        metavar="BUDGET",
+        help="allowed slowdown of the all-max-clock iteration: a fraction (0.02) or a "
+        "percentage (2%%)",
     )
     p.add_argument("--straggler-time", type=float, default=None, help="s; plan around it")
     p.add_argument("--profile-stages", default=None, help="e.g. 0,2,5,7: stages to use")
     p.add_argument("--gpu", default=None, help="extrapolate a one-clock profile to this GPU")
     p.add_argument("--polish-s", type=float, default=1.0, help="CP-SAT seconds per plan")
-    p.add_argument("--frontier-points", type=int, default=40)
+    p.add_argument(
+        "--frontier-points",
+        type=int,
+        default=40,
+        help="plans on the frontier (--plot, --frontier-out)",
+    )
     p.add_argument("--frontier-out", type=Path, default=None, help="CSV time,energy")
     p.add_argument("--plot", type=Path, default=None, help="frontier PNG (matplotlib)")
     p.add_argument("--out", type=Path, default=None, help="plan JSON")
+    add_timeline_arguments(p)
+    add_from_run_args(p)
     p.set_defaults(func=run)
 
 
@@ -65,6 +99,10 @@ def _load(args: argparse.Namespace) -> Profile:
         except ImportError as exc:
             raise FxEnergyError(f"the DVFS model is not available: {exc}") from exc
         profile = extrapolate_profile(profile, args.gpu)
+        from fxenergy.cli import console
+        from fxenergy.hardware.power_params import calibration_note
+
+        console.print(f"note: one-clock profile extrapolated; {calibration_note(args.gpu)}")
     return profile
 
 
@@ -74,8 +112,11 @@ def run(args: argparse.Namespace) -> int:
     from fxenergy.pipeline.placement import plan_with_placement
     from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
-    if args.max_slowdown < 0:
-        raise FxEnergyError("--max-slowdown must be >= 0 (0.02 means 2% longer)")
+    if args.from_run is not None:
+        return run_from_run(args)
+    if args.profile is None or args.blocked_power_w is None:
+        raise FxEnergyError("pass a PROFILE.csv and --blocked-power-w (or --from-run DIR)")
+    _check_paths(args)
     profile = _load(args)
     dag = build_dag(args.schedule, _num_stages(args, profile), args.microbatches, args.ranks)
     stages = [int(s) for s in args.profile_stages.split(",")] if args.profile_stages else None
@@ -99,9 +140,33 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         args.out.write_text(json.dumps(plan.to_json(), indent=1))
         console.print(f"plan written to {args.out}")
+    _write_timeline(console, plan, costs, args)
     if args.frontier_out or args.plot:
-        _frontier(console, planner, args)
+        _frontier(console, planner, args, plan)
     return 0
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse a missing profile or an output into a missing folder before any planning."""
+    check_input_file(args.profile, "profile")
+    for option in ("out", "trace", "timeline", "plot", "frontier_out"):
+        check_output_path(getattr(args, option), f"--{option.replace('_', '-')}")
+
+
+def _write_timeline(console, plan, costs, args: argparse.Namespace) -> None:
+    if not (args.trace or args.timeline):
+        return
+    from fxenergy.plans.trace import pipeline_timeline, write_trace
+
+    timeline = pipeline_timeline(plan, costs)
+    if args.trace:
+        write_trace(timeline, args.trace)
+        console.print(f"trace written to {args.trace} (open in https://ui.perfetto.dev)")
+    if args.timeline:
+        from fxenergy.plans.timeline_plot import plot_timeline
+
+        plot_timeline(timeline, args.timeline)
+        console.print(f"timeline written to {args.timeline}")
 
 
 def _num_stages(args: argparse.Namespace, profile: Profile) -> int:
@@ -153,7 +218,7 @@ def _label(c) -> str:
     return label(c)
 
 
-def _frontier(console, planner, args: argparse.Namespace) -> None:
+def _frontier(console, planner, args: argparse.Namespace, chosen) -> None:
     t0 = time.perf_counter()
     plans = planner.frontier(args.frontier_points)
     points = [(p.evaluation.iteration_time_s, p.evaluation.energy_j) for p in plans]
@@ -165,11 +230,22 @@ def _frontier(console, planner, args: argparse.Namespace) -> None:
             w.writerows(points)
         console.print(f"frontier written to {args.frontier_out}")
     if args.plot:
-        _plot(points, args.plot)
+        marks = {
+            "all clocks at max": _point(chosen.baseline),
+            f"this plan (budget {100 * args.max_slowdown:g}%)": _point(chosen.evaluation),
+        }
+        _plot(points, args.plot, marks)
         console.print(f"frontier plot written to {args.plot}")
 
 
-def _plot(points: list[tuple[float, float]], path: Path) -> None:
+def _point(ev) -> tuple[float, float]:
+    return ev.iteration_time_s, ev.energy_j
+
+
+def _plot(
+    points: list[tuple[float, float]], path: Path, marks: dict[str, tuple[float, float]]
+) -> None:
+    """The frontier, with the all-max-clock iteration and the chosen plan marked."""
     try:
         import matplotlib
 
@@ -178,7 +254,10 @@ def _plot(points: list[tuple[float, float]], path: Path) -> None:
     except ImportError as exc:
         raise FxEnergyError("--plot needs matplotlib: pip install 'fxenergy[plot]'") from exc
     fig, ax = plt.subplots(figsize=(6, 4), tight_layout=True)
-    ax.plot([t for t, _ in points], [e for _, e in points], "o-")
+    ax.plot([t for t, _ in points], [e for _, e in points], "o-", ms=3, label="frontier")
+    for (label, (t, e)), style in zip(marks.items(), ("x", "*"), strict=False):
+        ax.plot([t], [e], style, ms=11, mew=2, label=f"{label}: {t:.4g} s, {e:.4g} J")
+    ax.legend(fontsize=8)
     ax.set_xlabel("iteration time (s)")
     ax.set_ylabel("energy per iteration (J)")
     ax.set_title("time-energy frontier")

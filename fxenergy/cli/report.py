@@ -2,11 +2,7 @@
 
 MODEL is a built-in name (``fxenergy models``), ``pkg.module:attr`` or ``path/to/file.py:attr``.
 Built-in models come with example inputs; other models need ``--input-shape`` (once per
-positional input). Example::
-
-    fxenergy report gpt-tiny --gpu H100-SXM5 --top 10
-    fxenergy report llama-7b --input-shape 1,2048 --format json
-    fxenergy report torchvision.models:resnet18 --input-shape 1,3,224,224 --device meta
+positional input).
 """
 
 from __future__ import annotations
@@ -19,28 +15,41 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from fxenergy.errors import FxEnergyError
+from fxenergy.cli._common import UsageError, add_command, parse_shape, resolve_gpu
 from fxenergy.models import make_input
 from fxenergy.models.loader import LoadedModel, load_model
 
+__all__ = ["UsageError", "add_model_arguments", "capture_model", "example_inputs", "parse_shape"]
 
-class UsageError(FxEnergyError, ValueError):
-    """A command-line value that cannot be parsed."""
+MODEL_HELP = (
+    "MODEL is a built-in name (`fxenergy models`), pkg.module:attr or path/to/file.py:attr. "
+    "Built-in models come with example inputs; other models need --input-shape (once per "
+    "positional input)."
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "report",
-        help="cost, roofline, critical path and peak memory of a model",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "cost, roofline, critical path and peak memory of a model",
+        MODEL_HELP + " Nothing is planned or run: the figures come from the cost model.",
+        [
+            "fxenergy report gpt-tiny --gpu H100-SXM5 --top 10",
+            "fxenergy report llama-7b --input-shape 1,2048 --format json",
+            "fxenergy report torchvision.models:resnet18 --input-shape 1,3,224,224 --device meta",
+        ],
     )
     add_model_arguments(p)
-    p.add_argument("--gpu", default=None, help="GPU for the roofline (fxenergy gpus lists them)")
+    p.add_argument("--gpu", default=None, help="GPU for the roofline (`fxenergy gpus` lists them)")
     p.add_argument("--top", type=int, default=20, help="rows in the top-ops and rollup tables")
-    p.add_argument("--group-by", choices=["module", "op"], default="module")
+    p.add_argument(
+        "--group-by", choices=["module", "op"], default="module", help="rollup table rows"
+    )
     p.add_argument("--depth", type=int, default=None, help="cut module paths to this many parts")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--format", choices=["table", "json"], default="table", help="rich tables or JSON"
+    )
     p.set_defaults(func=run)
 
 
@@ -53,7 +62,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         type=parse_shape,
         default=[],
         metavar="1,3,224,224",
-        help="shape of a positional input (repeat per input)",
+        help="shape of a positional input (repeat per input; default: the built-in's)",
     )
     p.add_argument(
         "--input-dtype",
@@ -69,25 +78,20 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="keyword input, a Python literal (use_cache=False); repeatable",
     )
-    p.add_argument("--device", default=None, help="where to build the model (meta: no weights)")
+    p.add_argument(
+        "--device", default=None, help="where to build the model (meta: no weights, plan only)"
+    )
     p.add_argument(
         "--train",
         action="store_true",
-        help="report a training step (forward + backward, loss = sum of first output)",
+        help="a training step (forward + backward, loss = sum of the first output)",
     )
-    p.add_argument("--method", choices=["auto", "symbolic", "export"], default="auto",
-                   help="capture method (--train always uses aot_autograd)")  # fmt: skip
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``."""
-    try:
-        shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}: write e.g. 1,3,224,224") from None
-    if any(d < 0 for d in shape):
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}: dimensions must be >= 0")
-    return shape
+    p.add_argument(
+        "--method",
+        choices=["auto", "symbolic", "export"],
+        default="auto",
+        help="capture method (--train always uses aot_autograd)",
+    )
 
 
 def parse_dtype(text: str) -> torch.dtype:
@@ -150,9 +154,8 @@ def capture_model(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, str]:
     loaded = load_model(args.model, args.device)
     inputs, kwargs = example_inputs(args, loaded)
     if args.train:
-        if kwargs:
-            raise UsageError("--train passes positional inputs only; drop --kwarg")
-        gm = capture_training(loaded.module.train(), inputs)
+        # non-tensor keyword inputs (use_cache=False) are specialized; tensors must be positional
+        gm = capture_training(loaded.module.train(), inputs, example_kwargs=kwargs)
     else:
         method = args.method
         if method == "auto" and loaded.spec is not None:
@@ -165,11 +168,10 @@ def capture_model(args: argparse.Namespace) -> tuple[torch.fx.GraphModule, str]:
 
 def run(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
-    from fxenergy.hardware.specs import get_gpu
     from fxenergy.report import analyze, build_report, render_json, render_tables
 
     if args.gpu is not None:
-        get_gpu(args.gpu)  # fail fast (listing the known GPUs) before a long capture
+        args.gpu = resolve_gpu(args.gpu)  # fail fast (listing the known GPUs) before a capture
     gm, title = capture_model(args)
     gm = analyze(gm, args.gpu)
     report = build_report(gm, title=title, group_by=args.group_by, depth=args.depth)

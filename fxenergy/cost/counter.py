@@ -18,14 +18,14 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fxenergy.cost.fake import fresh_like, quiet_fake_errors, run_with_fake_state, tf32_flags
 from fxenergy.cost.ops import OpCost, op_cost
 from fxenergy.errors import FxEnergyError
 from fxenergy.graph import meta
+from fxenergy.graph.fake import fresh_like, quiet_fake_errors, run_with_fake_state, tf32_flags
 
 
 @dataclass
-class _Acc:
+class _ChargedOps:
     """Running sum of the aten ops charged to one node."""
 
     ops: list[OpCost] = field(default_factory=list)
@@ -55,7 +55,7 @@ class _Charger(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.node: torch.fx.Node | None = None
-        self.acc: dict[torch.fx.Node, _Acc] = {}
+        self.charged: dict[torch.fx.Node, _ChargedOps] = {}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -63,7 +63,7 @@ class _Charger(TorchDispatchMode):
         if self.node is not None:
             cost = op_cost(func, args, kwargs, out)
             if cost is not None:
-                self.acc.setdefault(self.node, _Acc()).ops.append(cost)
+                self.charged.setdefault(self.node, _ChargedOps()).ops.append(cost)
         return out
 
 
@@ -82,8 +82,8 @@ class _Interp(torch.fx.Interpreter):
         key = self._key(n)
         first = self.seen.get(key) if key is not None else None
         if first is not None:
-            if first in self.charger.acc:
-                self.charger.acc[n] = self.charger.acc[first]
+            if first in self.charger.charged:
+                self.charger.charged[n] = self.charger.charged[first]
             return fresh_like(self.mode, meta.node_value(n))
         self.charger.node = n
         try:
@@ -129,11 +129,11 @@ def _plain_value(val: Any) -> bool:
     return isinstance(val, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in val)
 
 
-def _node_dtype(node: torch.fx.Node, acc: _Acc | None) -> str:
+def _node_dtype(node: torch.fx.Node, charged: _ChargedOps | None) -> str:
     for t in meta.tensor_values(meta.node_value(node)):
         if isinstance(t, torch.Tensor):
             return str(t.dtype).replace("torch.", "")
-    for o in acc.ops if acc else ():
+    for o in charged.ops if charged else ():
         if o.dtype is not None:
             return str(o.dtype).replace("torch.", "")
     return "float32"
@@ -171,7 +171,8 @@ def count_costs(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, meta.CostRecord
             f"{type(err).__name__}: {err}"
         ) from err
     allow = tuple(gm.meta.get(meta.ALLOW_TF32, tf32_flags()))
-    return {
-        n: (charger.acc.get(n) or _Acc()).record(_node_dtype(n, charger.acc.get(n)), allow)
-        for n in gm.graph.nodes
-    }
+    records = {}
+    for n in gm.graph.nodes:
+        charged = charger.charged.get(n)
+        records[n] = (charged or _ChargedOps()).record(_node_dtype(n, charged), allow)
+    return records

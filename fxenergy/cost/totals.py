@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch.fx
 
+from fxenergy.cost.annotate import COST_ANALYSES, DEFAULT_GPU, annotate_costs
 from fxenergy.graph import meta
 
 
@@ -39,16 +40,15 @@ def graph_params(gm: torch.fx.GraphModule) -> int:
 
 
 def graph_totals(gm: torch.fx.GraphModule, gpu: str | None = None) -> CostTotals:
-    """Sum the ``annotate-cost`` records of ``gm``, running the pass first if they are missing.
+    """Sum the ``annotate-cost`` records of ``gm``, annotating it first if they are missing.
 
     Args:
         gm: a captured graph.
         gpu: GPU for the roofline if the pass must run (default: the pass's default).
     """
     if meta.COST not in meta.analyses(gm) or (gpu and gm.meta.get(meta.GPU) != gpu):
-        from fxenergy.passes.annotate_cost import AnnotateCost
-
-        AnnotateCost(**({"gpu": gpu} if gpu else {}))(gm)
+        annotate_costs(gm, gpu or DEFAULT_GPU)
+        gm.meta[meta.ANALYSES] = meta.analyses(gm) | set(COST_ANALYSES)
     nodes = list(gm.graph.nodes)
     costs = [n.meta[meta.COST] for n in nodes]
     uncounted = Counter(op for c in costs for op in c.uncounted_ops)

@@ -1,98 +1,136 @@
-"""Pure graph algorithms shared by the analysis passes and the scheduler.
+"""What an fx node does besides computing its value: the one place fxenergy decides it.
 
-* :func:`dependency_graph`: the DAG every reordering must respect: data edges plus *order* edges
-  that keep side effects (in-place mutation, RNG, I/O, asserts, collectives) in program order and
-  keep readers of a mutated tensor on the right side of the mutation.
-* :func:`dag_timing`: earliest/latest start, slack and the critical (longest) path of a DAG with
-  node durations.
-* :func:`memory_timeline`: live bytes after each step of any order, with storages shared by views
-  counted once.
+Every consumer asks here: CSE, DCE and constant folding (:mod:`fxenergy.redundancy`), reordering
+(``passes/reorder.py``), memory (:mod:`fxenergy.memory`) and scheduling (through
+:func:`dependency_graph`).
 
-Only networkx and torch.fx are used; nothing here reads fxenergy's cost records, so a solver can
-call these functions on plain names and numbers.
+* Effects. :func:`writes`: the inputs a node writes (the op schema's alias info where the target
+  is an ``OpOverload``; ``out=``, ``inplace=True``, in-place names and modules otherwise).
+  :func:`draws_random`: RNG (``torch.Tag.nondeterministic_seeded``, the same judgement for every
+  dropout: it draws only in training with a probability above zero). :func:`is_collective`:
+  ``_c10d_functional``/``c10d`` ops and ``torch.distributed`` calls, ``wait_tensor`` included.
+  :func:`is_side_effectful`: any of those, module state updates, and what
+  ``torch.fx.Node.is_impure`` reports (asserts, I/O, profiler ranges).
+* Storages. :func:`storage_key`: the one storage identity (``StorageWeakRef``; a view and its
+  base compare equal); :func:`node_storages` per node; :func:`readers_by_storage`.
+* Aliases and readers. :func:`may_alias` (by op semantics, for graphs without values),
+  :func:`possibly_mutated` (nodes that may share storage with a written tensor).
+* :func:`dependency_graph`: data edges plus the order edges the effects above require.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
-import math
 import operator
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import networkx as nx
 import torch
 import torch.fx
+from torch import nn
 
-from fxenergy.errors import InvalidScheduleError
 from fxenergy.graph import meta
 
-#: Base names (no overload, no trailing "_") of ops that draw random numbers.
-_RNG_NAMES = frozenset(
-    {
-        "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like",
-        "bernoulli", "dropout", "native_dropout", "feature_dropout", "alpha_dropout",
-        "feature_alpha_dropout", "dropout1d", "dropout2d", "dropout3d", "fused_dropout",
-        "multinomial", "normal", "uniform", "poisson", "exponential", "geometric", "cauchy",
-        "log_normal", "random", "rrelu", "rrelu_with_noise",
-    }
-)  # fmt: skip
 _INPLACE_OPERATORS = frozenset(
     {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.setitem}
 )
-_DROPOUT_MODULES = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d)
+#: Op namespaces of collectives (functional, their autograd wrappers, and the c10d ops).
+_COLLECTIVE_NAMESPACES = frozenset(
+    {"_c10d_functional", "_c10d_functional_autograd", "c10d_functional", "c10d"}
+)
+#: Dropouts that return their input (or a same-valued view) when they draw nothing.
+_DROPOUT = re.compile(r"(feature_)?(alpha_)?dropout([123]d)?_?")
+#: Argument names of a drop probability (``p`` only on dropouts) and of a training flag.
+_PROBABILITY_ARGS = ("dropout_p", "dropout")
+_TRAINING_ARGS = ("train", "training")
+#: Names (aten schema names, torch functions, tensor methods) whose result may alias an input.
+VIEW_NAMES = frozenset(
+    "view reshape transpose permute t expand squeeze unsqueeze flatten unflatten narrow select "
+    "slice split split_with_sizes chunk unbind as_strided detach alias contiguous to type type_as "
+    "expand_as view_as reshape_as movedim diagonal real imag getitem __getitem__ unfold "
+    "swapaxes swapdims _unsafe_view lift_fresh "
+    # casts to the same dtype and dropout in eval return their input itself
+    "float double half bfloat16 int long bool cpu cuda dropout feature_dropout alpha_dropout "
+    "feature_alpha_dropout dropout1d dropout2d dropout3d".split()
+)
 
 
-# --- side effects ------------------------------------------------------------------------------
+# --- naming ------------------------------------------------------------------------------------
 
 
 def op_name(node: torch.fx.Node) -> str:
-    """Short name of what a node calls: ``add_`` for ``aten.add_.Tensor``, the method name, ..."""
+    """Short name of what a node calls: ``add_`` for ``aten.add_.Tensor``, ``add`` for
+    ``torch.add``, the method name, or the last part of a module path."""
     target = node.target
     if isinstance(target, torch._ops.OpOverload):
         return target._schema.name.split("::")[-1]
     if isinstance(target, str):
-        return target
+        return target.rsplit(".", 1)[-1]
     return getattr(target, "__name__", str(target))
 
 
-def _is_inplace_name(name: str) -> bool:
-    return name.endswith("_") and not name.endswith("__")
-
-
-def mutated_args(node: torch.fx.Node) -> list[torch.fx.Node]:
-    """Input nodes whose storage ``node`` writes: in-place ops and methods, ``copy_``, ``out=``,
-    ``inplace=True`` functions and modules (``nn.ReLU(inplace=True)``)."""
-    first = [a for a in node.args[:1] if isinstance(a, torch.fx.Node)]
-    if node.op == "call_module":
-        return first if getattr(_submodule(node), "inplace", False) is True else []
-    if node.op not in ("call_function", "call_method"):
-        return []
-    target = node.target
-    if isinstance(target, torch._ops.OpOverload):
-        written = []
-        for i, arg in enumerate(target._schema.arguments):
-            if arg.alias_info is None or not arg.alias_info.is_write:
-                continue
-            value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
-            written.extend(v for v in _as_nodes(value))
-        return written
-    if node.kwargs.get("out") is not None:
-        return _as_nodes(node.kwargs["out"])
-    if node.kwargs.get("inplace") is True:
-        return first
-    if target in _INPLACE_OPERATORS or _is_inplace_name(op_name(node)):
-        return first
-    return []
-
-
-def _submodule(node: torch.fx.Node) -> torch.nn.Module | None:
-    mod = node.graph.owning_module
+def submodule(node: torch.fx.Node) -> nn.Module | None:
+    """The module a ``call_module`` node calls (None for other nodes or a module-less graph)."""
+    owner = node.graph.owning_module
+    if node.op != "call_module" or owner is None:
+        return None
     try:
-        return mod.get_submodule(str(node.target)) if mod is not None else None
+        return owner.get_submodule(str(node.target))
     except AttributeError:
         return None
+
+
+def argument(node: torch.fx.Node, index: int, names: Sequence[str], default: Any = None) -> Any:
+    """Positional argument ``index`` of a call node, else the first keyword in ``names``."""
+    if len(node.args) > index:
+        return node.args[index]
+    return next((node.kwargs[n] for n in names if n in node.kwargs), default)
+
+
+def _bind_schema(schema: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments by name under an op schema, defaults filled in."""
+    bound = {}
+    for i, arg in enumerate(schema.arguments):
+        if i < len(args):
+            bound[arg.name] = args[i]
+        elif arg.name in kwargs:
+            bound[arg.name] = kwargs[arg.name]
+        elif arg.has_default_value():
+            bound[arg.name] = arg.default_value
+    return bound
+
+
+def call_arguments(node: torch.fx.Node) -> dict[str, Any] | None:
+    """A call's arguments by name with defaults filled in, or None when they cannot be named.
+
+    ``OpOverload``: its schema. Python functions: their signature. Other functions and methods:
+    the schema of the aten op of the same name (torch's functions and methods share it).
+    """
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return _bind_schema(target._schema, node.args, node.kwargs)
+    if callable(target):
+        try:
+            bound = inspect.signature(target).bind(*node.args, **node.kwargs)
+        except (TypeError, ValueError):
+            pass
+        else:
+            bound.apply_defaults()
+            return dict(bound.arguments)
+    schemas = _aten_schemas(op_name(node))
+    return _bind_schema(schemas[0], node.args, node.kwargs) if schemas else None
+
+
+@functools.cache
+def _aten_schemas(name: str) -> tuple[Any, ...]:
+    packet = getattr(torch.ops.aten, name, None) if name.isidentifier() else None
+    if not isinstance(packet, torch._ops.OpOverloadPacket):
+        return ()
+    return tuple(getattr(packet, o)._schema for o in packet.overloads())
 
 
 def _as_nodes(value: Any) -> list[torch.fx.Node]:
@@ -103,50 +141,178 @@ def _as_nodes(value: Any) -> list[torch.fx.Node]:
     return []
 
 
-def _is_rng(node: torch.fx.Node) -> bool:
+# --- effects -----------------------------------------------------------------------------------
+
+
+def writes(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """Input nodes whose storage ``node`` may write.
+
+    For an ``OpOverload`` the schema says (arguments whose alias info ``is_write``). Otherwise:
+    ``out=``, ``inplace=True``, in-place operators and methods (``add_``, ``x[i] = y``), modules
+    called with ``inplace=True`` (their first input), and modules marked ``_is_impure`` (every
+    input: their effect is unknown).
+    """
+    first = [a for a in node.args[:1] if isinstance(a, torch.fx.Node)]
     if node.op == "call_module":
-        sub = _submodule(node)
-        return isinstance(sub, _DROPOUT_MODULES) and sub.training and sub.p > 0
-    name = op_name(node).lstrip("_").removesuffix("_")
-    if name not in _RNG_NAMES:
+        mod = submodule(node)
+        if getattr(mod, "_is_impure", False):
+            return list(node.all_input_nodes)
+        return first if getattr(mod, "inplace", False) is True else []
+    if node.op not in ("call_function", "call_method"):
+        return []
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        written = []
+        for i, arg in enumerate(target._schema.arguments):
+            if arg.alias_info is None or not arg.alias_info.is_write:
+                continue
+            value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
+            written.extend(_as_nodes(value))
+        return written
+    if node.kwargs.get("out") is not None:
+        return _as_nodes(node.kwargs["out"])
+    if node.kwargs.get("inplace") is True:
+        return first
+    name = op_name(node)
+    if target in _INPLACE_OPERATORS or (name.endswith("_") and not name.endswith("__")):
+        return first
+    return []
+
+
+def is_dropout(node: torch.fx.Node) -> bool:
+    """A dropout that returns its input's values when it draws nothing (module or function)."""
+    if node.op == "call_module":
+        return isinstance(submodule(node), nn.modules.dropout._DropoutNd)
+    return node.op in ("call_function", "call_method") and bool(_DROPOUT.fullmatch(op_name(node)))
+
+
+@functools.cache
+def _seeded_name(name: str) -> bool:
+    """True when an aten op of this name (or its in-place twin) draws from the RNG."""
+    name = re.sub(r"^dropout[123]d$", "feature_dropout", name)  # F.dropout{1,2,3}d
+    for candidate in dict.fromkeys((name, name.removesuffix("_"), name.lstrip("_"))):
+        packet = getattr(torch.ops.aten, candidate, None) if candidate.isidentifier() else None
+        if isinstance(packet, torch._ops.OpOverloadPacket) and any(
+            torch.Tag.nondeterministic_seeded in getattr(packet, o).tags for o in packet.overloads()
+        ):
+            return True
+    return False
+
+
+def _is_seeded(node: torch.fx.Node) -> bool:
+    if isinstance(node.target, torch._ops.OpOverload):
+        return torch.Tag.nondeterministic_seeded in node.target.tags
+    return _seeded_name(op_name(node))
+
+
+def _statically_off(node: torch.fx.Node) -> bool:
+    """The op's drop probability is a literal 0 or its training flag a literal False."""
+    bound = call_arguments(node)
+    if bound is None:
         return False
-    if name.endswith("dropout") and node.op == "call_function":
-        # F.dropout(x, p, training): a no-op in eval mode, which symbolic traces record as such.
-        training = node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True)
-        return bool(training) if not isinstance(training, torch.fx.Node) else True
-    return True
+    dropout = is_dropout(node) or op_name(node) in ("native_dropout", "_fused_dropout")
+    names = (*_PROBABILITY_ARGS, *(("p",) if dropout else ()))
+    p = next((bound[n] for n in names if n in bound), None)
+    off_p = isinstance(p, (int, float)) and not isinstance(p, bool) and p == 0
+    return off_p or any(bound.get(n, None) is False for n in _TRAINING_ARGS)
+
+
+def draws_random(node: torch.fx.Node) -> bool:
+    """True when running ``node`` advances the RNG.
+
+    Ops tagged ``torch.Tag.nondeterministic_seeded`` (functions and methods are matched to the
+    aten op of their name) draw, unless their drop probability is a literal 0 or their training
+    flag a literal False: dropout in eval or at p=0 returns its input and draws nothing (checked
+    against torch: the RNG stream is unchanged). Attention with a literal ``dropout_p`` of 0 draws
+    nothing either; a traced probability or flag is assumed to draw. Modules: dropouts in
+    training with p > 0, and ``RReLU`` in training.
+    """
+    if node.op == "call_module":
+        mod = submodule(node)
+        if isinstance(mod, nn.modules.dropout._DropoutNd):
+            return bool(mod.training) and mod.p > 0
+        return isinstance(mod, nn.RReLU) and mod.training
+    if node.op not in ("call_function", "call_method"):
+        return False
+    return _is_seeded(node) and not _statically_off(node)
+
+
+def is_collective(node: torch.fx.Node) -> bool:
+    """A collective or a wait on one: every rank must issue them in the same order."""
+    target = node.target
+    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return target.namespace in _COLLECTIVE_NAMESPACES
+    module = getattr(target, "__module__", None) or ""
+    return node.op == "call_function" and module.startswith("torch.distributed")
+
+
+def updates_own_state(node: torch.fx.Node) -> bool:
+    """A module call that writes the module's own buffers: BatchNorm in training updates its
+    running statistics (when it tracks them)."""
+    mod = submodule(node)
+    if not isinstance(mod, nn.modules.batchnorm._NormBase):
+        return False
+    return bool(mod.training) and bool(getattr(mod, "track_running_stats", False))
 
 
 def is_side_effectful(node: torch.fx.Node) -> bool:
-    """True for nodes whose relative order must be kept.
+    """True for nodes that must keep their relative order and are never removed or merged.
 
-    That is: mutation (of inputs, or of a module's own state such as BatchNorm's running
-    statistics in training), RNG, and what ``Node.is_impure`` reports (I/O, asserts, collectives).
-
-    Placeholders and the output are not counted: they are pinned to the start and end anyway.
+    That is: writes to inputs or to a module's own state, RNG draws, collectives, modules marked
+    ``_is_impure``, and what ``Node.is_impure`` reports besides RNG (asserts, I/O, profiler
+    ranges). Placeholders, ``get_attr`` and the output are not counted: they are pinned anyway.
     """
     if node.op in ("placeholder", "output", "get_attr"):
         return False
-    if mutated_args(node) or _is_rng(node):
+    if writes(node) or draws_random(node) or is_collective(node) or updates_own_state(node):
         return True
-    if node.op == "call_module" and _updates_own_state(_submodule(node)):
-        return True
-    try:
-        return bool(node.is_impure())
+    try:  # RNG is judged above (dropout in eval draws nothing), not by torch's blanket rule
+        return bool(node.is_impure(impure_random=False))
     except (AssertionError, AttributeError, TypeError, RuntimeError):
-        return False  # a module-less graph: the name-based checks above already ran
+        return False  # a module-less graph: the checks above already ran
 
 
-def _updates_own_state(mod: torch.nn.Module | None) -> bool:
-    # BatchNorm in training mode updates running_mean/var: two calls must keep their order.
-    bn = isinstance(mod, torch.nn.modules.batchnorm._NormBase)
-    return bn and mod.training and getattr(mod, "track_running_stats", False)
+# --- aliases -----------------------------------------------------------------------------------
+
+
+def may_alias(node: torch.fx.Node) -> bool:
+    """The node's result may share storage with an input (by op semantics, without values)."""
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return any(r.alias_info is not None for r in target._schema.returns)
+    if node.op == "call_module":
+        return isinstance(
+            submodule(node), (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd)
+        )
+    return node.op in ("call_method", "call_function") and op_name(node) in VIEW_NAMES
+
+
+def possibly_mutated(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """Nodes that may share storage with a tensor some node writes (the alias classes of every
+    written input: views join their input's class, an in-place op joins what it wrote)."""
+    parent: dict[torch.fx.Node, torch.fx.Node] = {}
+
+    def find(n: torch.fx.Node) -> torch.fx.Node:
+        while parent.get(n, n) is not n:
+            n = parent[n]
+        return n
+
+    mutated: list[torch.fx.Node] = []
+    for node in graph.nodes:
+        written = writes(node)
+        for src in node.all_input_nodes if may_alias(node) else written:
+            parent[find(node)] = find(src)
+        mutated.extend(written)
+    roots = {find(n) for n in mutated}
+    return {n for n in graph.nodes if find(n) in roots}
 
 
 # --- storages ----------------------------------------------------------------------------------
 
 
-def _storage_key(t: torch.Tensor) -> Hashable | None:
+def storage_key(t: torch.Tensor) -> Hashable | None:
+    """The identity of ``t``'s storage: keys of a view and its base compare equal (None when the
+    storage cannot be read)."""
     try:
         from torch.multiprocessing.reductions import StorageWeakRef
 
@@ -165,21 +331,34 @@ def _tensor_nbytes(t: torch.Tensor) -> int:
 def node_storages(gm: torch.fx.GraphModule) -> dict[str, list[tuple[Hashable, int]]]:
     """For every node, the storages its output tensors live in as ``(key, nbytes)`` pairs.
 
-    Keys compare equal exactly when two tensors share memory (a view and its base, a ``getitem``
-    and its tuple), read from the fake values capture left in ``node.meta``. Nodes without a
-    tensor value get an empty list; a tensor whose storage cannot be read gets its own key.
+    Keys (:func:`storage_key`) compare equal exactly when two tensors share memory (a view and its
+    base, a ``getitem`` and its tuple), read from the fake values capture left in ``node.meta``.
+    Nodes without a tensor value get an empty list; a tensor whose storage cannot be read gets
+    its own key.
     """
     out: dict[str, list[tuple[Hashable, int]]] = {}
     for node in gm.graph.nodes:
         pairs: list[tuple[Hashable, int]] = []
         seen: set[Hashable] = set()
         for i, t in enumerate(meta.tensor_values(meta.node_value(node))):
-            key = _storage_key(t) or (node.name, i)
+            key = storage_key(t) or (node.name, i)
             if key not in seen:
                 seen.add(key)
                 pairs.append((key, _tensor_nbytes(t)))
         out[node.name] = pairs
     return out
+
+
+def readers_by_storage(
+    nodes: Sequence[torch.fx.Node], storages: dict[str, list[tuple[Hashable, int]]]
+) -> dict[Hashable, list[str]]:
+    """Storage key -> names of the nodes that read a tensor in it (through any alias)."""
+    readers: dict[Hashable, list[str]] = {}
+    for node in nodes:
+        for src in node.all_input_nodes:
+            for key, _ in storages.get(src.name, ()):
+                readers.setdefault(key, []).append(node.name)
+    return readers
 
 
 # --- dependency graph --------------------------------------------------------------------------
@@ -225,13 +404,9 @@ def _add_mutation_edges(
 ) -> None:
     storages = node_storages(gm)
     index = {n.name: i for i, n in enumerate(nodes)}
-    readers: dict[Hashable, list[str]] = {}  # storage -> nodes that read a tensor in it
+    readers = readers_by_storage(nodes, storages)
     for node in nodes:
-        for src in node.all_input_nodes:
-            for key, _ in storages.get(src.name, ()):
-                readers.setdefault(key, []).append(node.name)
-    for node in nodes:
-        for target in mutated_args(node):
+        for target in writes(node):
             keys = [k for k, _ in storages.get(target.name, ())] or [(target.name, 0)]
             for key in keys:
                 for reader in readers.get(key, ()):
@@ -239,184 +414,3 @@ def _add_mutation_edges(
                         _add_order_edge(dag, reader, node.name)
                     elif index[reader] > index[node.name]:
                         _add_order_edge(dag, node.name, reader)
-
-
-# --- timing ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DagTiming:
-    """Result of :func:`dag_timing` (seconds, or whatever unit the durations were in)."""
-
-    earliest_start: dict[str, float]
-    latest_start: dict[str, float]
-    slack: dict[str, float]
-    critical: frozenset[str]  #: nodes whose slack is zero (within the tolerance)
-    path: tuple[str, ...]  #: one longest path, source to sink
-    length: float  #: makespan with unlimited parallelism (length of the longest path)
-    serial: float  #: sum of all durations (makespan on one stream)
-
-
-def dag_timing(
-    dag: nx.DiGraph, durations: Mapping[str, float], rel_tol: float = 1e-9, abs_tol: float = 0.0
-) -> DagTiming:
-    """Forward/backward pass (CPM) over ``dag`` with node ``durations`` (missing nodes = 0).
-
-    A node is critical when its slack is at most ``max(abs_tol, rel_tol * length)``, which absorbs
-    floating-point error from summing durations in different orders.
-    """
-    order = list(nx.topological_sort(dag))
-    dur = {n: float(durations.get(n, 0.0)) for n in order}
-    es: dict[str, float] = {}
-    best_pred: dict[str, str | None] = {}
-    for n in order:
-        preds = list(dag.predecessors(n))
-        best = max(preds, key=lambda p: es[p] + dur[p], default=None)
-        best_pred[n] = best
-        es[n] = es[best] + dur[best] if best is not None else 0.0
-    length = max((es[n] + dur[n] for n in order), default=0.0)
-    ls: dict[str, float] = {}
-    for n in reversed(order):
-        finish = min((ls[s] for s in dag.successors(n)), default=length)
-        ls[n] = finish - dur[n]
-    tol = max(abs_tol, rel_tol * length)
-    slack = {n: max(0.0, ls[n] - es[n]) for n in order}
-    critical = frozenset(n for n in order if slack[n] <= tol)
-    return DagTiming(es, ls, slack, critical, _longest_path(order, es, dur, best_pred), length,
-                     math.fsum(dur.values()))  # fmt: skip
-
-
-def _longest_path(
-    order: Sequence[str],
-    es: Mapping[str, float],
-    dur: Mapping[str, float],
-    best_pred: Mapping[str, str | None],
-) -> tuple[str, ...]:
-    if not order:
-        return ()
-    # The last-finishing node, ties broken by the latest in topological order (reaches the sink).
-    pos = {n: i for i, n in enumerate(order)}
-    end = max(order, key=lambda n: (es[n] + dur[n], pos[n]))
-    path = [end]
-    while (prev := best_pred[path[-1]]) is not None:
-        path.append(prev)
-    return tuple(reversed(path))
-
-
-# --- memory timeline ---------------------------------------------------------------------------
-
-
-def memory_timeline(
-    order: Sequence[str],
-    sizes: Mapping[str, int],
-    users_or_last_use: Mapping[str, str | Iterable[str]],
-    *,
-    producers: Mapping[str, str] | None = None,
-    keep: Iterable[str] = (),
-) -> meta.MemoryTimeline:
-    """Bytes live after each step of ``order``.
-
-    Args:
-        order: node names in execution order.
-        sizes: bytes of each buffer (a storage; views of it are not separate buffers).
-        users_or_last_use: per buffer, the nodes that read it (through any alias) or just the name
-            of its last reader. Buffers not listed are freed right after they are produced.
-        producers: node that allocates each buffer (default: the buffer's own name).
-        keep: buffers live until the end (graph outputs).
-
-    A buffer is live from its producer's step through its last reader's step inclusive: ``live[i]``
-    is what is resident when node ``i`` has produced its output and before the inputs it was the
-    last reader of are freed, so ``peak_bytes`` bounds the real allocation high-water mark.
-
-    Raises:
-        InvalidScheduleError: a buffer is read before it is produced in ``order``, or its
-            producer is missing from ``order``.
-    """
-    pos = {name: i for i, name in enumerate(order)}
-    producers = producers or {}
-    keep = set(keep)
-    spans: dict[str, tuple[int, int]] = {}
-    for buf, nbytes in sizes.items():
-        if nbytes <= 0:
-            continue
-        producer = producers.get(buf, buf)
-        if producer not in pos:
-            raise InvalidScheduleError(f"buffer {buf!r}: its producer {producer!r} is not in order")
-        birth = pos[producer]
-        death = max(birth, _last_use(buf, users_or_last_use.get(buf, ()), pos, birth))
-        spans[buf] = (birth, len(order) - 1 if buf in keep else death)
-    delta = [0] * (len(order) + 1)
-    for buf, (birth, death) in spans.items():
-        delta[birth] += sizes[buf]
-        delta[death + 1] -= sizes[buf]
-    live = []
-    running = 0
-    for i in range(len(order)):
-        running += delta[i]
-        live.append(running)
-    return _summarize(order, live, spans, producers)
-
-
-def _last_use(buf: str, users: str | Iterable[str], pos: Mapping[str, int], birth: int) -> int:
-    users = [users] if isinstance(users, str) else list(users)
-    last = birth
-    for user in users:
-        if user not in pos:
-            continue
-        if pos[user] < birth:
-            raise InvalidScheduleError(f"{user!r} reads {buf!r} before it is produced")
-        last = max(last, pos[user])
-    return last
-
-
-def _summarize(
-    order: Sequence[str],
-    live: list[int],
-    spans: Mapping[str, tuple[int, int]],
-    producers: Mapping[str, str],
-) -> meta.MemoryTimeline:
-    if not order:
-        return meta.MemoryTimeline((), 0, "", ())
-    peak_i = max(range(len(live)), key=lambda i: (live[i], -i))
-    names: dict[str, None] = {}
-    for buf, (birth, death) in sorted(spans.items(), key=lambda kv: kv[1][0]):
-        if birth <= peak_i <= death:
-            names[producers.get(buf, buf)] = None
-    return meta.MemoryTimeline(tuple(live), live[peak_i], order[peak_i], tuple(names))
-
-
-def activation_buffers(
-    gm: torch.fx.GraphModule,
-) -> tuple[dict[str, int], dict[str, list[str]], dict[str, str], set[str]]:
-    """The arguments of :func:`memory_timeline` for ``gm``'s activations.
-
-    Returns ``(sizes, users, producers, keep)``; buffers are named after the node that first
-    produces a storage (``name`` or ``name#i`` for the i-th storage of a multi-output node).
-    Storages of placeholders and ``get_attr`` nodes (inputs, parameters, buffers) are not
-    activations and are left out; storages reaching the output are kept to the end.
-    """
-    storages = node_storages(gm)
-    owner: dict[Hashable, str | None] = {}  # storage key -> buffer name (None: not an activation)
-    sizes: dict[str, int] = {}
-    producers: dict[str, str] = {}
-    for node in gm.graph.nodes:
-        for i, (key, nbytes) in enumerate(storages[node.name]):
-            if key in owner:
-                continue
-            if node.op in ("placeholder", "get_attr"):
-                owner[key] = None
-                continue
-            buf = node.name if i == 0 else f"{node.name}#{i}"
-            owner[key], sizes[buf], producers[buf] = buf, nbytes, node.name
-    users: dict[str, list[str]] = {b: [] for b in sizes}
-    keep: set[str] = set()
-    for node in gm.graph.nodes:
-        for src in node.all_input_nodes:
-            for key, _ in storages[src.name]:
-                buf = owner.get(key)
-                if buf is None:
-                    continue
-                users[buf].append(node.name)
-                if node.op == "output":
-                    keep.add(buf)
-    return sizes, users, producers, keep

@@ -9,10 +9,10 @@ Time (one kernel, or one node's worth of kernels)::
 The p-norm (``overlap_p``) makes partially memory-bound work still slow down a little at lower
 clocks. Power while a kernel runs::
 
-    P(f) = P_static + g(f_eff) · (a·u_c · D_c + (1 - a·u_c) · D_s) + u_m · D_m
+    P(f) = P_static + g(f_eff) · a · (u_c · D_c + (1 - u_c) · D_s) + u_m · D_m
     g(f) = (f / f_max) · (V(f) / V(f_max))²        V flat below the knee, linear above it
     u_c = t_c / t,  u_m = t_m / t                  how busy the SMs and the memory are
-    a                                              activity of the compute part (1 = dense GEMM)
+    a                                              activity: share of the SMs at work (1 = all)
 
 and ``P_static`` during launch gaps. The board power cap: if the work would draw more than
 ``power_cap_w`` at the requested clock, the GPU's power controller lowers the clock; ``f_cap``
@@ -54,8 +54,9 @@ class Work:
         compute_s: time of the arithmetic at ``f_max`` at the achieved (not peak) rate.
         memory_s: time of the memory traffic at the achieved bandwidth.
         kernels: kernel launches (each adds ``launch_overhead_s`` at static power).
-        activity: how busy the SMs are while the compute part runs, 1 = dense tensor-core work,
-            0 = latency-bound (time still ∝ 1/f, power only that of stalled SMs).
+        activity: the share of SMs at work (occupancy), 1 = every SM busy (dense tensor-core
+            work, or every SM stalled on memory); lower for small or latency-bound kernels
+            (time still ∝ 1/f, SM power scaled down).
     """
 
     compute_s: float
@@ -142,6 +143,10 @@ class DVFSModel:
         """Joules of a sequence of work parts at ``freq_mhz``."""
         return self._time_energy(tuple(mix), freq_mhz)[1]
 
+    def mix_time_energy(self, mix: Sequence[Work], freq_mhz: float) -> tuple[float, float]:
+        """(seconds, joules) of a sequence of work parts at ``freq_mhz`` (one cap solve)."""
+        return self._time_energy(tuple(mix), freq_mhz)
+
     def mix_power_w(self, mix: Sequence[Work], freq_mhz: float) -> float:
         """Average watts of a sequence of work parts at ``freq_mhz``."""
         t, e = self._time_energy(tuple(mix), freq_mhz)
@@ -152,6 +157,15 @@ class DVFSModel:
         if isinstance(mix, CostRecord):
             mix = (self.work_of(mix),)
         return self._effective(tuple(mix), float(freq_mhz))
+
+    def at_effective_clock(self, mix: Sequence[Work], f_eff_mhz: float) -> tuple[float, float]:
+        """(seconds, joules) of ``mix`` running at ``f_eff_mhz`` with no cap applied here: pass
+        the :meth:`effective_clock_mhz` of the window the power cap averages over (e.g. a
+        whole training step), so a node in that window is slowed by the window's cap, not its own.
+        """
+        if f_eff_mhz <= 0:
+            raise FxEnergyError(f"SM clock must be positive, got {f_eff_mhz} MHz")
+        return self._raw(tuple(mix), float(f_eff_mhz))
 
     def voltage_ratio(self, freq_mhz: float) -> float:
         """V(f) / V(f_max): flat at ``v_min_ratio`` below the knee, linear above it."""
@@ -180,8 +194,8 @@ class DVFSModel:
         big = max(t_c, t_m)  # scale before the power so tiny/huge times do not under/overflow
         t_k = big * ((t_c / big) ** q + (t_m / big) ** q) ** (1.0 / q)
         u_c, u_m = t_c / t_k, t_m / t_k
-        busy = u_c * w.activity
-        sm_w = (busy * p.compute_dyn_w + (1.0 - busy) * p.stall_dyn_w) * self.dynamic_scale(f)
+        sm_w = w.activity * (u_c * p.compute_dyn_w + (1.0 - u_c) * p.stall_dyn_w)
+        sm_w *= self.dynamic_scale(f)
         p_k = p.static_power_w + sm_w + u_m * p.memory_dyn_w
         return t_k + gap, p_k * t_k + p.static_power_w * gap
 

@@ -98,6 +98,23 @@ _H100_SRC = (
     "2619 MHz (SXM5) / 1593 MHz (PCIe)",
 )
 
+_A100_FLOPS = {
+    "fp64": 9.7 * T,
+    "fp32": 19.5 * T,
+    "tf32": 156 * T,
+    "fp16": 312 * T,
+    "bf16": 312 * T,
+    "int8": 624 * T,
+}
+_H100_SXM_FLOPS = {
+    "fp64": 34 * T,
+    "fp32": 67 * T,
+    "tf32": 494.7 * T,
+    "fp16": 989.4 * T,
+    "bf16": 989.4 * T,
+    "int8": 1978.9 * T,
+}
+
 _SPECS: dict[str, GPUSpec] = {}
 
 
@@ -112,14 +129,7 @@ for _spec in (
         name="A100-SXM4-40GB",
         arch="ampere",
         sm_count=108,
-        peak_flops={
-            "fp64": 9.7 * T,
-            "fp32": 19.5 * T,
-            "tf32": 156 * T,
-            "fp16": 312 * T,
-            "bf16": 312 * T,
-            "int8": 624 * T,
-        },
+        peak_flops=dict(_A100_FLOPS),
         mem_bandwidth_bps=1555e9,
         memory_bytes=40 * _GiB,
         l2_bytes=40 * _MiB,
@@ -135,14 +145,7 @@ for _spec in (
         name="A100-SXM4-80GB",
         arch="ampere",
         sm_count=108,
-        peak_flops={
-            "fp64": 9.7 * T,
-            "fp32": 19.5 * T,
-            "tf32": 156 * T,
-            "fp16": 312 * T,
-            "bf16": 312 * T,
-            "int8": 624 * T,
-        },
+        peak_flops=dict(_A100_FLOPS),
         mem_bandwidth_bps=2039e9,
         memory_bytes=80 * _GiB,
         l2_bytes=40 * _MiB,
@@ -158,14 +161,7 @@ for _spec in (
         name="H100-SXM5",
         arch="hopper",
         sm_count=132,
-        peak_flops={
-            "fp64": 34 * T,
-            "fp32": 67 * T,
-            "tf32": 494.7 * T,
-            "fp16": 989.4 * T,
-            "bf16": 989.4 * T,
-            "int8": 1978.9 * T,
-        },
+        peak_flops=dict(_H100_SXM_FLOPS),
         mem_bandwidth_bps=3.35e12,
         memory_bytes=80 * _GiB,
         l2_bytes=50 * _MiB,

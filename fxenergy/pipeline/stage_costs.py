@@ -1,13 +1,14 @@
 """A pipeline profile predicted from the stage modules themselves (no GPU needed).
 
 For each stage module: its forward graph (``fxenergy.graph.capture.capture``) and its joint
-forward+backward training graph (``capture_training``) are costed by the ``annotate-cost`` pass,
-and the DVFS model turns the node costs into time and energy at every clock. The backward's
-share is the joint graph minus the forward graph (times and energies of kernel sequences add in
-the DVFS model; under the board power cap this subtraction is approximate). The backward is also
-split the way zero-bubble schedules split it: the stage's input is made a parameter, so the
-joint graph computes its gradient too; backward nodes that this input gradient depends on are
-the input-gradient part (I), the other backward nodes the weight-gradient part (W). The result is a
+forward+backward training graph (``capture_training``) are costed by
+:func:`fxenergy.cost.annotate.annotate_costs` (what the ``annotate-cost`` pass runs), and the
+DVFS model turns the node costs into time and energy at every clock. The backward's share is
+the joint graph minus the forward graph (times and energies of kernel sequences add in the DVFS
+model; under the board power cap this subtraction is approximate). The backward is also split
+the way zero-bubble schedules split it: the stage's input is made a parameter, so the joint
+graph computes its gradient too; backward nodes that this input gradient depends on are the
+input-gradient part (I), the other backward nodes the weight-gradient part (W). The result is a
 :class:`~fxenergy.hardware.profiles.Profile` in the Perseus format, so the planner treats
 predicted and measured profiles alike.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from fxenergy.cost.annotate import annotate_costs
 from fxenergy.graph import meta
 from fxenergy.hardware.profiles import Profile, ProfileRow
 
@@ -26,9 +28,7 @@ _MIN_TIME_S = 1e-9  # a backward the model predicts as free still needs a positi
 
 
 def _works(model: Any, gm: torch.fx.GraphModule, gpu: str, only: set | None = None) -> list:
-    from fxenergy.passes.annotate_cost import AnnotateCost
-
-    gm = AnnotateCost(gpu=gpu)(gm).graph_module
+    annotate_costs(gm, gpu)
     return [
         model.work_of(n.meta[meta.COST])
         for n in gm.graph.nodes

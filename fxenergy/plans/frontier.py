@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -81,17 +82,40 @@ def plot(points: Sequence[FrontierPoint], path: str | Path, title: str = "") -> 
         raise FxEnergyError(
             "plotting needs matplotlib: pip install 'fxenergy[plot]' (or drop --plot)"
         ) from exc
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     base_t = points[0].time_s / (1 + points[0].slowdown)
     base_e = points[0].energy_j / (1 - points[0].energy_saving)
     ax.plot([p.time_s * 1e3 for p in points], [p.energy_j for p in points], "o-", label="plans")
-    ax.plot([base_t * 1e3], [base_e], "x", color="red", label="all ops at max clock")
-    for p in points:
-        ax.annotate(f"{100 * p.max_slowdown:g}%", (p.time_s * 1e3, p.energy_j), fontsize=7)
+    ax.plot([base_t * 1e3], [base_e], "x", color="red", ms=9, label="all ops at max clock")
+    for text, (t, e) in _labels(points):
+        ax.annotate(text, (t, e), xytext=(5, 4), textcoords="offset points", fontsize=7)
     ax.set_xlabel("time per call (ms, simulated)")
     ax.set_ylabel("energy per call (J, simulated)")
-    ax.set_title(title or "energy–time frontier (DVFS model, simulated GPU)")
-    ax.legend()
+    title = title or "energy–time frontier (DVFS model, simulated GPU)"
+    ax.set_title(textwrap.fill(title, 70), fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _labels(points: Sequence[FrontierPoint], near: float = 0.04) -> list[tuple[str, tuple]]:
+    """One label per cluster of points closer than ``near`` (axis fraction): "7.5–20%" for
+    budgets that gave the same plan, instead of labels printed over each other."""
+    xs = [p.time_s * 1e3 for p in points]
+    ys = [p.energy_j for p in points]
+    span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    groups: list[list[int]] = []
+    for i in range(len(points)):
+        if groups:
+            j = groups[-1][0]
+            if abs(xs[i] - xs[j]) / span_x < near and abs(ys[i] - ys[j]) / span_y < near:
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    out = []
+    for g in groups:
+        lo, hi = points[g[0]].max_slowdown, points[g[-1]].max_slowdown
+        text = f"{100 * lo:g}%" if lo == hi else f"{100 * lo:g}–{100 * hi:g}%"
+        out.append((text, (xs[g[0]], ys[g[0]])))
+    return out

@@ -14,17 +14,16 @@ from collections.abc import Sequence
 import torch
 import torch.fx
 
+from fxenergy.cost.annotate import DEFAULT_GPU
 from fxenergy.graph import meta
 from fxenergy.graph.pass_infra import get_pass, run_passes
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S, get_dvfs_model
 from fxenergy.hardware.specs import get_gpu
-from fxenergy.plans.plan import Plan, PlanMetrics, PlanPartition, graph_fingerprint
+from fxenergy.plans.plan import NodeCost, Plan, PlanMetrics, PlanPartition, graph_fingerprint
 from fxenergy.schedule.build import GraphProblem, build_problem
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.solve import ScheduleResult, solve
 from fxenergy.schedule.validate import check, evaluate
-
-DEFAULT_GPU = "A100-SXM4-80GB"
 
 
 def annotate(gm: torch.fx.GraphModule, gpu: str) -> torch.fx.GraphModule:
@@ -57,21 +56,29 @@ def plan_graph(
         memory_bound=memory_bound,
         time_limit_s=time_limit_s,
         progress=progress,
+        exact=gp.exact,
     )
-    return plan_from_result(gm, gp, _with_global_clock(gp.problem, result), max_slowdown)
+    return plan_from_result(gm, gp, _with_global_clock(gp, result, max_slowdown), max_slowdown)
 
 
-def _with_global_clock(problem: Problem, result: ScheduleResult) -> ScheduleResult:
+def _with_global_clock(
+    gp: GraphProblem, result: ScheduleResult, max_slowdown: float
+) -> ScheduleResult:
     """The better of the solver's plan and the best single global clock (what Zeus-style
     tuning finds): a cyclic plan at one clock never switches, which the windowed solver may miss.
     """
-    best = result
+    best, problem = result, gp.problem
     if result.objective != "energy":
         return result  # peak memory and switch counts do not improve with one lower clock
+    exact_limit = None
+    if gp.exact is not None:
+        exact_limit = (1 + max_slowdown) * evaluate(gp.exact, Solution.original(gp.exact)).time
     for c in range(1, problem.num_clocks):
         sol = Solution.original(problem, c)
         ev = evaluate(problem, sol)
         if ev.time > result.deadline or ev.peak_memory > result.memory_bound:
+            continue
+        if exact_limit is not None and evaluate(gp.exact, sol).time > exact_limit * (1 + 1e-12):
             continue
         if ev.energy < best.evaluation.energy:
             check(problem, sol)
@@ -81,25 +88,46 @@ def _with_global_clock(problem: Problem, result: ScheduleResult) -> ScheduleResu
                 solution=sol,
                 evaluation=ev,
                 status="GLOBAL-CLOCK",
-                gap=(ev.energy - result.bound) / ev.energy if result.bound is not None else None,
+                gap=_global_clock_gap(problem, result, ev.energy),
                 notes=(*(n for n in result.notes if "beat the baseline" not in n), note),
             )
     return best
 
 
+def _global_clock_gap(problem: Problem, result: ScheduleResult, energy: float) -> float | None:
+    """Gap of a one-clock cyclic plan to a bound that holds for it.
+
+    CP-SAT's bound (kept when one window is the whole graph) is for plans that start at the
+    maximum clock, so a cyclic plan that stays at one lower clock, paying no switch, can beat it:
+    that printed negative gaps. The LP bound ignores switches and holds for every plan.
+    """
+    from fxenergy.schedule.greedy import energy_lower_bound
+
+    bound = result.bound
+    if bound is None or bound > energy:
+        bound = energy_lower_bound(problem, result.deadline)
+    return None if bound is None or energy <= 0 else max(0.0, (energy - bound) / energy)
+
+
 def plan_from_result(
     gm: torch.fx.GraphModule, gp: GraphProblem, result: ScheduleResult, max_slowdown: float
 ) -> Plan:
-    """A :class:`Plan` (names, seconds, joules) from a solver result on ``gp``."""
-    p = gp.problem
-    ev, base = result.evaluation, result.baseline
+    """A :class:`Plan` (names, seconds, joules) from a solver result on ``gp``.
+
+    Times and energies are evaluated on the exact float problem when ``gp`` has one (the
+    checker's re-evaluation; the integer one is rounded up for the solvers), and the plan is
+    refused there if it is not legal.
+    """
+    p = gp.exact if gp.exact is not None else gp.problem
+    check(p, result.solution)
+    ev, base = evaluate(p, result.solution), evaluate(p, Solution.original(p))
     parts = tuple(
         PlanPartition(
             index=i,
             clock_mhz=part.clock_mhz,
             nodes=tuple(gp.names[t] for t in part.tasks),
-            time_s=p.seconds(part.time),
-            energy_j=p.joules(part.energy),
+            time_s=p.seconds(part.time + part.window_time),
+            energy_j=p.joules(part.energy + part.window_energy),
         )
         for i, part in enumerate(ev.partitions)
     )
@@ -107,9 +135,10 @@ def plan_from_result(
     if p.cyclic and parts and parts[-1].clock_mhz != p.clocks_mhz[0]:
         notes = (
             *notes,
-            f"steady state: the clock stays at {parts[-1].clock_mhz} MHz between calls; the "
-            f"first call also pays one switch from the maximum clock "
-            f"({gp.model.switch_latency_s * 1e3:g} ms), not counted above",
+            f"steady state: the clock is kept between calls (the last partition requests the "
+            f"first one's ahead); the first call starts at the maximum clock and switches late "
+            f"into {parts[0].clock_mhz} MHz ({gp.model.switch_latency_s * 1e3:g} ms window), "
+            "not counted above",
         )
     return Plan(
         fingerprint=graph_fingerprint(gm),
@@ -127,7 +156,13 @@ def plan_from_result(
         solve_time_s=result.solve_time_s,
         notes=notes,
         objective=result.objective,
-        extra={"clocks_mhz": list(p.clocks_mhz), "tasks": p.num_tasks, "cyclic": p.cyclic},
+        extra={
+            "clocks_mhz": list(p.clocks_mhz),
+            "tasks": p.num_tasks,
+            "cyclic": p.cyclic,
+            "memory_baseline_bytes": p.memory_baseline_bytes,  # weights + inputs, always live
+        },
+        nodes=node_costs(gm, gp, result.solution),
     )
 
 
@@ -144,3 +179,35 @@ def apply_plan(gm: torch.fx.GraphModule, plan: Plan) -> torch.fx.GraphModule:
     if movable != wanted:
         new = run_passes(new, [get_pass("reorder", order=wanted)])
     return run_passes(new, [get_pass("insert-frequency-switches", plan=plan)])
+
+
+def node_costs(
+    gm: torch.fx.GraphModule, gp: GraphProblem, solution: Solution
+) -> tuple[NodeCost, ...]:
+    """Per planned node (in plan order): time and energy at its planned clock, work, bound and
+    whether it lies on the critical path. Used by the planner to fill ``Plan.nodes``."""
+    from fxenergy.graph.semantics import op_name
+
+    if meta.TIMING not in meta.analyses(gm):
+        gm = run_passes(gm, [get_pass("critical-path")])
+    nodes = {n.name: n for n in gm.graph.nodes}
+    p = gp.problem
+    out = []
+    for t in solution.order:
+        task, node = p.tasks[t], nodes[gp.names[t]]
+        c = solution.clocks[t]
+        cost, roof = node.meta.get(meta.COST), node.meta.get(meta.ROOFLINE)
+        timing = node.meta.get(meta.TIMING)
+        out.append(
+            NodeCost(
+                name=node.name,
+                op=op_name(node),
+                time_s=p.seconds(task.durations[c]),
+                energy_j=p.joules(task.energies[c]),
+                flops=int(cost.flops) if cost else 0,
+                bytes=int(cost.bytes_total) if cost else 0,
+                bound=roof.bound if roof else "none",
+                critical=bool(timing.critical) if timing else False,
+            )
+        )
+    return tuple(out)

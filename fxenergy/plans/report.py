@@ -7,7 +7,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fxenergy.hardware.power_params import calibration_note
 from fxenergy.plans.plan import Plan
+
+
+def fmt_count(x: float, unit: str = "") -> str:
+    """``1.23 M`` style (SI prefixes), as ``fxenergy report`` prints sizes."""
+    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.2f} {prefix}{unit}"
+    return f"{x:.0f} {unit}".rstrip()
 
 
 def _pct(x: float) -> str:
@@ -26,14 +35,18 @@ def summary_table(plan: Plan, simulated: bool = True) -> Table:
         "time", f"{b.time_s * 1e3:.4f} ms", f"{p.time_s * 1e3:.4f} ms", _pct(plan.slowdown)
     )
     table.add_row("energy", f"{b.energy_j:.5g} J", f"{p.energy_j:.5g} J", _pct(-plan.energy_saving))
+    fixed = int(plan.extra.get("memory_baseline_bytes", 0))
+    b_act, p_act = b.peak_memory_bytes - fixed, p.peak_memory_bytes - fixed
+    label = "peak activation memory" if "memory_baseline_bytes" in plan.extra else "peak memory"
     table.add_row(
-        "peak activation memory",
-        f"{b.peak_memory_bytes / 2**20:.2f} MiB",
-        f"{p.peak_memory_bytes / 2**20:.2f} MiB",
-        _pct(p.peak_memory_bytes / b.peak_memory_bytes - 1 if b.peak_memory_bytes else 0.0),
+        label, fmt_count(b_act, "B"), fmt_count(p_act, "B"), _pct(p_act / b_act - 1 if b_act else 0)
     )
+    if fixed:
+        table.add_row("weights + inputs (always live)", fmt_count(fixed, "B"), "", "")
     table.add_row("clock switches", str(b.switches), str(p.switches), "")
-    gap = "n/a" if plan.gap is None else f"{100 * plan.gap:.2f}%"
+    # A gap to a lower bound is >= 0; older plans could store a negative one (a bound that did
+    # not hold for one-clock cyclic plans, fixed in the planner): never print it negative.
+    gap = "n/a" if plan.gap is None else f"{100 * max(plan.gap, 0.0):.2f}%"
     table.caption = (
         f"budget: slowdown ≤ {100 * plan.max_slowdown:g}%, switch latency "
         f"{plan.switch_latency_s * 1e3:g} ms · solver {plan.status}, gap to bound {gap}, "
@@ -85,7 +98,7 @@ def print_plan(
     simulated = backend is None or getattr(backend, "simulated", True)
     console.print(summary_table(plan, simulated=simulated))
     console.print(partitions_table(plan))
-    for note in plan.notes:
+    for note in [*plan.notes, calibration_note(plan.gpu)]:
         console.print(f"[dim]note:[/] {note}", highlight=False)
     if run is not None:
         console.print(run_table(run))

@@ -22,7 +22,8 @@ import torch.fx
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._pytree import tree_flatten
 
-from fxenergy.redundancy.eliminate import Removal, is_barrier, target_name
+from fxenergy.graph.semantics import is_side_effectful, op_name
+from fxenergy.redundancy.eliminate import Removal
 
 FOLDED_PREFIX = "_fxenergy_folded_"
 
@@ -48,7 +49,7 @@ def _constant_attr(value: Any) -> bool:
     if isinstance(value, torch.fx.GraphModule):
         # Asserts inside may stay: on constant inputs they pass at fold time or never.
         return not any(
-            is_barrier(n) and not target_name(n).startswith("_assert") for n in value.graph.nodes
+            is_side_effectful(n) and not op_name(n).startswith("_assert") for n in value.graph.nodes
         )
     if isinstance(value, torch.nn.Module):
         return False
@@ -64,7 +65,7 @@ def constant_nodes(gm: torch.fx.GraphModule, tainted: set[torch.fx.Node]) -> set
             if _constant_attr(value):
                 consts.add(node)
         elif node.op in ("call_function", "call_method"):
-            if node in tainted or is_barrier(node) or target_name(node).startswith("empty"):
+            if node in tainted or is_side_effectful(node) or op_name(node).startswith("empty"):
                 continue
             if all(i in consts for i in node.all_input_nodes):
                 consts.add(node)

@@ -14,18 +14,15 @@ import torch
 import torch.fx
 
 from fxenergy.graph import meta
-from fxenergy.redundancy.eliminate import (
-    Removal,
-    Rule,
-    apply_rules,
-    arg,
-    cse,
-    dce,
-    dropout_active,
-    is_barrier,
-    tainted_nodes,
-    target_name,
+from fxenergy.graph.semantics import (
+    argument,
+    draws_random,
+    is_dropout,
+    is_side_effectful,
+    op_name,
+    possibly_mutated,
 )
+from fxenergy.redundancy.eliminate import Removal, Rule, apply_rules, cse, dce
 
 _CASTS = frozenset(
     "to type type_as _to_copy float double half bfloat16 int long bool clone".split()
@@ -62,7 +59,7 @@ def noop_cast(node: torch.fx.Node, _: set[torch.fx.Node]) -> torch.fx.Node | Non
     Algebra: converting a value to the type and place it already has returns the same bits; a
     copy holds the same bits as its source (neither side is mutated: tainted nodes are skipped).
     """
-    if target_name(node) not in _CASTS or node.kwargs.get("copy") is True:
+    if op_name(node) not in _CASTS or node.kwargs.get("copy") is True:
         return None
     src = node.args[0] if node.args else None
     return src if _same_value_layout(node, src) else None
@@ -73,7 +70,7 @@ def noop_contiguous(node: torch.fx.Node, _: set[torch.fx.Node]) -> torch.fx.Node
 
     Algebra: contiguous returns its input unchanged when the layout already matches.
     """
-    if target_name(node) != "contiguous":
+    if op_name(node) != "contiguous":
         return None
     src = node.args[0] if node.args else None
     return src if _same_value_layout(node, src) else None
@@ -84,7 +81,7 @@ def identity_view(node: torch.fx.Node, _: set[torch.fx.Node]) -> torch.fx.Node |
 
     Algebra: a view with the source's shape and strides over the same storage is the source.
     """
-    if target_name(node) not in _VIEWS:
+    if op_name(node) not in _VIEWS:
         return None
     src = node.args[0] if node.args else None
     return src if _same_value_layout(node, src) else None
@@ -92,15 +89,15 @@ def identity_view(node: torch.fx.Node, _: set[torch.fx.Node]) -> torch.fx.Node |
 
 def _perm_of(node: torch.fx.Node, ndim: int) -> tuple[int, ...] | None:
     """The dimension permutation a transpose-like node applies, or None if not static."""
-    name = target_name(node)
+    name = op_name(node)
     if name == "t":
         return tuple(reversed(range(ndim))) if ndim <= 2 else None
     if name == "permute":
-        dims = node.args[1:] if len(node.args) > 2 else arg(node, 1, "dims")
+        dims = node.args[1:] if len(node.args) > 2 else argument(node, 1, ("dims",))
         if isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims):
             return tuple(d % ndim for d in dims)
         return None
-    a, b = arg(node, 1, "dim0"), arg(node, 2, "dim1")
+    a, b = argument(node, 1, ("dim0",)), argument(node, 2, ("dim1",))
     if not (isinstance(a, int) and isinstance(b, int)):
         return None
     perm = list(range(ndim))
@@ -114,9 +111,9 @@ def double_transpose(node: torch.fx.Node, _: set[torch.fx.Node]) -> torch.fx.Nod
     Algebra: out[i] = x[p[q[i]]]; if p[q[i]] == i for all i the double view is x itself.
     """
     inner = node.args[0] if node.args else None
-    if target_name(node) not in _TRANSPOSES or not isinstance(inner, torch.fx.Node):
+    if op_name(node) not in _TRANSPOSES or not isinstance(inner, torch.fx.Node):
         return None
-    if target_name(inner) not in _TRANSPOSES or is_barrier(inner):
+    if op_name(inner) not in _TRANSPOSES or is_side_effectful(inner):
         return None
     src = inner.args[0] if inner.args else None
     info = _info(src)
@@ -135,7 +132,7 @@ def _scalar(value: Any, *targets: float) -> bool:
 
 def _identity_operand(node: torch.fx.Node) -> Any:
     """The tensor operand x of x*1, 1*x, x/1, x-0, x+(-0.0), or x+0 on integers; else None."""
-    name, args = target_name(node), node.args
+    name, args = op_name(node), node.args
     if len(args) != 2 or node.kwargs.get("alpha", 1) != 1:
         return None
     x, y = args
@@ -178,7 +175,8 @@ def dropout_eval(node: torch.fx.Node, _: set[torch.fx.Node]) -> torch.fx.Node | 
     Algebra: in eval or at p=0, dropout returns its input and draws no random numbers (checked
     against torch: the RNG stream is unchanged), so later random ops are unaffected.
     """
-    if dropout_active(node) is False and node.args and isinstance(node.args[0], torch.fx.Node):
+    inactive = is_dropout(node) and not draws_random(node)
+    if inactive and node.args and isinstance(node.args[0], torch.fx.Node):
         return node.args[0]
     return None
 
@@ -195,7 +193,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
 
 def _assert_holds(node: torch.fx.Node) -> bool:
     """A metadata/scalar assert whose condition is statically true on the node's inputs."""
-    name = target_name(node)
+    name = op_name(node)
     if name in ("_assert_scalar", "_assert") and node.args:
         return node.args[0] is True
     if name != "_assert_tensor_metadata" or not node.args:
@@ -204,9 +202,9 @@ def _assert_holds(node: torch.fx.Node) -> bool:
     if not isinstance(v, torch.Tensor):
         return False
     want = {
-        "size": arg(node, 1, "size"),
-        "stride": arg(node, 2, "stride"),
-        "dtype": arg(node, 3, "dtype"),
+        "size": argument(node, 1, ("size",)),
+        "stride": argument(node, 2, ("stride",)),
+        "dtype": argument(node, 3, ("dtype",)),
         "device": node.kwargs.get("device"),
         "layout": node.kwargs.get("layout"),
     }
@@ -264,11 +262,11 @@ def eliminate(
     graph = gm.graph
     for _ in itertools.repeat(None, max_rounds):
         changed = remove_safe_asserts(graph, log)
-        changed |= apply_rules(graph, RULES, tainted_nodes(graph), log)
-        changed |= cse(graph, tainted_nodes(graph), log)
+        changed |= apply_rules(graph, RULES, possibly_mutated(graph), log)
+        changed |= cse(graph, possibly_mutated(graph), log)
         changed |= dce(graph, log)
         if fold:
-            changed |= fold_constants(gm, tainted_nodes(graph), log, materialize, reported)
+            changed |= fold_constants(gm, possibly_mutated(graph), log, materialize, reported)
         if not changed:
             break
     graph.lint()

@@ -34,6 +34,7 @@ from fxenergy.runtime.backend import FrequencyBackend, nearest_clock_mhz
 log = logging.getLogger("fxenergy.runtime")
 
 Outcome = Literal["applied", "noop", "superseded", "dropped"]
+_KEEP_DECISIONS = 4096
 
 
 class EventLike(Protocol):
@@ -68,11 +69,13 @@ def cuda_event_factory() -> EventLike:
 
 @dataclass(frozen=True)
 class SwitchRequest:
-    """One boundary's wish for a clock."""
+    """One boundary's wish for a clock (``ahead``: issued ahead of the boundary, so the
+    transition window is the previous work's tail; a simulator accounts it so)."""
 
     seq: int
     clock_mhz: int
     label: str = ""
+    ahead: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,9 @@ class SwitchController:
         self.min_dwell_s = min_dwell_s
         self.event_factory = event_factory
         self.threaded = threaded
-        self.decisions: list[Decision] = []
+        #: the latest decisions (bounded: a training loop makes millions); ``totals`` counts all
+        self.decisions: collections.deque[Decision] = collections.deque(maxlen=_KEEP_DECISIONS)
+        self.totals: dict[str, int] = dict.fromkeys(("applied", "noop", "superseded", "dropped"), 0)
         self._seq = 0
         self._last_switch_s: float | None = None
         self._pending: SwitchRequest | None = None  # synchronous mode: a delayed request
@@ -138,10 +143,10 @@ class SwitchController:
             self._thread = threading.Thread(target=self._run, name="fxenergy-clocks", daemon=True)
             self._thread.start()
 
-    def request(self, clock_mhz: int, label: str = "") -> SwitchRequest:
+    def request(self, clock_mhz: int, label: str = "", ahead: bool = False) -> SwitchRequest:
         """Ask for ``clock_mhz`` from this point of the stream on; returns at once."""
         self.raise_if_failed()
-        req = SwitchRequest(self._seq, int(clock_mhz), label)
+        req = SwitchRequest(self._seq, int(clock_mhz), label, ahead)
         self._seq += 1
         if not self.threaded:
             self._request_now(req)
@@ -152,6 +157,12 @@ class SwitchController:
             self._queue.append(_Queued(req, event))
             self._cond.notify()
         return req
+
+    def apply_now(self, clock_mhz: int, label: str = "") -> None:
+        """Set ``clock_mhz`` at once (the issue-ahead thread's call: it chose the moment)."""
+        req = SwitchRequest(self._seq, int(clock_mhz), label, True)
+        self._seq += 1
+        self._apply(req)
 
     def raise_if_failed(self) -> None:
         """Re-raise, on the caller's thread, an error the controller thread hit."""
@@ -194,6 +205,7 @@ class SwitchController:
     # --- decisions -----------------------------------------------------------------------------
     def _record(self, req: SwitchRequest, outcome: Outcome) -> None:
         self.decisions.append(Decision(req, outcome, self.backend.now_s()))
+        self.totals[outcome] += 1
 
     def _is_noop(self, req: SwitchRequest) -> bool:
         clocks = self.backend.supported_clocks_mhz()
@@ -214,7 +226,11 @@ class SwitchController:
                 self._record(req, "noop")
                 return
             start = self.backend.now_s()
-            self.backend.set_clock(req.clock_mhz, req.label)
+            switch_ahead = getattr(self.backend, "switch_ahead", None)
+            if req.ahead and switch_ahead is not None:
+                switch_ahead(req.clock_mhz, req.label)
+            else:
+                self.backend.set_clock(req.clock_mhz, req.label)
             self._last_switch_s = start
             self._record(req, "applied")
 
@@ -270,6 +286,6 @@ class SwitchController:
             self._record(self._queue.popleft().request, "dropped")
 
     # --- results -------------------------------------------------------------------------------
-    def count(self, outcome: Outcome, since: int = 0) -> int:
-        """How many requests ended with ``outcome`` (among decisions ``since`` onwards)."""
-        return sum(1 for d in self.decisions[since:] if d.outcome == outcome)
+    def count(self, outcome: Outcome, since: dict[str, int] | None = None) -> int:
+        """How many requests ended with ``outcome`` (since a snapshot of :attr:`totals`)."""
+        return self.totals[outcome] - (since or {}).get(outcome, 0)

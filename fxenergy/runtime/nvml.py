@@ -2,8 +2,17 @@
 
 The SM clock is locked with ``nvmlDeviceSetGpuLockedClocks(min=max=f)``; the memory clock is
 locked at its maximum the first time (where the GPU supports it) so that only the SM clock
-moves. ``reset`` undoes both. Locking needs root or CAP_SYS_ADMIN; without it the first
-``set_clock`` raises :class:`~fxenergy.errors.NvmlPermissionError` and nothing is changed.
+moves. Locking needs root or CAP_SYS_ADMIN; without it the first ``set_clock`` raises
+:class:`~fxenergy.errors.NvmlPermissionError` and nothing is changed.
+
+``reset`` puts back what NVML lets us read back. NVML has **no getter for locked clocks**
+(``nvmlDeviceSetGpuLockedClocks`` / ``SetMemoryLockedClocks`` can be set and reset, not read), so
+whether the clocks were locked before this backend started is unknown: ``reset`` unlocks only
+what this backend locked, and re-locks the range you pass as ``found_locked_mhz`` if you know
+one was set. Applications clocks are readable (``nvmlDeviceGetApplicationsClock``): they are
+read at start and, if they differ at reset, set back (``nvmlDeviceSetApplicationsClocks``).
+The clocks are put back at exit and on SIGINT/SIGTERM even if the backend object was freed: a
+small unlocker holding only the device handle is registered strongly with ``restore``.
 Energy is the board's total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``, mJ, Volta
 and newer), which NVML refreshes about every 100 ms.
 """
@@ -71,6 +80,52 @@ def _torch_cuda_uuid() -> str | None:
     return uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
 
 
+class _Unlocker:
+    """What to put back on one device, and how; holds no reference to the backend or a model."""
+
+    def __init__(self, handle: Any, name: str, found_locked_mhz: tuple[int, int] | None) -> None:
+        self.handle = handle
+        self.name = name
+        self.found_locked_mhz = found_locked_mhz
+        self.gpu_locked = False
+        self.mem_locked = False
+        self.app_clocks = self._read_app_clocks()
+
+    def _read_app_clocks(self) -> tuple[int, int] | None:
+        """(memory, graphics) applications clocks now; None where NVML cannot say."""
+        api = _api()
+        try:
+            mem = api.nvmlDeviceGetApplicationsClock(self.handle, api.NVML_CLOCK_MEM)
+            graphics = api.nvmlDeviceGetApplicationsClock(self.handle, api.NVML_CLOCK_GRAPHICS)
+        except _NVMLError as exc:
+            log.debug("%s: applications clocks not readable (%s)", self.name, exc)
+            return None
+        return int(mem), int(graphics)
+
+    def restore(self) -> None:
+        api = _api()
+        if self.gpu_locked:
+            if self.found_locked_mhz is not None:
+                lo, hi = self.found_locked_mhz
+                self._call(api.nvmlDeviceSetGpuLockedClocks, "re-lock the SM clock", lo, hi)
+            else:
+                self._call(api.nvmlDeviceResetGpuLockedClocks, "reset the SM clock")
+            self.gpu_locked = False
+        if self.mem_locked:
+            self._call(api.nvmlDeviceResetMemoryLockedClocks, "reset the memory clock")
+            self.mem_locked = False
+        if self.app_clocks is not None and self._read_app_clocks() != self.app_clocks:
+            self._call(
+                api.nvmlDeviceSetApplicationsClocks, "restore applications clocks", *self.app_clocks
+            )
+
+    def _call(self, fn: Any, what: str, *args: int) -> None:
+        try:
+            fn(self.handle, *args)
+        except _NVMLError as exc:
+            log.error("fxenergy: could not %s of %s: %s", what, self.name, exc)
+
+
 def _init() -> None:
     global _init_count
     api = _api()
@@ -107,6 +162,8 @@ class NvmlBackend(FrequencyBackend):
             GPU behind torch's current CUDA device (matched by UUID), else index 0.
         gpu: spec-table name to treat the GPU as; default: looked up from NVML's device name.
         lock_memory: also lock the memory clock at its maximum while the SM clock is locked.
+        found_locked_mhz: the SM clock range an administrator had locked before (NVML cannot
+            report it): ``reset`` locks it again instead of unlocking.
 
     Raises:
         NvmlError: nvidia-ml-py missing, no driver/GPU, or no GPU at ``device_index``.
@@ -123,6 +180,7 @@ class NvmlBackend(FrequencyBackend):
         gpu: str | GPUSpec | None = None,
         *,
         lock_memory: bool = True,
+        found_locked_mhz: tuple[int, int] | None = None,
     ) -> None:
         _init()
         self._open = True
@@ -136,8 +194,7 @@ class NvmlBackend(FrequencyBackend):
             raise
         self.lock_memory = lock_memory
         self._current = self._clocks[0]
-        self._gpu_locked = False
-        self._mem_locked = False
+        self._unlocker = _Unlocker(self._handle, self.nvml_name, found_locked_mhz)
         self._trace: list[SwitchEvent] = []
 
     # --- setup ---------------------------------------------------------------------------------
@@ -209,7 +266,7 @@ class NvmlBackend(FrequencyBackend):
             )
             log.warning(msg)
             warnings.warn(msg, stacklevel=2)
-        if self._gpu_locked and target == self._current:
+        if self._unlocker.gpu_locked and target == self._current:
             return target  # a no-op switch: NVML is not called
         start = self.now_s()
         self._lock_gpu(target)
@@ -226,12 +283,12 @@ class NvmlBackend(FrequencyBackend):
             _api().nvmlDeviceSetGpuLockedClocks(self._handle, mhz, mhz)
         except _NVMLError as exc:
             raise self._refused(f"lock the SM clock at {mhz} MHz", exc) from exc
-        if not self._gpu_locked:
-            self._gpu_locked = True
-            restore.protect(self)
+        if not self._unlocker.gpu_locked:
+            self._unlocker.gpu_locked = True
+            restore.protect(self._unlocker, strong=True)
 
     def _lock_memory(self) -> None:
-        if not self.lock_memory or self._mem_locked or self._mem_max_mhz is None:
+        if not self.lock_memory or self._unlocker.mem_locked or self._mem_max_mhz is None:
             return
         mhz = self._mem_max_mhz
         try:
@@ -243,7 +300,7 @@ class NvmlBackend(FrequencyBackend):
                 return
             self.reset()  # keep the promise: a refused call leaves nothing changed
             raise self._refused(f"lock the memory clock at {mhz} MHz", exc) from exc
-        self._mem_locked = True
+        self._unlocker.mem_locked = True
 
     def _refused(self, action: str, exc: BaseException) -> NvmlError:
         where = f"GPU {self.device_index} ({self.nvml_name})"
@@ -256,22 +313,10 @@ class NvmlBackend(FrequencyBackend):
         return NvmlError(f"NVML failed to {action} on {where}: {exc}")
 
     def reset(self) -> None:
-        """Unlock the SM and memory clocks (errors are logged: this runs on exit paths)."""
-        api = _api()
-        if self._gpu_locked:
-            self._call_logged(api.nvmlDeviceResetGpuLockedClocks, "SM")
-            self._gpu_locked = False
-        if self._mem_locked:
-            self._call_logged(api.nvmlDeviceResetMemoryLockedClocks, "memory")
-            self._mem_locked = False
+        """Put back what this backend found (errors are logged: this runs on exit paths)."""
+        self._unlocker.restore()
         self._current = self._clocks[0]
-        restore.release(self)
-
-    def _call_logged(self, fn: Any, what: str) -> None:
-        try:
-            fn(self._handle)
-        except _NVMLError as exc:
-            log.error("fxenergy: could not reset the %s clock of %s: %s", what, self.nvml_name, exc)
+        restore.release(self._unlocker)
 
     def restore(self) -> None:
         """Restorer protocol (atexit, signals): same as :meth:`reset`."""

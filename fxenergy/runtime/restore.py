@@ -9,6 +9,11 @@ re-raises the signal with the default action so the process still dies the way i
 
 Handlers can only be installed from the main thread (a Python rule); from another thread only the
 ``atexit`` hook is installed, and a debug line says so.
+
+Restorers are held by **weak reference**: protecting a runtime or an optimized module does not
+keep the model alive. Whatever must outlive its owner (an NVML clock lock) registers a small
+object of its own with ``strong=True`` (``NvmlBackend`` does: its unlocker holds only the device
+handle and what to put back).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+import weakref
 from types import FrameType
 from typing import Any, Protocol
 
@@ -33,16 +39,49 @@ class Restorer(Protocol):
 
 
 _lock = threading.RLock()  # re-entrant: a signal handler runs on the main thread mid-anything
-_restorers: dict[int, Restorer] = {}
+_restorers: dict[int, weakref.ref[Any] | _Strong] = {}
+
+
+class _Strong:
+    """A strong reference with the call signature of a weak one."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Restorer) -> None:
+        self.obj = obj
+
+    def __call__(self) -> Restorer:
+        return self.obj
+
+
 _previous: dict[int, Any] = {}
 _atexit_installed = False
+_signals_installed = False
 
 
-def protect(restorer: Restorer) -> None:
-    """Run ``restorer.restore()`` at exit or on SIGINT/SIGTERM until :func:`release` is called."""
+def protect(restorer: Restorer, *, strong: bool = False) -> None:
+    """Run ``restorer.restore()`` at exit or on SIGINT/SIGTERM until :func:`release` is called.
+
+    Held weakly (a freed restorer is forgotten) unless ``strong`` or it cannot be weakly
+    referenced.
+    """
+    key = id(restorer)
+    try:
+        ref: weakref.ref[Any] | _Strong = (
+            _Strong(restorer) if strong else weakref.ref(restorer, lambda _: _forget(key))
+        )
+    except TypeError:  # no __weakref__ slot: hold it strongly
+        ref = _Strong(restorer)
     with _lock:
-        _restorers[id(restorer)] = restorer
+        _restorers[key] = ref
         _install()
+
+
+def _forget(key: int) -> None:
+    with _lock:
+        ref = _restorers.get(key)
+        if ref is not None and ref() is None:
+            del _restorers[key]
 
 
 def release(restorer: Restorer) -> None:
@@ -54,13 +93,13 @@ def release(restorer: Restorer) -> None:
 def protected() -> list[Restorer]:
     """The restorers that would run now, in registration order."""
     with _lock:
-        return list(_restorers.values())
+        return [r for r in (ref() for ref in _restorers.values()) if r is not None]
 
 
 def restore_all() -> int:
     """Run every registered restorer (errors are logged, never raised); return how many ran."""
     with _lock:
-        pending = list(_restorers.values())
+        pending = [r for r in (ref() for ref in _restorers.values()) if r is not None]
         _restorers.clear()
     for restorer in reversed(pending):  # last protected, first restored (like nested exits)
         try:
@@ -71,7 +110,9 @@ def restore_all() -> int:
 
 
 def _install() -> None:
-    global _atexit_installed
+    global _atexit_installed, _signals_installed
+    if _signals_installed:  # the common case, on every call of a planned module: keep it cheap
+        return
     if not _atexit_installed:
         atexit.register(restore_all)
         _atexit_installed = True
@@ -84,6 +125,7 @@ def _install() -> None:
             continue
         _previous[signum] = current
         signal.signal(signum, _on_signal)
+    _signals_installed = True
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -103,7 +145,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def uninstall() -> None:
     """Put the previous signal handlers back and forget every restorer (for tests)."""
+    global _signals_installed
     with _lock:
+        _signals_installed = False
         _restorers.clear()
         if threading.current_thread() is threading.main_thread():
             for signum, previous in _previous.items():

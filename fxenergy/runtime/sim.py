@@ -2,10 +2,20 @@
 
 The simulator keeps a virtual clock (seconds) and a virtual energy meter (joules). Work is
 accounted explicitly: ``execute(cost)`` advances both by the DVFS model's time and energy for
-``cost`` at the SM clock in force, ``idle(seconds)`` by idle power. A clock change stalls the GPU
-for ``switch_latency_s`` at the model's idle power (the team convention the scheduler's checker
-uses too), so a plan run here costs exactly what the model predicts for it. Everything it reports
-is SIMULATED, and ``describe()`` says so.
+``cost`` at the SM clock in force, ``idle(seconds)`` by idle power.
+
+Clock changes follow the one switch model (:mod:`fxenergy.schedule.switch`), the planner's:
+
+* the **cycle** (``set_cycle``: the costs of the repeating work, e.g. a plan's partitions or a
+  training step's graphs) is what the board's power cap averages over — every node runs at the
+  cycle's effective clock — and its per-clock totals describe a transition window's work;
+* ``switch_ahead(f)``: the work just run ended a partition and the runtime requested ``f``
+  ``latency`` before its end: that window ran at the slower and hungrier of the two clocks;
+* ``set_clock(f)``: a request with nothing to issue ahead from (a run's first partition): the
+  window is the head of the work that follows.
+
+So a plan run here costs exactly what the checker predicts for it. Everything it reports is
+SIMULATED, and ``describe()`` says so.
 """
 
 from __future__ import annotations
@@ -13,12 +23,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware import GPUSpec, get_gpu
 from fxenergy.runtime.backend import FrequencyBackend, SwitchEvent, nearest_clock_mhz
+from fxenergy.schedule.switch import window_cost
 
 log = logging.getLogger("fxenergy.runtime")
 
@@ -31,9 +43,11 @@ class DVFSLike(Protocol):
     idle_power_w: float
     switch_latency_s: float
 
-    def time_s(self, cost: CostRecord, freq_mhz: int) -> float: ...
+    def work_of(self, cost: CostRecord) -> Any: ...
 
-    def energy_j(self, cost: CostRecord, freq_mhz: int) -> float: ...
+    def effective_clock_mhz(self, mix: Sequence[Any], freq_mhz: float) -> float: ...
+
+    def at_effective_clock(self, mix: Sequence[Any], f_eff_mhz: float) -> tuple[float, float]: ...
 
     def clocks_mhz(self) -> tuple[int, ...] | list[int]: ...
 
@@ -60,7 +74,7 @@ class SimulatedBackend(FrequencyBackend):
 
     Args:
         gpu: spec-table name or spec of the GPU to simulate.
-        switch_latency_s: how long a clock change stalls the GPU (at idle power).
+        switch_latency_s: time from a clock request to the new clock in force.
         model: a DVFS model to use instead of ``get_dvfs_model(gpu, switch_latency_s)``; its own
             ``switch_latency_s`` then applies.
     """
@@ -84,6 +98,9 @@ class SimulatedBackend(FrequencyBackend):
         self._trace: list[SwitchEvent] = []
         self.work: list[WorkRecord] = []  #: every execute/idle call, in order
         self._memo: dict[tuple[CostRecord, int], tuple[float, float]] = {}
+        self._executed: list[CostRecord] = []  # window costs without a cycle: the work so far
+        self._executed_set: set[CostRecord] = set()
+        self.set_cycle(None)
 
     @property
     def switch_latency_s(self) -> float:
@@ -115,15 +132,54 @@ class SimulatedBackend(FrequencyBackend):
         self._energy_j += energy_j
         return record
 
+    def set_cycle(self, costs: Sequence[CostRecord] | None) -> None:
+        """The repeating work the power cap averages over and transition windows are costed
+        from (``None``: each executed node is its own cap window, and windows are costed from
+        the work executed so far)."""
+        key = None if costs is None else tuple(costs)
+        if key is not None and key == getattr(self, "_cycle_key", None):
+            return  # the same cycle again (a runtime per call): keep what was computed
+        self._cycle_key = key
+        self._cycle = None if costs is None else tuple(self.model.work_of(c) for c in costs)
+        self._f_eff: dict[int, float] = {}
+        self._profile: dict[int, tuple[float, float]] = {}
+        self._memo.clear()
+
+    def _clock_of(self, mhz: int) -> float:
+        if mhz not in self._f_eff:
+            self._f_eff[mhz] = self.model.effective_clock_mhz(self._cycle or (), mhz)
+        return self._f_eff[mhz]
+
+    def _cost_at(self, cost: CostRecord, mhz: int) -> tuple[float, float]:
+        key = (cost, mhz)
+        if (te := self._memo.get(key)) is None:  # a training loop runs the same work again
+            work = (self.model.work_of(cost),)
+            f = self._clock_of(mhz) if self._cycle is not None else None
+            f = self.model.effective_clock_mhz(work, mhz) if f is None else f
+            te = self._memo[key] = self.model.at_effective_clock(work, f)
+        return te
+
+    def profile(self, mhz: int) -> tuple[float, float]:
+        """(time, energy) of the cycle (or the work run so far) at ``mhz``."""
+        if self._cycle is None:
+            return self._ran_so_far(mhz)
+        if mhz not in self._profile:
+            f = self._clock_of(mhz)
+            parts = [self.model.at_effective_clock((w,), f) for w in self._cycle]
+            self._profile[mhz] = (sum(t for t, _ in parts), sum(e for _, e in parts))
+        return self._profile[mhz]
+
+    def _ran_so_far(self, mhz: int) -> tuple[float, float]:
+        parts = [self._cost_at(c, mhz) for c in self._executed]
+        return sum(t for t, _ in parts), sum(e for _, e in parts)
+
     def execute(self, cost: CostRecord, label: str = "") -> WorkRecord:
         """Run ``cost`` at the current clock: advance virtual time and energy by the model."""
-        key = (cost, self._current)
-        if (te := self._memo.get(key)) is None:  # a training loop runs the same work again
-            te = self._memo[key] = (
-                self.model.time_s(cost, self._current),
-                self.model.energy_j(cost, self._current),
-            )
-        return self._advance(te[0], te[1], label)
+        if self._cycle is None and cost not in self._executed_set:
+            self._executed.append(cost)
+            self._executed_set.add(cost)
+        time_s, energy_j = self._cost_at(cost, self._current)
+        return self._advance(time_s, energy_j, label)
 
     def idle(self, seconds: float, label: str = "idle") -> WorkRecord:
         """Stay idle for ``seconds`` at the model's idle power."""
@@ -131,28 +187,41 @@ class SimulatedBackend(FrequencyBackend):
             raise ValueError(f"idle time must be a finite number of seconds >= 0, got {seconds}")
         return self._advance(seconds, seconds * self.model.idle_power_w, label)
 
-    def set_clock(self, mhz: int, label: str = "") -> int:
-        """Switch the virtual clock; a real change stalls ``switch_latency_s`` at idle power."""
+    def _target(self, mhz: int) -> tuple[int, int | None]:
         target = nearest_clock_mhz(self._clocks, mhz)
-        requested = None
-        if target != mhz:
-            requested = round(float(mhz))
-            msg = (
-                f"{mhz} MHz is not a supported SM clock on the simulated {self.gpu.name}; "
-                f"using the nearest, {target} MHz"
-            )
-            log.warning(msg)
-            warnings.warn(msg, stacklevel=2)
+        if target == mhz:
+            return target, None
+        msg = (
+            f"{mhz} MHz is not a supported SM clock on the simulated {self.gpu.name}; "
+            f"using the nearest, {target} MHz"
+        )
+        log.warning(msg)
+        warnings.warn(msg, stacklevel=3)
+        return target, round(float(mhz))
+
+    def _switch(self, mhz: int, label: str, ahead: bool) -> int:
+        target, requested = self._target(mhz)
         if target == self._current:
             return target
         latency = self.model.switch_latency_s
-        energy = latency * self.model.idle_power_w
-        event = SwitchEvent(self._time_s, self._current, target, latency, energy, label, requested)
+        work, other = (self._current, target) if ahead else (target, self._current)
+        dt, de = window_cost(latency, *self.profile(work), *self.profile(other))
+        at = self._time_s + dt - latency if ahead else self._time_s
+        event = SwitchEvent(at, self._current, target, latency, de, label, requested)
         self._trace.append(event)
-        self._time_s += latency
-        self._energy_j += energy
+        self._time_s += dt
+        self._energy_j += de
         self._current = target
         return target
+
+    def switch_ahead(self, mhz: int, label: str = "") -> int:
+        """Switch issued ``latency`` before the end of the work just run: its transition window
+        ran that work's last ``latency`` seconds (recorded at the request time)."""
+        return self._switch(mhz, label, ahead=True)
+
+    def set_clock(self, mhz: int, label: str = "") -> int:
+        """Switch requested now; the window runs the head of the work that follows."""
+        return self._switch(mhz, label, ahead=False)
 
     def reset(self) -> None:
         """Back to the highest clock, at no cost: restoring after a run is outside its window."""

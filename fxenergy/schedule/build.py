@@ -3,7 +3,17 @@
 Reads ``meta.COST`` on every node (run ``annotate-cost`` first) and the nodes' fake values. Each
 node other than placeholders and the output becomes a task whose duration and energy at every
 candidate clock come from the DVFS model (the simulator's numbers: predictions, not
-measurements), rounded to integer units fine enough that rounding moves totals by < 1e-5.
+measurements).
+
+Power cap: the board's power controller acts on average power over far longer than one node,
+so the cap is applied to the *cycle* (by default this graph; a training step's graphs together
+when given): at each candidate clock the cycle's effective clock is found once
+(``DVFSModel.effective_clock_mhz`` of the cycle's mix) and every node runs at it. Applied per
+node instead, an 8k GEMM alone looks capped, and slowing it looks far cheaper than it is in a mix.
+
+Rounding: the solvers get integer units (1 / 4e6 of the baseline totals), every duration,
+energy and switch cost rounded **up**; the exact float twin (``GraphProblem.exact``, seconds and
+joules) is what plans are re-checked and reported on.
 
 Memory: a task's output bytes are the bytes of the *new storages* it creates; a view aliases its
 base, so it adds no bytes and, instead, an edge from the base's producer to each of the view's
@@ -13,6 +23,7 @@ the fixed ``memory_baseline_bytes``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +32,8 @@ import torch.fx
 
 from fxenergy.errors import PassError
 from fxenergy.graph import meta
+from fxenergy.graph.meta import CostRecord
+from fxenergy.graph.semantics import storage_key
 from fxenergy.hardware.dvfs import DVFSModel
 from fxenergy.schedule.problem import Problem, SwitchModel, Task
 
@@ -30,11 +43,29 @@ _RESOLUTION = 4_000_000
 
 @dataclass(frozen=True)
 class GraphProblem:
-    """A problem plus the fx node name of every task (task id -> name)."""
+    """A problem plus the fx node name of every task (task id -> name).
+
+    ``problem`` is in integer units for the solvers; ``exact`` is the same problem in seconds
+    and joules (floats), the one plans are checked and reported on.
+    """
 
     problem: Problem
     names: tuple[str, ...]
     model: DVFSModel
+    exact: Problem | None = None
+
+
+def node_costs(
+    model: DVFSModel,
+    costs: Sequence[CostRecord],
+    clocks_mhz: Sequence[float],
+    cycle: Sequence[CostRecord] | None = None,
+) -> list[list[tuple[float, float]]]:
+    """(seconds, joules) of each cost at each clock, the power cap acting on ``cycle``'s average
+    power (default: ``costs`` themselves)."""
+    mix = tuple(model.work_of(c) for c in (costs if cycle is None else cycle))
+    f_eff = [model.effective_clock_mhz(mix, f) for f in clocks_mhz] if mix else list(clocks_mhz)
+    return [[model.at_effective_clock((model.work_of(c),), f) for f in f_eff] for c in costs]
 
 
 def candidate_clocks(
@@ -62,7 +93,7 @@ def _storages(value: object) -> dict[int, int]:
     out: dict[int, int] = {}
     for t in meta.tensor_values(value):
         try:
-            key = t.untyped_storage()._cdata  # identity of the storage (views share it)
+            key = storage_key(t) or id(t)  # the one storage identity (views share it)
             nbytes = t.untyped_storage().nbytes()
         except (NotImplementedError, RuntimeError, AttributeError):
             key, nbytes = id(t), t.numel() * t.element_size()
@@ -89,16 +120,19 @@ def build_problem(
     gm: torch.fx.GraphModule,
     model: DVFSModel,
     clocks_mhz: Sequence[int] | None = None,
-    min_partition_factor: float = 1.0,
     cyclic: bool = True,
     units: tuple[float, float] | None = None,
+    cycle: Sequence[CostRecord] | None = None,
 ) -> GraphProblem:
     """The scheduling problem of an ``annotate-cost``-ed graph on ``model``'s GPU.
 
     ``cyclic`` (default): the graph runs in a loop and the clock is kept between runs, so the
     first partition starts at the last one's clock (see ``Problem.cyclic``). ``units``
     (seconds, joules per unit) fixes the integer units, so problems of several graphs can be
-    chained; by default they are chosen from this graph's totals.
+    chained; by default they are chosen from this graph's totals. ``cycle``: the costs of the
+    whole repeating cycle this graph is part of (e.g. a training step's graphs), over which the
+    power cap averages and whose per-clock totals describe a transition window; default: this
+    graph.
     """
     nodes = [n for n in gm.graph.nodes if _is_task(n)]
     missing = [n.name for n in nodes if meta.COST not in n.meta]
@@ -109,42 +143,57 @@ def build_problem(
         )
     clocks = tuple(sorted(set(clocks_mhz or candidate_clocks(model)), reverse=True))
     index = {n.name: i for i, n in enumerate(nodes)}
-    raw = [
-        [(model.time_s(n.meta[meta.COST], f), model.energy_j(n.meta[meta.COST], f)) for f in clocks]
-        for n in nodes
-    ]
+    raw = node_costs(model, [n.meta[meta.COST] for n in nodes], clocks, cycle)
+    profile = None
+    if cycle is not None:
+        per = node_costs(model, cycle, clocks, cycle)
+        profile = tuple(
+            tuple(sum(r[c][k] for r in per) for c in range(len(clocks))) for k in (0, 1)
+        )
     total_t = sum(r[0][0] for r in raw) or 1.0
     total_e = sum(r[0][1] for r in raw) or 1.0
     t_unit, e_unit = units or (total_t / _RESOLUTION, total_e / _RESOLUTION)
     data_edges, out_bytes = _memory_edges(gm, nodes, index)
     outputs = _output_tasks(gm, index)
-    tasks = tuple(
-        Task(
-            name=n.name,
-            durations=tuple(round(t / t_unit) for t, _ in raw[i]),
-            energies=tuple(round(e / e_unit) for _, e in raw[i]),
-            output_bytes=out_bytes[i],
-            is_output=i in outputs,
+    order_edges = tuple(sorted(_order_edges(gm, index) - data_edges))
+
+    def problem(scale: tuple[float, float] | None) -> Problem:
+        def unit(v: float, u: float) -> float:
+            return v if scale is None else _up(v / u)
+
+        tu, eu = scale or (1.0, 1.0)
+        tasks = tuple(
+            Task(
+                name=n.name,
+                durations=tuple(unit(t, tu) for t, _ in raw[i]),
+                energies=tuple(unit(e, eu) for _, e in raw[i]),
+                output_bytes=out_bytes[i],
+                is_output=i in outputs,
+            )
+            for i, n in enumerate(nodes)
         )
-        for i, n in enumerate(nodes)
-    )
-    switch = SwitchModel(
-        latency=round(model.switch_latency_s / t_unit),
-        energy=round(model.switch_energy_j() / e_unit),
-        min_partition_factor=min_partition_factor,
-    )
-    problem = Problem(
-        tasks=tasks,
-        clocks_mhz=clocks,
-        data_edges=tuple(sorted(data_edges)),
-        order_edges=tuple(sorted(_order_edges(gm, index) - data_edges)),
-        switch=switch,
-        memory_baseline_bytes=_baseline_bytes(gm),
-        time_unit_s=t_unit,
-        energy_unit_j=e_unit,
-        cyclic=cyclic,
-    )
-    return GraphProblem(problem, tuple(n.name for n in nodes), model)
+        prof = None
+        if profile is not None:
+            prof = (tuple(unit(t, tu) for t in profile[0]), tuple(unit(e, eu) for e in profile[1]))
+        return Problem(
+            tasks=tasks,
+            clocks_mhz=clocks,
+            data_edges=tuple(sorted(data_edges)),
+            order_edges=order_edges,
+            switch=SwitchModel(latency=unit(model.switch_latency_s, tu), profile=prof),
+            memory_baseline_bytes=_baseline_bytes(gm),
+            time_unit_s=tu,
+            energy_unit_j=eu,
+            cyclic=cyclic,
+        )
+
+    names = tuple(n.name for n in nodes)
+    return GraphProblem(problem((t_unit, e_unit)), names, model, exact=problem(None))
+
+
+def _up(value: float) -> int:
+    """Round up to an integer unit, forgiving float noise of a few ulps."""
+    return max(0, math.ceil(value - 1e-9 * max(1.0, abs(value))))
 
 
 def _memory_edges(

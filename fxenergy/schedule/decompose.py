@@ -4,9 +4,11 @@ The hint (the fixed-order DP plan, or the baseline) is cut into consecutive wind
 ``window_size`` tasks. Windows are solved in order; each may reorder its own tasks and choose
 their clocks, but
 
-* its last task keeps the hint's clock, so the next window starts from a known clock;
-* if that clock is not the maximum, the partition open at the cut has run at least as long as
-  the hint's did (capped at the minimum partition time), so the next window's hint stays legal;
+* its last task keeps the hint's clock, so the next window starts from a known clock (for a
+  cyclic problem the first window starts from the hint's last clock, which the last window
+  keeps);
+* the partition open at the cut has run at least as long as the hint's did (capped at the
+  switch latency, the most one window needs), so the next window's hint stays legal;
 * its time budget is the hint's time for the window plus whatever earlier windows left unused;
 * tensors made before the window and read after it count as fixed live bytes; the others are
   modelled.
@@ -28,6 +30,7 @@ import numpy as np
 
 from fxenergy.schedule.cpsat.graph import Tensor, Window, WindowResult, solve_window
 from fxenergy.schedule.problem import Problem, Solution
+from fxenergy.schedule.switch import sequence_cost
 from fxenergy.schedule.validate import baseline_solution
 
 _MIN_WINDOW_S = 0.2
@@ -70,11 +73,11 @@ def solve_windows(
     cuts = [*range(0, len(order), size), len(order)]
     spans = list(pairwise(cuts))
     ctx = _Context(problem, order, hint_clocks, spans, memory_bound)
-    hint_time = ctx.span_time(0, len(order), 0)
+    state = ctx.first_boundary()
+    hint_time = ctx.span_time(0, len(order), state)
     # the hint's slack allocation is kept per window (so repeated blocks see equal budgets);
     # only slack a window leaves unused, or the hint left over, moves on to later windows
     carry = time_budget - hint_time
-    state = _Boundary(clock=0, run=0)
     out_order: list[int] = []
     out_clocks: list[int] = []
     counts = {"solved": 0, "optimal": 0, "reused": 0, "skipped": 0}
@@ -84,7 +87,7 @@ def solve_windows(
     with _progress_bar(progress, len(spans), len(order)) as advance:
         for w, (a, b) in enumerate(spans):
             left = time_limit_s - (_time.perf_counter() - started)
-            budget = ctx.span_time(a, b, state.clock) + carry
+            budget = ctx.span_time(a, b, state) + carry
             window = ctx.window(w, a, b, state, budget, max_shift or _MAX_SHIFT)
             key = ctx.key(window)
             res = _from_local(window, cache.get(key))
@@ -100,7 +103,7 @@ def solve_windows(
                 todo = ctx.contents[w:]
                 per = max(_MIN_WINDOW_S, left / max(1, len(set(todo) - tried)))
                 tried.add(ctx.contents[w])
-                cap = ctx.span_energy(a, b, state.clock) if objective == "switches" else None
+                cap = int(ctx.span_energy(a, b, state)) if objective == "switches" else None
                 res = solve_window(problem, window, objective, per, workers, cap)
                 cache[key] = _to_local(window, res)
             if res.order is not None:
@@ -109,7 +112,7 @@ def solve_windows(
                 w_order, w_clocks = list(res.order), list(res.clocks or ())
             else:
                 w_order, w_clocks = order[a:b], hint_clocks[a:b]
-            used = ctx.time_of(w_order, w_clocks, state.clock)
+            used = ctx.time_of(w_order, w_clocks, state)
             carry = budget - used
             state = ctx.boundary_after(w_order, w_clocks, state)
             out_order += w_order
@@ -141,7 +144,8 @@ def solve_windows(
 @dataclass(frozen=True)
 class _Boundary:
     clock: int  #: clock before the window
-    run: int  #: time the open partition has run (capped at the minimum partition time)
+    run: float  #: time the open partition has run, less windows it hosts (capped at latency)
+    head: bool = False  #: a switch at the window's start is the run's first (non-cyclic) one
 
 
 class _Context:
@@ -159,7 +163,7 @@ class _Context:
         self.order = order
         self.hint_clocks = hint_clocks
         self.memory_bound = memory_bound
-        self.need = problem.switch.min_partition_time
+        self.need = problem.switch.latency
         self.win = [0] * problem.num_tasks
         for w, (a, b) in enumerate(spans):
             for pos in range(a, b):
@@ -185,28 +189,46 @@ class _Context:
             out.append(run)
         return out
 
-    def time_of(self, order: list[int], clocks: list[int], start_clock: int) -> int:
-        sw = sum(1 for i, c in enumerate(clocks) if c != (clocks[i - 1] if i else start_clock))
-        return sum(self.p.tasks[t].durations[c] for t, c in zip(order, clocks, strict=True)) + (
-            sw * self.p.switch.latency
-        )
+    def first_boundary(self) -> _Boundary:
+        """The clock before the first task: the maximum, or (cyclic) the hint's last clock."""
+        if not self.p.cyclic or not self.order:
+            return _Boundary(clock=0, run=0, head=True)
+        n = len(self.order)
+        return _Boundary(clock=self.hint_clocks[-1], run=self.hint_run_at(n))
 
-    def span_time(self, a: int, b: int, start_clock: int) -> int:
-        return self.time_of(self.order[a:b], self.hint_clocks[a:b], start_clock)
+    def _switches(self, clocks: list[int], state: _Boundary) -> tuple[float, float]:
+        t, e, _ = sequence_cost(self.p.switch_costs, clocks, state.clock, state.head)
+        return t, e
 
-    def span_energy(self, a: int, b: int, start_clock: int) -> int:
+    def time_of(self, order: list[int], clocks: list[int], state: _Boundary) -> float:
+        tasks = sum(self.p.tasks[t].durations[c] for t, c in zip(order, clocks, strict=True))
+        return tasks + self._switches(clocks, state)[0]
+
+    def span_time(self, a: int, b: int, state: _Boundary) -> float:
+        return self.time_of(self.order[a:b], self.hint_clocks[a:b], state)
+
+    def span_energy(self, a: int, b: int, state: _Boundary) -> float:
         clocks = self.hint_clocks[a:b]
-        sw = sum(1 for i, c in enumerate(clocks) if c != (clocks[i - 1] if i else start_clock))
-        return sum(
+        tasks = sum(
             self.p.tasks[t].energies[c] for t, c in zip(self.order[a:b], clocks, strict=True)
-        ) + (sw * self.p.switch.energy)
+        )
+        return tasks + self._switches(clocks, state)[1]
 
-    def hint_run_at(self, b: int) -> int:
-        """Time the hint's partition open at position ``b - 1`` has run by its end."""
-        c, run, pos = self.hint_clocks[b - 1], 0, b - 1
-        while pos >= 0 and self.hint_clocks[pos] == c and run < self.need:
-            run += self.p.tasks[self.order[pos]].durations[c]
+    def hint_run_at(self, b: int) -> float:
+        """Time the hint's partition open at position ``b - 1`` has run by its end, less a
+        head window it hosts (capped at the latency)."""
+        return self.run_back(self.order[:b], self.hint_clocks[:b], _Boundary(0, 0, True))
+
+    def run_back(self, order: list[int], clocks: list[int], state: _Boundary) -> float:
+        """Run of the partition open at the end of ``order`` (entered from ``state``)."""
+        c, run, pos = clocks[-1], 0.0, len(order) - 1
+        while pos >= 0 and clocks[pos] == c and run < 2 * self.need:
+            run += self.p.tasks[order[pos]].durations[c]
             pos -= 1
+        if pos < 0 and c == state.clock:
+            run += state.run
+        elif pos < 0 and state.head and not self.p.cyclic:
+            run -= self.need
         return min(run, self.need)
 
     def window(
@@ -216,20 +238,21 @@ class _Context:
         inside = set(tasks)
         edges = tuple((u, v) for u in tasks for v in self.p.successors[u] if v in inside)
         last = b == len(self.order)
-        end_clock = None if last else self.hint_clocks[b - 1]
+        end_clock = None if last and not self.p.cyclic else self.hint_clocks[b - 1]
         return Window(
             tasks=tasks,
             hint_clocks=tuple(self.hint_clocks[a:b]),
             edges=edges,
             incoming_clock=state.clock,
-            incoming_run=state.run,
+            incoming_run=int(state.run),
             end_clock=end_clock,
-            end_min_run=self.need if last else self.hint_run_at(b),
-            time_budget=budget,
+            end_min_run=0 if end_clock is None else int(self.hint_run_at(b)),
+            time_budget=int(budget),
             fixed_live=self.fixed[w],
             tensors=self._tensors(w, tasks, inside),
             memory_bound=self.memory_bound,
             max_shift=max_shift,
+            head=state.head,
         )
 
     def _tensors(self, w: int, tasks: tuple[int, ...], inside: set[int]) -> tuple[Tensor, ...]:
@@ -280,19 +303,13 @@ class _Context:
             window.incoming_run,
             window.end_clock,
             window.end_min_run,
+            window.head,
             window.time_budget,
             window.max_shift,
         )
 
     def boundary_after(self, order: list[int], clocks: list[int], state: _Boundary) -> _Boundary:
-        c, run = clocks[-1], 0
-        pos = len(order) - 1
-        while pos >= 0 and clocks[pos] == c and run < self.need:
-            run += self.p.tasks[order[pos]].durations[c]
-            pos -= 1
-        if pos < 0 and c == state.clock:
-            run += state.run
-        return _Boundary(clock=c, run=min(run, self.need))
+        return _Boundary(clock=clocks[-1], run=self.run_back(order, clocks, state))
 
 
 def _fixed_ranges(

@@ -2,8 +2,9 @@
 
 * :func:`fixed_order_plan` — clocks for a given order by Lagrangian dynamic programming: for a
   price ``λ`` on time, the DP finds the clocks minimising ``Σ (energy + λ·time)`` with every switch
-  charged ``switch_energy + λ·latency`` exactly (O(n·C) per λ); partitions too short to pay their
-  switch are raised to the maximum clock; ``λ`` is swept on log grids (all at once) for the
+  ``a → b`` charged its transition window (:mod:`fxenergy.schedule.switch`) exactly (O(n·C²) per
+  λ); partitions too short for their windows are repaired (raised to the maximum clock, or
+  merged); ``λ`` is swept on log grids (all at once) for the
   cheapest plan that meets the deadline. The best single global clock (what Zeus-style tuning
   finds) is tried too. This is the greedy baseline, the CP-SAT hint and the fallback.
 * :func:`energy_lower_bound` — a valid bound on the energy of *any* legal schedule: drop order,
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import pairwise
 from operator import itemgetter
@@ -21,6 +23,7 @@ import numpy as np
 
 from fxenergy.schedule.hull import lower_hull
 from fxenergy.schedule.problem import Problem, Solution
+from fxenergy.schedule.switch import short_partitions
 
 _GRID = 32  #: λ values per DP sweep (all solved in one vectorised pass)
 
@@ -32,16 +35,33 @@ def cost_arrays(problem: Problem, order: Sequence[int]) -> tuple[np.ndarray, np.
     return dur.reshape(len(order), problem.num_clocks), en.reshape(len(order), problem.num_clocks)
 
 
+def window_arrays(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, C)`` arrays of the switch model's window time and energy, ``[p][q]``."""
+    w = np.array(problem.switch_costs.window, dtype=np.float64).reshape(
+        problem.num_clocks, problem.num_clocks, 2
+    )
+    return w[:, :, 0], w[:, :, 1]
+
+
+def entry_costs(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """Cost of entering the first position at each clock: a head window from the maximum
+    clock (non-cyclic), or nothing (cyclic: the wrap switch is priced by :func:`totals`)."""
+    wt, we = window_arrays(problem)
+    if problem.cyclic:
+        return np.zeros(problem.num_clocks), np.zeros(problem.num_clocks)
+    return wt[:, 0].copy(), we[:, 0].copy()  # late(0, c) = window[c][0]
+
+
 def dp_clocks(
     dur: np.ndarray,
     en: np.ndarray,
     lams: np.ndarray,
-    switch_energy: float,
-    switch_latency: float,
-    start_clock: int = 0,
+    windows: tuple[np.ndarray, np.ndarray],
+    entry: tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray:
     """Per ``λ`` in ``lams``, the clock per row minimising ``Σ (en + λ·dur)`` with every switch
-    charged ``switch_energy + λ·switch_latency`` (exact DP, all ``λ`` at once).
+    ``a → b`` charged its window ``we[a, b] + λ·wt[a, b]`` and the first row its ``entry``
+    cost (exact DP, all ``λ`` at once, O(n·C²) per ``λ``).
 
     Returns:
         An ``(len(lams), n)`` array of clock indices.
@@ -49,87 +69,127 @@ def dp_clocks(
     n, c = dur.shape
     lams = np.asarray(lams, dtype=np.float64)
     nl = len(lams)
-    sw = (switch_energy + lams * switch_latency)[:, None]  # (L, 1)
-    came_same = np.zeros((n, nl, c), dtype=bool)
-    came_from = np.zeros((n, nl), dtype=np.int64)
-    best = np.repeat(sw, c, axis=1)
-    best[:, start_clock] = 0.0
-    rows = np.arange(nl)
+    wt, we = windows
+    move = we[None, :, :] + lams[:, None, None] * wt[None, :, :]  # (L, from, to)
+    best = entry[1][None, :] + lams[:, None] * entry[0][None, :]  # (L, C)
+    came_from = np.zeros((n, nl, c), dtype=np.int16)
     cost = en[:, None, :] + lams[None, :, None] * dur[:, None, :]  # (n, L, C)
     for p in range(n):
-        j = best.argmin(axis=1)
-        switched = best[rows, j][:, None] + sw
-        same = best <= switched
-        came_same[p] = same
-        came_from[p] = j
-        best = np.where(same, best, switched)
-        best += cost[p]
+        if p:
+            via = best[:, :, None] + move  # (L, from, to)
+            came_from[p] = via.argmin(axis=1)
+            best = np.take_along_axis(via, came_from[p][:, None, :].astype(np.int64), 1)[:, 0]
+        best = best + cost[p]
     clocks = np.empty((nl, n), dtype=np.int64)
-    cur = best.argmin(axis=1) if n else np.full(nl, start_clock)
+    rows = np.arange(nl)
+    cur = best.argmin(axis=1) if n else np.zeros(nl, dtype=np.int64)
     for p in range(n - 1, -1, -1):
         clocks[:, p] = cur
-        cur = np.where(came_same[p, rows, cur], cur, came_from[p])
+        cur = came_from[p, rows, cur].astype(np.int64)
     return clocks
 
 
-def repair_short_partitions(dur: np.ndarray, clocks: np.ndarray, min_time: int) -> np.ndarray:
-    """Raise every non-max partition shorter than ``min_time`` to the maximum clock (index 0)."""
+def _runs(dur: np.ndarray, clocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start position, clock and planned time of every partition of per-row ``clocks``."""
     n = len(clocks)
-    if not n or min_time <= 0:
-        return clocks.copy()
     starts = np.flatnonzero(np.concatenate(([True], clocks[1:] != clocks[:-1])))
-    spans = np.add.reduceat(dur[np.arange(n), clocks], starts)
-    short = (spans < min_time) & (clocks[starts] != 0)
-    lengths = np.diff(np.concatenate((starts, [n])))
-    return np.where(np.repeat(short, lengths), 0, clocks)
+    return starts, clocks[starts], np.add.reduceat(dur[np.arange(n), clocks], starts)
+
+
+def repair_short_partitions(dur: np.ndarray, clocks: np.ndarray, problem: Problem) -> np.ndarray:
+    """Clocks whose partitions all hold their transition windows (the checker's rule).
+
+    A short partition at a non-maximum clock is raised to the maximum; a short one at the
+    maximum (it hosts a switch out of it) takes its left neighbour's clock. Both merge
+    partitions, so this ends.
+    """
+    clocks = clocks.copy()
+    n, latency = len(clocks), problem.switch.latency
+    if not n or latency <= 0:
+        return clocks
+    while True:
+        starts, part_clocks, times = _runs(dur, clocks)
+        short = short_partitions(times.tolist(), part_clocks.tolist(), latency, problem.cyclic)
+        if not short:
+            return clocks
+        ends = np.append(starts[1:], n)
+        slow = [j for j in short if part_clocks[j] != 0]
+        if slow:  # raise first; only then merge short max-clock partitions away
+            for j in slow:
+                clocks[starts[j] : ends[j]] = 0
+            continue
+        for j in short:
+            k = j - 1 if j > 0 else j + 1
+            if 0 <= k < len(part_clocks):
+                clocks[starts[j] : ends[j]] = part_clocks[k]
+            else:
+                return np.zeros_like(clocks)  # cannot happen: a lone partition hosts nothing
 
 
 def totals(
-    dur: np.ndarray, en: np.ndarray, clocks: np.ndarray, problem: Problem, start_clock: int = 0
-) -> tuple[int, int]:
-    """Time and energy (with switches) of per-row ``clocks``; matches ``validate.evaluate``."""
-    rows = np.arange(len(clocks))
-    prev = np.concatenate(([start_clock], clocks[:-1])) if len(clocks) else clocks
-    switches = int(np.count_nonzero(clocks != prev))
-    time = int(dur[rows, clocks].sum()) + switches * problem.switch.latency
-    energy = int(en[rows, clocks].sum()) + switches * problem.switch.energy
+    dur: np.ndarray, en: np.ndarray, clocks: np.ndarray, problem: Problem
+) -> tuple[float, float]:
+    """Time and energy (with transition windows) of per-row ``clocks``; ``validate.evaluate``
+    computes the same."""
+    n = len(clocks)
+    if not n:
+        return 0.0, 0.0
+    rows = np.arange(n)
+    wt, we = window_arrays(problem)
+    prev, nxt = clocks[:-1], clocks[1:]
+    time = float(dur[rows, clocks].sum() + wt[prev, nxt].sum())
+    energy = float(en[rows, clocks].sum() + we[prev, nxt].sum())
+    first, last = clocks[0], clocks[-1]
+    if problem.cyclic:
+        time, energy = time + wt[last, first], energy + we[last, first]
+    else:
+        time, energy = time + wt[first, 0], energy + we[first, 0]
     return time, energy
 
 
+def _legal(dur: np.ndarray, clocks: np.ndarray, problem: Problem) -> bool:
+    if not len(clocks):
+        return True
+    _, part_clocks, times = _runs(dur, clocks)
+    latency = problem.switch.latency
+    return not short_partitions(times.tolist(), part_clocks.tolist(), latency, problem.cyclic)
+
+
 def fixed_order_plan(
-    problem: Problem, order: Sequence[int], time_budget: int, start_clock: int = 0
+    problem: Problem, order: Sequence[int], time_budget: float
 ) -> np.ndarray | None:
-    """Cheapest clocks (per position of ``order``) found within ``time_budget``; None if none.
+    """Cheapest legal clocks (per position of ``order``) found within ``time_budget``; None if
+    none.
 
     Candidates: every single global clock, the repaired Lagrangian DP plan for each ``λ`` of two
     log sweeps, and splices of the plans either side of the budget. The plan with the least
     energy whose time fits wins.
     """
     dur, en = cost_arrays(problem, order)
-    min_time = problem.switch.min_partition_time
-    best: tuple[int, np.ndarray] | None = None
+    windows, entry = window_arrays(problem), entry_costs(problem)
+    best: tuple[float, np.ndarray] | None = None
 
-    def consider(clocks: np.ndarray) -> int:
+    def consider(clocks: np.ndarray) -> float:
         nonlocal best
-        time, energy = totals(dur, en, clocks, problem, start_clock)
-        if time <= time_budget and (best is None or energy < best[0]):
+        clocks = repair_short_partitions(dur, clocks, problem)
+        time, energy = totals(dur, en, clocks, problem)
+        fits = time <= time_budget and _legal(dur, clocks, problem)
+        if fits and (best is None or energy < best[0]):
             best = (energy, clocks)
-        return time
+        return time if fits else math.inf
 
     for c in range(problem.num_clocks):
-        clocks = np.full(len(order), c, dtype=np.int64)
-        consider(repair_short_partitions(dur, clocks, min_time))
-    sw_e, sw_l = problem.switch.energy, problem.switch.latency
+        consider(np.full(len(order), c, dtype=np.int64))
 
     def sweep(lams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Repaired DP plans for ``lams`` and whether each fits the budget."""
-        plans = dp_clocks(dur, en, lams, sw_e, sw_l, start_clock)
-        plans = np.stack([repair_short_partitions(dur, row, min_time) for row in plans])
+        plans = dp_clocks(dur, en, lams, windows, entry)
+        plans = np.stack([repair_short_partitions(dur, row, problem) for row in plans])
         return plans, np.array([consider(row) <= time_budget for row in plans])
 
     # λ is a price of time in energy units per time unit: sweep it on a log grid around the
     # problem's own ratio, then once more between the last λ that misses and the first that fits
-    scale = float(en.sum() / max(dur.sum(), 1.0))
+    scale = float(en.sum() / max(dur.sum(), 1e-300))
     lams = np.concatenate(([0.0], scale * np.logspace(-4, 4, _GRID)))
     plans, fits = sweep(lams)
     if fits[0] or not fits.any():
@@ -142,8 +202,8 @@ def fixed_order_plan(
     hi = plans2[int(np.argmax(fits2))] if fits2.any() else plans[first]
     # the Lagrangian plans jump between λ_lo (too slow) and λ_hi (fits); splice them to spend
     # the slack the jump leaves (the duality gap of a discrete problem)
-    for split in _splices(dur, en, lo, hi, problem, time_budget, start_clock):
-        consider(repair_short_partitions(dur, split, min_time))
+    for split in _splices(dur, en, lo, hi, problem, time_budget):
+        consider(split)
     return best[1] if best else None
 
 
@@ -153,14 +213,13 @@ def _splices(
     slow: np.ndarray,
     fast: np.ndarray,
     problem: Problem,
-    time_budget: int,
-    start_clock: int,
+    time_budget: float,
     tries: int = 8,
 ) -> list[np.ndarray]:
     """Plans ``slow[:p] + fast[p:]`` (and the mirror) that fit, least energy first."""
     out: list[tuple[float, np.ndarray]] = []
     for first, second in ((slow, fast), (fast, slow)):
-        time, energy = _splice_totals(dur, en, first, second, problem, start_clock)
+        time, energy = _splice_totals(dur, en, first, second, problem)
         fits = np.flatnonzero(time <= time_budget)
         for p in fits[np.argsort(energy[fits])][:tries]:
             out.append((float(energy[p]), np.concatenate((first[:p], second[p:]))))
@@ -169,37 +228,36 @@ def _splices(
 
 
 def _splice_totals(
-    dur: np.ndarray,
-    en: np.ndarray,
-    first: np.ndarray,
-    second: np.ndarray,
-    problem: Problem,
-    start_clock: int,
+    dur: np.ndarray, en: np.ndarray, first: np.ndarray, second: np.ndarray, problem: Problem
 ) -> tuple[np.ndarray, np.ndarray]:
     """Time and energy of ``first[:p] + second[p:]`` for every split ``p`` in ``0..n``."""
-    rows = np.arange(len(first))
+    n = len(first)
+    rows = np.arange(n)
+    windows = window_arrays(problem)
+    split = np.arange(n + 1)
 
     def prefix(values: np.ndarray) -> np.ndarray:
         return np.concatenate(([0.0], np.cumsum(values)))
 
-    def changes(clocks: np.ndarray) -> np.ndarray:  # changes[i]: clock i differs from i-1
-        return np.concatenate(([clocks[0] != start_clock], clocks[1:] != clocks[:-1]))
-
-    n = len(first)
-    sw_a, sw_b = prefix(changes(first)), prefix(changes(second))
-    seam = np.zeros(n + 1)  # the change at position p itself, from first[p-1] to second[p]
-    seam[:n] = second != np.concatenate(([start_clock], first[:-1]))
-    after = sw_b[-1] - sw_b[np.minimum(np.arange(n + 1) + 1, n)]
-    sw = sw_a + seam + after
-    ta, tb = prefix(dur[rows, first]), prefix(dur[rows, second])
-    ea, eb = prefix(en[rows, first]), prefix(en[rows, second])
-    time = ta + (tb[-1] - tb) + sw * problem.switch.latency
-    energy = ea + (eb[-1] - eb) + sw * problem.switch.energy
-    return time, energy
+    out = []
+    for task_cost, w in zip((dur, en), windows, strict=True):
+        moves_a = prefix(np.concatenate(([0.0], w[first[:-1], first[1:]])))  # moves into 0..i-1
+        moves_b = prefix(np.concatenate(([0.0], w[second[:-1], second[1:]])))
+        seam = np.zeros(n + 1)
+        seam[1:n] = w[first[:-1], second[1:]]  # the move at p, from first[p-1] to second[p]
+        total = prefix(task_cost[rows, first]) + (
+            prefix(task_cost[rows, second])[-1] - prefix(task_cost[rows, second])
+        )
+        total += moves_a + seam + (moves_b[-1] - moves_b[np.minimum(split + 1, n)])
+        head = np.where(split > 0, first[0], second[0])
+        tail = np.where(split < n, second[-1], first[-1])
+        total += w[tail, head] if problem.cyclic else w[head, 0]
+        out.append(total)
+    return out[0], out[1]
 
 
 def greedy_solution(
-    problem: Problem, time_budget: int, order: Sequence[int] | None = None
+    problem: Problem, time_budget: float, order: Sequence[int] | None = None
 ) -> Solution | None:
     """The fixed-order plan on ``order`` (default: program order) as a :class:`Solution`.
 

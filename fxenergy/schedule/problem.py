@@ -26,6 +26,9 @@ from functools import cached_property
 from itertools import pairwise
 
 from fxenergy.errors import ScheduleProblemError
+from fxenergy.schedule.switch import SwitchCosts, SwitchModel, switch_costs
+
+__all__ = ["Problem", "Solution", "SwitchModel", "Task"]
 
 
 @dataclass(frozen=True)
@@ -48,26 +51,6 @@ class Task:
 
 
 @dataclass(frozen=True)
-class SwitchModel:
-    """What a clock change costs, and the shortest partition worth switching for.
-
-    The GPU stalls at idle power while the clock changes (team convention), so a switch adds
-    ``latency`` time units and ``energy`` energy units. A partition at a clock other than the
-    maximum must run for at least ``ceil(min_partition_factor * latency)`` time units, so that a
-    switch pays for itself; partitions at the maximum clock have no minimum (it is the default).
-    """
-
-    latency: int = 0
-    energy: int = 0
-    min_partition_factor: float = 1.0
-
-    @property
-    def min_partition_time(self) -> int:
-        """Shortest allowed duration of a partition at a non-maximum clock (time units)."""
-        return math.ceil(self.min_partition_factor * self.latency)
-
-
-@dataclass(frozen=True)
 class Problem:
     """Tasks in program order, candidate clocks, edges, switch model and memory baseline.
 
@@ -78,7 +61,7 @@ class Problem:
         data_edges: ``(producer, consumer)`` pairs; the consumer reads the producer's output.
         order_edges: ``(earlier, later)`` pairs between side-effectful tasks (in-place, RNG,
             collectives, I/O) that must keep their relative order.
-        switch: cost of a clock change.
+        switch: latency of a clock change (what a switch costs is :attr:`switch_costs`).
         memory_baseline_bytes: bytes always live (weights, inputs): added to every live count.
         cyclic: the graph runs again and again (a training or serving loop) and the clock is
             kept between runs, so the first partition starts at the *last* partition's clock
@@ -111,8 +94,8 @@ class Problem:
                     )
         if len({t.name for t in self.tasks}) != n:
             raise ScheduleProblemError("task names must be unique; rename the duplicates")
-        if self.switch.latency < 0 or self.switch.energy < 0:
-            raise ScheduleProblemError("switch latency and energy must be >= 0")
+        if not self.switch.latency >= 0:
+            raise ScheduleProblemError("switch latency must be >= 0")
 
     @property
     def num_tasks(self) -> int:
@@ -126,6 +109,26 @@ class Problem:
     def max_clock(self) -> int:
         """Index of the maximum clock (always 0: clocks are listed highest first)."""
         return 0
+
+    @cached_property
+    def integer(self) -> bool:
+        """Durations and energies are integers (a solver problem; else an exact float one)."""
+        return all(isinstance(v, int) for t in self.tasks for v in (*t.durations, *t.energies))
+
+    @cached_property
+    def profile(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(time, energy) of the cycle per clock: the switch model's, or the tasks' sums."""
+        if self.switch.profile is not None:
+            return self.switch.profile
+        times = tuple(sum(t.durations[c] for t in self.tasks) for c in range(self.num_clocks))
+        energies = tuple(sum(t.energies[c] for t in self.tasks) for c in range(self.num_clocks))
+        return times, energies
+
+    @cached_property
+    def switch_costs(self) -> SwitchCosts:
+        """Extra time and energy of every switch (rounded up for an integer problem)."""
+        times, energies = self.profile
+        return switch_costs(self.switch.latency, times, energies, integer=self.integer)
 
     @cached_property
     def edges(self) -> tuple[tuple[int, int], ...]:
@@ -185,11 +188,13 @@ def _check_task(task: Task, num_clocks: int) -> None:
         raise ScheduleProblemError(
             f"task {task.name!r} needs one duration and one energy per clock ({num_clocks})"
         )
-    values = (*task.durations, *task.energies, task.output_bytes)
-    if any(not isinstance(v, int) or v < 0 for v in values):
+    costs = (*task.durations, *task.energies)
+    bad_cost = any(not isinstance(v, int | float) or not 0 <= v < math.inf for v in costs)
+    if bad_cost or not isinstance(task.output_bytes, int) or task.output_bytes < 0:
         raise ScheduleProblemError(
-            f"task {task.name!r}: durations, energies and output_bytes must be integers >= 0 "
-            "(round seconds and joules to time_unit_s / energy_unit_j first)"
+            f"task {task.name!r}: durations and energies must be finite numbers >= 0 (integers "
+            "for the solvers: round seconds and joules up to time_unit_s / energy_unit_j) and "
+            "output_bytes an integer >= 0"
         )
 
 

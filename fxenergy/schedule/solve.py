@@ -9,6 +9,7 @@ bound wins, and ``notes`` says why.
 
 from __future__ import annotations
 
+import math
 import time as _time
 from dataclasses import dataclass
 from typing import Literal
@@ -90,6 +91,7 @@ def solve(
     progress: bool = True,
     window_size: int = 48,
     use_cpsat: bool = True,
+    exact: Problem | None = None,
 ) -> ScheduleResult:
     """Choose an order and a clock per task: least ``objective`` within the budgets.
 
@@ -103,6 +105,9 @@ def solve(
         progress: show a rich progress bar over the CP-SAT windows.
         window_size: tasks per CP-SAT window (larger: better plans, slower).
         use_cpsat: False skips CP-SAT and returns the best of the greedy plan and the baseline.
+        exact: the same problem in unrounded floats (seconds, joules; see
+            ``schedule.build``): the integer deadline is taken from its baseline time, and every
+            candidate is re-evaluated on it and refused if it misses the deadline there.
 
     Returns:
         A :class:`ScheduleResult`, never worse than the baseline on ``objective``.
@@ -118,6 +123,10 @@ def solve(
     base_sol = baseline_solution(problem)
     base = evaluate(problem, base_sol)
     limit = deadline(problem, max_slowdown, base.time)
+    if exact is not None:  # rounded-up durations: the float deadline in integer units
+        exact_limit = (1.0 + max_slowdown) * evaluate(exact, baseline_solution(exact)).time_s
+        tight = math.floor(exact_limit / problem.time_unit_s * (1 + 1e-12))
+        limit = max(min(limit, tight), base.time)  # the baseline itself always qualifies
     mem = base.peak_memory if memory_bound is None else memory_bound
     notes: list[str] = []
     candidates: list[tuple[str, Solution]] = [("BASELINE", base_sol)]
@@ -141,7 +150,9 @@ def solve(
                 notes,
             )
     cap = _energy_cap(problem, objective, candidates)
-    status, solution, ev = _pick(problem, candidates, objective, limit, mem, cap, base, notes)
+    status, solution, ev = _pick(
+        problem, candidates, objective, (limit, mem, cap), base, notes, exact, max_slowdown
+    )
     bound = _bound(problem, objective, limit, cpsat_bound, cap, base)
     gap = _gap(objective_value(objective, ev)[0], bound)
     if status != "BASELINE" and gap is not None and gap <= 1e-12:
@@ -229,17 +240,24 @@ def _pick(
     problem: Problem,
     candidates: list[tuple[str, Solution]],
     objective: str,
-    limit: int,
-    mem: int,
-    energy_cap: int | None,
+    budgets: tuple[int, int, int | None],
     base: Evaluation,
     notes: list[str],
+    exact: Problem | None = None,
+    max_slowdown: float = 0.0,
 ) -> tuple[str, Solution, Evaluation]:
-    """The best legal candidate within the budgets; the baseline if none is."""
+    """The best legal candidate within the budgets (time, memory, energy cap) — re-checked on
+    the ``exact`` float problem when given; the baseline if none is."""
+    limit, mem, energy_cap = budgets
+    exact_limit = None
+    if exact is not None:
+        exact_limit = (1.0 + max_slowdown) * evaluate(exact, baseline_solution(exact)).time
     best: tuple[str, Solution, Evaluation] | None = None
     for status, sol in candidates:
         try:
             check(problem, sol)
+            if exact is not None and status != "BASELINE":
+                _check_exact(exact, sol, exact_limit)
         except InvalidScheduleError as exc:
             notes.append(f"{status} candidate rejected by the checker: {exc}")
             continue
@@ -268,6 +286,17 @@ def _pick(
     return best
 
 
+def _check_exact(exact: Problem, sol: Solution, limit: float | None) -> None:
+    """The float re-check: legal on the unrounded problem, and within its deadline."""
+    check(exact, sol)
+    time = evaluate(exact, sol).time
+    if limit is not None and time > limit * (1 + 1e-12):
+        raise InvalidScheduleError(
+            f"in unrounded floats the plan takes {exact.seconds(time):.9g} s, over the "
+            f"deadline {exact.seconds(limit):.9g} s"
+        )
+
+
 def _energy_cap(
     problem: Problem, objective: str, candidates: list[tuple[str, Solution]]
 ) -> int | None:
@@ -293,9 +322,30 @@ def _bound(
         bounds += [] if lp is None else [lp]
     elif objective == "memory":
         bounds.append(_working_set_bound(problem))
-    else:  # without a switch every task runs at the max clock: the baseline's energy
-        bounds.append(1.0 if energy_cap is not None and energy_cap < base.energy else 0.0)
+    else:
+        bounds.append(_switches_bound(problem, limit, energy_cap, base))
     return max(bounds) if bounds else None
+
+
+def _switches_bound(
+    problem: Problem, limit: int, energy_cap: int | None, base: Evaluation
+) -> float:
+    """Fewest switches of any legal plan within the deadline and under ``energy_cap``.
+
+    Below the baseline's energy some task runs below the maximum clock. A run that starts at
+    the maximum (non-cyclic) then switches at least once. A repeating (cyclic) run at one lower
+    clock never switches, so the bound is 0 when such a plan fits; otherwise its clock changes
+    and comes back around the loop: at least 2 switches.
+    """
+    if energy_cap is None or energy_cap >= base.energy:
+        return 0.0
+    if not problem.cyclic:
+        return 1.0
+    for c in range(1, problem.num_clocks):
+        ev = evaluate(problem, Solution.original(problem, c))
+        if ev.time <= limit and ev.energy <= energy_cap:
+            return 0.0
+    return 2.0
 
 
 def _working_set_bound(problem: Problem) -> int:

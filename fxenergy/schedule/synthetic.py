@@ -15,6 +15,7 @@ order edges, and the loss/optimizer tail reads every layer's weights-gradient ta
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fxenergy.schedule.problem import Problem, SwitchModel, Task
@@ -101,10 +102,7 @@ def transformer_problem(
     tasks = list(b.tasks)
     last = tasks[-1]
     tasks[-1] = Task(last.name, last.durations, last.energies, last.output_bytes, True)
-    switch = SwitchModel(
-        latency=round(switch_latency_s / time_unit_s),
-        energy=round(gpu.static_w * switch_latency_s / energy_unit_j),
-    )
+    switch = SwitchModel(latency=math.ceil(switch_latency_s / time_unit_s))
     return Problem(
         tasks=tuple(tasks),
         clocks_mhz=gpu.clocks_mhz,

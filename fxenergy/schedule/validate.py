@@ -6,25 +6,30 @@ Execution model (one GPU stream, the team convention):
   consecutive tasks at one clock.
 * The GPU starts at the maximum clock (index 0), or, for a ``cyclic`` problem (a loop that runs
   the graph again and again without restoring clocks), at the last partition's clock. Every
-  change of clock between consecutive tasks, including into the first task, is a *switch*: the
-  stream stalls for ``switch.latency`` time units and spends ``switch.energy`` energy units.
-  Nothing is paid to restore the clock after the last task (the runtime does that outside the
-  planned region).
-* ``time = Σ duration[task][clock] + switches · latency``;
-  ``energy = Σ energy[task][clock] + switches · switch_energy``.
+  change of clock between consecutive partitions, including into the first one, is a *switch*,
+  costed by the one switch model (:mod:`fxenergy.schedule.switch`): the runtime requests it
+  ``latency`` ahead, and the transition window before the boundary runs at the slower and
+  hungrier of the two clocks (a non-cyclic run's first switch has nothing to issue ahead from:
+  its window is the first partition's head). Nothing is paid to restore the clock after a
+  non-cyclic run (the runtime does that outside the planned region).
+* ``time = Σ duration[task][clock] + Σ window time``; ``energy`` likewise.
 * A task's output is live from the step that produces it through the step of its last data
   consumer (graph outputs: through the last step; unread outputs: their own step only). The
   peak memory is ``memory_baseline_bytes + max over steps of the live bytes``.
-* A partition at a non-maximum clock must last at least ``switch.min_partition_time``.
+* A partition's own work must hold the transition windows it hosts:
+  ``time ≥ latency · windows`` (:func:`fxenergy.schedule.switch.short_partitions`).
+
+The same functions evaluate an integer (solver) problem and its exact float twin.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fxenergy.errors import InvalidScheduleError
 from fxenergy.schedule.problem import Problem, Solution
+from fxenergy.schedule.switch import short_partitions, windows_hosted
 
 
 @dataclass(frozen=True)
@@ -34,16 +39,18 @@ class Partition:
     clock: int  #: clock index into ``Problem.clocks_mhz``
     clock_mhz: int
     tasks: tuple[int, ...]  #: task ids in execution order
-    time: int  #: time units of the tasks (switch stalls excluded)
-    energy: int  #: energy units of the tasks (switch energy excluded)
+    time: float  #: time units of the tasks (transition windows excluded)
+    energy: float  #: energy units of the tasks (transition windows excluded)
+    window_time: float = 0  #: extra time of the transition windows this partition hosts
+    window_energy: float = 0  #: extra energy of those windows
 
 
 @dataclass(frozen=True)
 class Evaluation:
     """Time, energy, peak memory and switches of one solution, in the problem's units."""
 
-    time: int
-    energy: int
+    time: float  #: an integer for an integer problem
+    energy: float
     peak_memory: int  #: bytes, including the problem's memory baseline
     switches: int
     partitions: tuple[Partition, ...]
@@ -67,14 +74,11 @@ def evaluate(problem: Problem, solution: Solution) -> Evaluation:
             Dependencies are not checked here; :func:`check` does that.
     """
     _check_shape(problem, solution)
-    partitions = _partitions(problem, solution)
-    switches = sum(
-        1
-        for i, part in enumerate(partitions)
-        if part.clock != (partitions[i - 1].clock if i else start_clock(problem, partitions))
-    )
-    time = sum(p.time for p in partitions) + switches * problem.switch.latency
-    energy = sum(p.energy for p in partitions) + switches * problem.switch.energy
+    partitions = _with_windows(problem, _partitions(problem, solution))
+    clocks = [p.clock for p in partitions]
+    switches = sum(windows_hosted(clocks, problem.cyclic, problem.max_clock))
+    time = sum(p.time + p.window_time for p in partitions)
+    energy = sum(p.energy + p.window_energy for p in partitions)
     return Evaluation(
         time=time,
         energy=energy,
@@ -84,6 +88,23 @@ def evaluate(problem: Problem, solution: Solution) -> Evaluation:
         time_s=problem.seconds(time),
         energy_j=problem.joules(energy),
     )
+
+
+def _with_windows(problem: Problem, parts: tuple[Partition, ...]) -> tuple[Partition, ...]:
+    """Partitions with the transition windows they host (issue-ahead tail, or a first head)."""
+    costs = problem.switch_costs
+    out = []
+    m = len(parts)
+    for i, part in enumerate(parts):
+        dt = de = 0
+        nxt = parts[i + 1].clock if i + 1 < m else (parts[0].clock if problem.cyclic else None)
+        if nxt is not None and nxt != part.clock:
+            dt, de = costs.ahead(part.clock, nxt)
+        if i == 0 and not problem.cyclic and part.clock != problem.max_clock:
+            ht, he = costs.late(problem.max_clock, part.clock)
+            dt, de = dt + ht, de + he
+        out.append(replace(part, window_time=dt, window_energy=de))
+    return tuple(out)
 
 
 def start_clock(problem: Problem, partitions: tuple[Partition, ...]) -> int:
@@ -97,8 +118,8 @@ def check(problem: Problem, solution: Solution) -> None:
     """Raise :class:`InvalidScheduleError` unless ``solution`` is a legal schedule of ``problem``.
 
     Legal means: the order is a permutation of the tasks, every data and order edge points
-    forward in it, every clock index exists, and every partition at a non-maximum clock lasts at
-    least ``problem.switch.min_partition_time``.
+    forward in it, every clock index exists, and every partition's own work holds the
+    transition windows it hosts (``time >= latency * windows``).
     """
     _check_shape(problem, solution)
     pos = positions(solution.order)
@@ -109,17 +130,17 @@ def check(problem: Problem, solution: Solution) -> None:
                 f"{kind} edge {problem.tasks[u].name} -> {problem.tasks[v].name} is reversed: "
                 f"positions {pos[u]} and {pos[v]}"
             )
-    min_time = problem.switch.min_partition_time
     partitions = _partitions(problem, solution)
-    if problem.cyclic and len({p.clock for p in partitions}) == 1:
-        return  # one clock throughout a cyclic run: no switch to pay for
-    for part in partitions:
-        if part.clock != problem.max_clock and part.time < min_time:
-            first = problem.tasks[part.tasks[0]].name
-            raise InvalidScheduleError(
-                f"partition starting at {first} runs {part.time} time units at "
-                f"{part.clock_mhz} MHz, shorter than the minimum {min_time} for a switch"
-            )
+    clocks = [p.clock for p in partitions]
+    latency = problem.switch.latency
+    short = short_partitions([p.time for p in partitions], clocks, latency, problem.cyclic)
+    if short:
+        part = partitions[short[0]]
+        need = latency * windows_hosted(clocks, problem.cyclic, problem.max_clock)[short[0]]
+        raise InvalidScheduleError(
+            f"partition starting at {problem.tasks[part.tasks[0]].name} runs {part.time} time "
+            f"units at {part.clock_mhz} MHz, too short for its clock-switch windows ({need})"
+        )
 
 
 def baseline_solution(problem: Problem) -> Solution:
@@ -132,7 +153,7 @@ def baseline(problem: Problem) -> Evaluation:
     return evaluate(problem, baseline_solution(problem))
 
 
-def deadline(problem: Problem, max_slowdown: float, reference_time: int | None = None) -> int:
+def deadline(problem: Problem, max_slowdown: float, reference_time: float | None = None) -> int:
     """Largest allowed time: ``floor((1 + max_slowdown) * baseline time)`` in time units."""
     if max_slowdown < 0:
         raise InvalidScheduleError(f"max_slowdown must be >= 0, got {max_slowdown}")

@@ -7,13 +7,16 @@ Variables (``n`` tasks, positions ``0..n-1``, ``C`` clocks):
 * ``b[t][c]`` — task ``t`` runs at clock ``c``; ``z[k][c]`` — position ``k`` runs at clock ``c``,
   linked by the clauses ``x[t][k] ∧ b[t][c] → z[k][c]``;
 * ``s[k]`` — a switch before position ``k`` (``s[k] ≥ z[k][c] − z[k−1][c]``);
+* ``wt[k]``, ``we[k]`` — time and energy of the transition window of the switch before
+  position ``k`` (the one switch model, :mod:`fxenergy.schedule.switch`): for each clock ``b``,
+  ``wt[k] ≥ Σ_a window[a][b]·z[k−1][a] − M·(1 − z[k][b])`` — exact, since one ``z[k−1][a]`` is 1;
 * ``dur[k]``, ``acc[k]`` — duration of position ``k`` and time its partition has run so far,
-  used to keep partitions at a non-maximum clock at least ``min_partition_time`` long;
+  used to keep every partition long enough for the transition windows it hosts;
 * ``l[m][k]`` — tensor ``m`` is live at position ``k`` (lower-bounded linearly by "produced at or
   before ``k``" and "some reader at or after ``k``"); the live bytes at each position stay under
   the memory bound.
 
-Time is ``Σ dur(t, c)·b[t][c] + latency·Σ s``; energy likewise. Objectives: energy, peak memory,
+Time is ``Σ dur(t, c)·b[t][c] + Σ wt``; energy likewise. Objectives: energy, peak memory,
 or switches (at no more energy than the hint). The hint (a legal window schedule) is given to
 CP-SAT and, when it meets the budgets, bounds the objective from above.
 """
@@ -59,15 +62,19 @@ class Window:
         hint_clocks: the hint's clock per position.
         edges: precedence pairs between window tasks (task ids).
         incoming_clock: clock the GPU is at before the first position.
-        incoming_run: time units the partition at ``incoming_clock`` has already run.
+        incoming_run: time units the partition at ``incoming_clock`` has already run, less the
+            windows it hosts already (may be negative after a head window).
         end_clock: the last position's clock (fixed, so the next window's start is known);
             None leaves it free (the graph's last window).
-        end_min_run: time the last partition must have run by the window's end (0: none).
+        end_min_run: time the last partition must have run by the window's end (less its head
+            window, if it has one).
         time_budget: most time units the window may take (its tasks and switches).
         fixed_live: bytes live at every position whatever the order (baseline included).
         tensors: activations whose liveness the order decides.
         memory_bound: most bytes live at any position.
         max_shift: how far (positions) a task may move from its hint position.
+        head: a switch into position 0 is a run's first switch, requested at its start (a
+            head window in the first partition) rather than issued ahead.
     """
 
     tasks: tuple[int, ...]
@@ -82,6 +89,7 @@ class Window:
     tensors: tuple[Tensor, ...]
     memory_bound: int
     max_shift: int
+    head: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,12 +187,35 @@ class _WindowModel:
             self.m.add(self.z[self.n - 1][self.w.end_clock] == 1)
 
     def _add_switches(self) -> None:
-        """``s[k] = 1`` when position ``k``'s clock differs from position ``k−1``'s."""
+        """``s[k] = 1`` when position ``k``'s clock differs from position ``k−1``'s; ``wt[k]``,
+        ``we[k]``: that switch's transition window."""
+        nc = self.p.num_clocks
         self.s = [self.m.new_bool_var(f"s{k}") for k in range(self.n)]
+        window = self.p.switch_costs.window
+        self.wt: list[cp_model.LinearExprT] = []
+        self.we: list[cp_model.LinearExprT] = []
         for k in range(self.n):
-            for c in range(self.p.num_clocks):
+            for c in range(nc):
                 prev = int(c == self.w.incoming_clock) if k == 0 else self.z[k - 1][c]
                 self.m.add(self.s[k] >= self.z[k][c] - prev)
+            for part, out in ((0, self.wt), (1, self.we)):
+                out.append(self._window_term(k, window, part))
+
+    def _window_term(self, k: int, window: tuple, part: int) -> cp_model.LinearExprT:
+        """The window time (``part`` 0) or energy (1) of the switch before position ``k``."""
+        nc = self.p.num_clocks
+        a0 = self.w.incoming_clock
+        if k == 0:  # the clock before is a constant
+            cost = [window[b][a0] if self.w.head else window[a0][b] for b in range(nc)]
+            return sum(int(cost[b][part]) * self.z[0][b] for b in range(nc))
+        top = max(int(window[a][b][part]) for a in range(nc) for b in range(nc))
+        if top == 0:
+            return 0
+        var = self.m.new_int_var(0, top, f"w{part}_{k}")
+        for b in range(nc):
+            into = sum(int(window[a][b][part]) * self.z[k - 1][a] for a in range(nc))
+            self.m.add(var >= into - top * (1 - self.z[k][b]))
+        return var
 
     def _task_terms(self, attr: str) -> cp_model.LinearExpr:
         return sum(
@@ -194,19 +225,19 @@ class _WindowModel:
         )
 
     def _add_time_budget(self) -> None:
-        sw = self.p.switch
-        self.time = self._task_terms("durations") + sw.latency * sum(self.s)
-        self.energy = self._task_terms("energies") + sw.energy * sum(self.s)
+        self.time = self._task_terms("durations") + sum(self.wt)
+        self.energy = self._task_terms("energies") + sum(self.we)
         self.m.add(self.time <= self.w.time_budget)
 
     def _add_min_partition(self) -> None:
-        """Partitions at a non-maximum clock last at least ``min_partition_time``."""
-        need = self.p.switch.min_partition_time
+        """Every partition's own time holds its transition windows (``latency`` each): the
+        one out of it (a switch at the next position) and a head window into the first."""
+        need = int(self.p.switch.latency)
         if need <= 0 or not self.n:
             return
-        top = max(self.w.time_budget, need) + self.w.incoming_run
+        top = sum(max(self.p.tasks[t].durations) for t in self.w.tasks) + abs(self.w.incoming_run)
         dur = [self.m.new_int_var(0, top, f"dur{k}") for k in range(self.n)]
-        acc = [self.m.new_int_var(0, top, f"acc{k}") for k in range(self.n)]
+        acc = [self.m.new_int_var(-need, top, f"acc{k}") for k in range(self.n)]
         for i, row in enumerate(self.x):
             task = self.p.tasks[self.w.tasks[i]]
             own = sum(task.durations[c] * self.b[i][c] for c in range(self.p.num_clocks))
@@ -214,13 +245,16 @@ class _WindowModel:
                 self.m.add(dur[k] == own).only_enforce_if(xv)
         for k in range(self.n):
             prev = acc[k - 1] if k else self.w.incoming_run
-            self.m.add(acc[k] == dur[k]).only_enforce_if(self.s[k])
+            fresh = dur[k] - need if k == 0 and self.w.head else dur[k]
+            self.m.add(acc[k] == fresh).only_enforce_if(self.s[k])
             self.m.add(acc[k] == prev + dur[k]).only_enforce_if(self.s[k].Not())
             if k + 1 < self.n:
-                closing = [self.s[k + 1], self.z[k][0].Not()]
-                self.m.add(acc[k] >= need).only_enforce_if(closing)
-        if self.w.end_min_run:
-            self.m.add(acc[self.n - 1] >= self.w.end_min_run).only_enforce_if(self.z[-1][0].Not())
+                self.m.add(acc[k] >= need).only_enforce_if(self.s[k + 1])
+        if not self.w.head and self.w.incoming_run < need:
+            self.m.add(self.s[0] == 0)  # the open partition cannot host a window
+        self.m.add(acc[self.n - 1] >= self.w.end_min_run)
+        if self.w.end_clock is None:  # the run ends here: a head window must fit too
+            self.m.add(acc[self.n - 1] >= 0)
         self.dur, self.acc = dur, acc
 
     def _add_memory(self, minimise: bool) -> None:

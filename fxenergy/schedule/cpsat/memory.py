@@ -12,11 +12,13 @@ change. Model (``s_i`` = position of node i in the window, ``p`` = step 0..k-1):
 - ``base + Σ_b size_b·live_bp ≤ peak`` for every p; minimise ``peak``.
 - cut: ``peak ≥ max(base + max_i (bytes i reads + bytes i writes), max_i forced_i)``: the
   working-set bound, and the bytes every order must hold while a window node runs
-  (:func:`fxenergy.memory.order.forced_live_bytes`).
+  (:func:`fxenergy.memory.problem.forced_live_bytes`).
 - hint: the current order; upper bound: the current window peak minus one byte (only strictly
   better windows are wanted).
 
-The answer is checked with :func:`fxenergy.memory.order.timeline` before it is accepted.
+The answer is checked with :func:`fxenergy.memory.problem.live_bytes` before it is accepted.
+:func:`minimize_peak` is the whole search: the best of the original and the greedy orders of
+:mod:`fxenergy.memory.order`, then CP-SAT windows around the peak.
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
-from fxenergy.memory.order import MemoryProblem, is_topological, timeline
+from fxenergy.memory.order import bfs_order, dfs_order, lpmf_order
+from fxenergy.memory.problem import (
+    MemoryProblem,
+    forced_live_bytes,
+    is_topological,
+    live_bytes,
+    peak,
+    working_set_bound,
+    working_sets,
+)
 
 
 @dataclass
@@ -60,7 +71,7 @@ def build_window(
     forced: Sequence[int] = (),
 ) -> Window:
     """Cut ``order[start:start+k]`` out of the problem (``forced``: per-node live bytes every
-    order has, from :func:`fxenergy.memory.order.forced_live_bytes`, used as a cut)."""
+    order has, from :func:`fxenergy.memory.problem.forced_live_bytes`, used as a cut)."""
     n = len(order)
     stop = min(n, start + k)
     nodes = list(order[start:stop])
@@ -87,10 +98,10 @@ def build_window(
     return Window(start, nodes, preds, buffers, base, cut)
 
 
-def _live_bool(model: cp_model.CpModel, s: list, buf: WindowBuffer, p: int, hp: list[int]):
+def _live_bool(model: cp_model.CpModel, s: list, buf: WindowBuffer, p: int, hint_step: list[int]):
     """A bool forced to 1 when ``buf`` is live at step p (the int 1 when always produced).
 
-    ``hp`` holds the hint's position of every window node; each new bool gets its value under
+    ``hint_step`` holds the hint's position of every window node; each new bool gets its value under
     the hint, so the hint is a complete solution CP-SAT can start from.
     """
     if buf.producer is None:
@@ -98,14 +109,14 @@ def _live_bool(model: cp_model.CpModel, s: list, buf: WindowBuffer, p: int, hp: 
     else:
         produced = model.NewBoolVar("")
         model.Add(s[buf.producer] >= p + 1).OnlyEnforceIf(produced.Not())
-        hinted_produced = hp[buf.producer] <= p
+        hinted_produced = hint_step[buf.producer] <= p
         model.AddHint(produced, hinted_produced)
     if buf.escapes:
         return produced
     read_later = model.NewBoolVar("")
     for r in buf.readers:
         model.Add(s[r] <= p - 1).OnlyEnforceIf(read_later.Not())
-    hinted_read = any(hp[r] >= p for r in buf.readers)
+    hinted_read = any(hint_step[r] >= p for r in buf.readers)
     model.AddHint(read_later, hinted_read)
     if isinstance(produced, int):
         return read_later
@@ -116,11 +127,9 @@ def _live_bool(model: cp_model.CpModel, s: list, buf: WindowBuffer, p: int, hp: 
 
 
 def _working_set_cut(w: Window) -> int:
-    ws = [0] * len(w.nodes)
-    for buf in w.buffers:
-        for r in set(buf.readers):
-            ws[r] += buf.size
-    return max(w.base + max(ws, default=0), w.cut)
+    """Every order holds the window's base and a node's working set while the node runs."""
+    sets = working_sets([b.size for b in w.buffers], [b.readers for b in w.buffers], len(w.nodes))
+    return max(w.base + max(sets, default=0), w.cut)
 
 
 def solve_window(
@@ -138,12 +147,12 @@ def solve_window(
     if lower > upper:
         return None
     peak = model.NewIntVar(lower, upper, "peak")
-    hp = [0] * k
+    hint_step = [0] * k
     for i, t in enumerate(hint):
-        hp[t] = i
+        hint_step[t] = i
         model.AddHint(s[t], i)
     for p in range(k):
-        terms = [(buf.size, _live_bool(model, s, buf, p, hp)) for buf in w.buffers]
+        terms = [(buf.size, _live_bool(model, s, buf, p, hint_step)) for buf in w.buffers]
         const = w.base + sum(size for size, lit in terms if isinstance(lit, int))
         model.Add(
             const + sum(size * lit for size, lit in terms if not isinstance(lit, int)) <= peak
@@ -191,14 +200,15 @@ def improve_windows(
     """Improve ``order`` window by window around its peak until stuck or out of time.
 
     Returns the new order and how many windows improved it. Every accepted step lowers the
-    window's peak as measured by :func:`timeline` and keeps the order topological. Stops early
-    when the peak meets ``max(lower_bound, max(forced))`` (the order is then optimal).
+    window's peak as measured by :func:`~fxenergy.memory.problem.live_bytes` and keeps the
+    order topological. Stops early when the peak meets ``max(lower_bound, max(forced))`` (the
+    order is then optimal).
     """
     order = list(order)
     n, improved, tried = len(order), 0, set()
     bound = max(lower_bound, max(forced, default=0))
     while n and time.perf_counter() < deadline:
-        tl = timeline(problem, order)
+        tl = live_bytes(problem, order)
         peak_step = max(range(n), key=tl.__getitem__)
         if tl[peak_step] <= bound:
             break
@@ -234,8 +244,69 @@ def _try_window(
     if found is None or found[1] >= old:
         return False
     candidate = order[:a] + [w.nodes[i] for i in found[0]] + order[a + len(w.nodes) :]
-    new_tl = timeline(problem, candidate)
+    new_tl = live_bytes(problem, candidate)
     if not is_topological(problem, candidate) or max(new_tl[a : a + len(w.nodes)]) >= old:
         return False
     order[:] = candidate
     return True
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """An order and how it was found."""
+
+    order: tuple[int, ...]
+    peak_bytes: int
+    original_peak_bytes: int
+    lower_bound_bytes: int
+    method: str  #: "original", "lpmf", "dfs", "bfs", "hint" or "cpsat" (the last that improved it)
+    solve_time_s: float
+    windows_improved: int = 0
+
+
+def minimize_peak(
+    problem: MemoryProblem,
+    *,
+    time_limit_s: float = 10.0,
+    window: int = 48,
+    hints: Sequence[Sequence[int]] = (),
+    workers: int = 1,
+) -> OrderResult:
+    """An order of ``problem`` with the least peak found within ``time_limit_s``.
+
+    Starts from the best of the original order, the greedy orders of :mod:`fxenergy.memory.order`
+    (``lpmf_order``, ``dfs_order``, ``bfs_order``) and ``hints``; then solves
+    windows of ``window`` consecutive nodes around the peak with CP-SAT (the whole graph when it
+    is that small), keeping the rest fixed, until no window improves or time runs out.
+    """
+    t0 = time.perf_counter()
+    original = list(range(len(problem.names)))
+    candidates = [("original", original), ("lpmf", lpmf_order(problem))]
+    candidates += [("dfs", dfs_order(problem)), ("bfs", bfs_order(problem))]
+    candidates += [("hint", list(h)) for h in hints if is_topological(problem, h)]
+    method, best = min(candidates, key=lambda c: peak(problem, c[1]))
+    forced = forced_live_bytes(problem)
+    bound = working_set_bound(problem, forced)
+    # A quarter of the budget per window: enough to prove small windows optimal, and room to
+    # move on to the next peak.
+    order, improved = improve_windows(
+        problem,
+        best,
+        window=window,
+        deadline=t0 + time_limit_s,
+        workers=workers,
+        per_window_s=max(2.0, time_limit_s / 4),
+        forced=forced,
+        lower_bound=bound,
+    )
+    if improved:
+        method = "cpsat"
+    return OrderResult(
+        order=tuple(order),
+        peak_bytes=peak(problem, order),
+        original_peak_bytes=peak(problem, original),
+        lower_bound_bytes=bound,
+        method=method,
+        solve_time_s=time.perf_counter() - t0,
+        windows_improved=improved,
+    )
