@@ -1,7 +1,8 @@
 """Time/energy profiles in the Perseus CSV format: ``stage,instruction,frequency,time,energy``.
 
-One row is one computation (a pipeline stage's ``forward`` or ``backward`` of one microbatch, or
-any named partition) measured or predicted at one SM clock: ``frequency`` in MHz, ``time`` in
+One row is one computation (a pipeline stage's ``forward`` or ``backward`` of one microbatch, the
+zero-bubble split of a backward into ``backward_input`` and ``backward_weight``, or any named
+partition) measured or predicted at one SM clock: ``frequency`` in MHz, ``time`` in
 seconds, ``energy`` in joules (GPU only). This module reads, validates and writes them; the DVFS
 model fills in clocks that were not measured.
 """
@@ -10,13 +11,17 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fxenergy.errors import ProfileError
 
 COLUMNS = ("stage", "instruction", "frequency", "time", "energy")
+#: Share of a backward that computes input gradients when nothing better is known: a dense
+#: layer's backward is two GEMMs of equal size, dX = dY W^T (input) and dW = X^T dY (weight).
+DEFAULT_INPUT_SHARE = 0.5
+_SPLIT = ("backward_input", "backward_weight")
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,60 @@ class Profile:
             lacking = [s for s in stages if (s, instr) not in set(self.keys())]
             if lacking:
                 raise ProfileError(f"stages {lacking} have no {instr!r} rows")
+
+    def with_split_backward(
+        self, input_share: float | Mapping[int, float] = DEFAULT_INPUT_SHARE
+    ) -> tuple[Profile, str]:
+        """This profile with ``backward``, ``backward_input`` and ``backward_weight`` rows.
+
+        Measured ``backward_input``/``backward_weight`` rows are kept (and ``backward`` is
+        their sum where it is missing); otherwise each ``backward`` row is split: the input
+        part takes ``input_share`` of its time and energy at every clock, the weight part the
+        rest. ``input_share`` may be per stage (e.g. from the cost model's split of each
+        stage's backward graph, :func:`fxenergy.pipeline.stage_costs.backward_input_shares`).
+
+        Returns:
+            The profile and how the split was obtained: ``"measured"``, ``"derived (...)"`` or
+            ``"none"`` (no backward rows at all).
+        """
+        keys = set(self.keys())
+        stages = self.stages()
+        if all((s, k) in keys for s in stages for k in _SPLIT):
+            rows = list(self.rows)
+            for s in stages:
+                if (s, "backward") not in keys:
+                    rows += _summed(self.table(s, _SPLIT[0]), self.table(s, _SPLIT[1]))
+            return Profile(tuple(rows)), "measured"
+        if any(k in _SPLIT for _, k in keys):
+            raise ProfileError(
+                "profile has backward_input/backward_weight rows for some stages only; "
+                "measure both for every stage or give only backward rows"
+            )
+        if not any(k == "backward" for _, k in keys):
+            return self, "none"
+        shares = (
+            input_share if isinstance(input_share, Mapping) else dict.fromkeys(stages, input_share)
+        )
+        rows = list(self.rows)
+        for r in self.rows:
+            if r.instruction != "backward":
+                continue
+            a = float(shares.get(r.stage, DEFAULT_INPUT_SHARE))
+            if not 0.0 < a < 1.0:
+                raise ProfileError(f"backward input share must be in (0, 1), got {a}")
+            rows.append(ProfileRow(r.stage, _SPLIT[0], r.freq_mhz, a * r.time_s, a * r.energy_j))
+            b = 1.0 - a
+            rows.append(ProfileRow(r.stage, _SPLIT[1], r.freq_mhz, b * r.time_s, b * r.energy_j))
+        what = sorted({round(float(shares.get(s, DEFAULT_INPUT_SHARE)), 3) for s in stages})
+        return Profile(tuple(rows)), f"derived (input share {', '.join(map(str, what))})"
+
+
+def _summed(inp: dict[int, ProfileRow], wgt: dict[int, ProfileRow]) -> list[ProfileRow]:
+    return [
+        ProfileRow(r.stage, "backward", f, r.time_s + wgt[f].time_s, r.energy_j + wgt[f].energy_j)
+        for f, r in inp.items()
+        if f in wgt
+    ]
 
 
 def _parse_row(raw: dict[str, str], where: str) -> ProfileRow:

@@ -1,9 +1,13 @@
-"""Pipeline-parallel DAGs (GPipe, 1F1B, interleaved 1F1B), their costs and their evaluator.
+"""Pipeline-parallel DAGs of every torch schedule, their costs and their evaluator.
 
-A pipeline iteration is a DAG of computations ``(stage, kind, microbatch)``. Edges: each rank
-runs its computations in its schedule order, ``F(s, m) -> F(s+1, m)``,
-``F(last, m) -> B(last, m)`` and ``B(s+1, m) -> B(s, m)``. Given an SM clock per computation,
-:func:`evaluate` is the single source of truth for time and energy:
+A pipeline iteration is a DAG of computations ``(stage, kind, microbatch)`` with kind ``F``
+(forward), ``B`` (full backward), or the zero-bubble split ``I`` (input gradient) + ``W``
+(weight gradient). Edges: each rank runs its computations in its schedule order,
+``F(s, m) -> F(s+1, m)``, ``F(last, m) -> B|I(last, m)``, ``B|I(s+1, m) -> B|I(s, m)`` and
+``I(s, m) -> W(s, m)``. An overlapped pair ``(F, B)`` of DualPipeV runs back to back and sends
+both results after the pair: the forward's consumers also wait for the pair's backward.
+Given an SM clock per computation, :func:`evaluate` is the single source of truth for time
+and energy:
 
     T = longest path (every computation starts as soon as its predecessors finish)
     E = sum of computation energies + P_blocked * sum over GPUs of (H - busy time of the GPU)
@@ -16,25 +20,31 @@ The planner itself (CP-SAT) lives in :mod:`fxenergy.schedule.cpsat.pipeline`.
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import pairwise
 
 import networkx as nx
 
-from fxenergy.errors import ProfileError
-from fxenergy.hardware.profiles import Profile
-from fxenergy.pipeline.orders import Action, ScheduleError, canonical_schedule, rank_orders
+from fxenergy.pipeline.costs import ClockOption, StageCosts  # noqa: F401 (re-exported)
+from fxenergy.pipeline.orders import (
+    LETTER,
+    Action,
+    Overlap,
+    ScheduleError,
+    canonical_schedule,
+    rank_orders,
+)
 
-#: A computation: (stage, "forward" | "backward", microbatch); the same tuple torch's IR maps to.
+#: A computation: (stage, kind, microbatch); the same tuple torch's IR maps to.
 Computation = Action
+KINDS = tuple(LETTER)  #: forward, backward, backward_input, backward_weight
 
 
 def label(c: Computation) -> str:
-    """torch's action spelling: ``2F5`` is stage 2's forward of microbatch 5."""
-    return f"{c[0]}{'F' if c[1] == 'forward' else 'B'}{c[2]}"
+    """torch's action spelling: ``2F5`` is stage 2's forward of microbatch 5 (B, I, W alike)."""
+    return f"{c[0]}{LETTER[c[1]]}{c[2]}"
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,9 @@ class PipelineDAG:
     num_microbatches: int
     rank_orders: tuple[tuple[Computation, ...], ...]  #: per rank (GPU), in execution order
     source: str = "reference"  #: "torch" when the order came from torch's schedule IR
+    overlaps: tuple[Overlap, ...] = ()  #: DualPipeV's overlapped (forward, backward) pairs
+    #: fingerprint of the schedule's own DAG when this one moved its W computations
+    placed_from: str | None = None
 
     @property
     def num_ranks(self) -> int:
@@ -55,21 +68,44 @@ class PipelineDAG:
     def fingerprint(self) -> str:
         """A hash of the per-rank orders: a saved plan is only valid for the same DAG."""
         text = "|".join(",".join(label(c) for c in order) for order in self.rank_orders)
+        if self.overlaps:  # (plans saved before overlaps existed keep their fingerprint)
+            text += "|" + ",".join(f"{label(f)}+{label(b)}" for f, b in self.overlaps)
         return hashlib.sha256(f"{self.schedule}:{text}".encode()).hexdigest()[:16]
 
     @cached_property
     def rank_of(self) -> dict[Computation, int]:
         return {c: r for r, order in enumerate(self.rank_orders) for c in order}
 
-    def edges(self) -> list[tuple[Computation, Computation]]:
-        """Every precedence edge: per-rank order plus data dependencies between stages."""
-        out = [(a, b) for order in self.rank_orders for a, b in pairwise(order)]
+    def kinds(self) -> set[str]:
+        """The computation kinds this DAG runs."""
+        return {c[1] for order in self.rank_orders for c in order}
+
+    def backward_of(self, stage: int, mb: int) -> Computation:
+        """The computation that produces the input gradient: ``B`` or ``I``."""
+        full = (stage, "backward", mb)
+        return full if full in self.rank_of else (stage, "backward_input", mb)
+
+    def data_edges(self) -> list[tuple[Computation, Computation]]:
+        """Dependencies through activations and gradients (no rank order)."""
+        out = []
         last = self.num_stages - 1
         for m in range(self.num_microbatches):
             for s in range(last):
                 out.append(((s, "forward", m), (s + 1, "forward", m)))
-                out.append(((s + 1, "backward", m), (s, "backward", m)))
-            out.append(((last, "forward", m), (last, "backward", m)))
+                out.append((self.backward_of(s + 1, m), self.backward_of(s, m)))
+            out.append(((last, "forward", m), self.backward_of(last, m)))
+            for s in range(self.num_stages):
+                if (s, "backward_weight", m) in self.rank_of:
+                    out.append(((s, "backward_input", m), (s, "backward_weight", m)))
+        return out
+
+    def edges(self) -> list[tuple[Computation, Computation]]:
+        """Every precedence edge: per-rank order, data dependencies, overlapped pairs' sends."""
+        out = [(a, b) for order in self.rank_orders for a, b in pairwise(order)]
+        data = self.data_edges()
+        out += data
+        pair_end = dict(self.overlaps)  # forward -> the backward it is paired with
+        out += [(pair_end[u], v) for u, v in data if u in pair_end and pair_end[u] != v]
         return out
 
     @cached_property
@@ -106,117 +142,22 @@ def build_dag(
     """The iteration DAG of a torch.distributed.pipelining schedule.
 
     Args:
-        schedule: ``GPipe``, ``1F1B`` or ``Interleaved1F1B`` (case and dashes ignored).
-        num_stages: pipeline stages (model chunks); for interleaved, ``num_ranks * chunks``.
+        schedule: one of :data:`~fxenergy.pipeline.orders.SCHEDULES` (case and dashes ignored).
+        num_stages: pipeline stages (model chunks); multi-stage: ``num_ranks * chunks``.
         num_microbatches: microbatches per iteration.
-        num_ranks: GPUs; defaults to ``num_stages`` (``num_stages // 2`` for interleaved).
+        num_ranks: GPUs; defaults to ``num_stages`` (GPipe, 1F1B), else ``num_stages // 2``.
 
     Raises:
         ScheduleError: the shape is one torch's schedule refuses.
     """
     name = canonical_schedule(schedule)
-    orders, source = rank_orders(name, num_stages, num_microbatches, num_ranks)
-    dag = PipelineDAG(name, num_stages, num_microbatches, tuple(map(tuple, orders)), source)
+    orders, overlaps, source = rank_orders(name, num_stages, num_microbatches, num_ranks)
+    dag = PipelineDAG(
+        name, num_stages, num_microbatches, tuple(map(tuple, orders)), source, tuple(overlaps)
+    )
     if not nx.is_directed_acyclic_graph(dag.graph):  # a deadlocking order
         raise ScheduleError(f"{name} order for {num_stages} stages deadlocks")
     return dag
-
-
-@dataclass(frozen=True)
-class ClockOption:
-    """One way to run a computation: at ``freq_mhz`` it takes ``time_s`` and ``energy_j``."""
-
-    freq_mhz: int
-    time_s: float
-    energy_j: float
-
-
-@dataclass(frozen=True)
-class StageCosts:
-    """Per (stage, kind) clock options, and the power a GPU draws while blocked."""
-
-    options: Mapping[tuple[int, str], Mapping[int, ClockOption]]
-    blocked_power_w: float
-    _candidates: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    @classmethod
-    def from_profile(
-        cls,
-        profile: Profile,
-        num_stages: int,
-        blocked_power_w: float,
-        profile_stages: Sequence[int] | None = None,
-    ) -> StageCosts:
-        """Costs for ``num_stages`` stages from a Perseus profile.
-
-        Args:
-            profile: forward/backward rows for every stage at the same set of clocks.
-            num_stages: stages of the DAG.
-            blocked_power_w: power of a GPU blocked on communication (W).
-            profile_stages: which profile stage plays each DAG stage (defaults to 0..n-1);
-                lets a 4-stage DAG borrow stages of an 8-stage profile.
-
-        Raises:
-            ProfileError: missing stages, kinds or clocks, or a stage-count mismatch.
-        """
-        if not (math.isfinite(blocked_power_w) and blocked_power_w >= 0):
-            raise ProfileError(f"blocked power must be >= 0 W, got {blocked_power_w}")
-        profile.require_complete()
-        have = profile.stages()
-        if profile_stages is None:
-            if len(have) != num_stages:
-                raise ProfileError(
-                    f"profile has {len(have)} stages but the schedule has {num_stages}; "
-                    "profile one row set per stage or map stages with --profile-stages"
-                )
-            profile_stages = have
-        if len(profile_stages) != num_stages or not set(profile_stages) <= set(have):
-            raise ProfileError(
-                f"profile_stages {list(profile_stages)} must name {num_stages} stages of {have}"
-            )
-        opts: dict[tuple[int, str], dict[int, ClockOption]] = {}
-        for stage, src in enumerate(profile_stages):
-            for kind in ("forward", "backward"):
-                if (src, kind) not in profile.keys():
-                    raise ProfileError(f"profile stage {src} has no {kind!r} rows")
-                table = profile.table(src, kind)
-                opts[(stage, kind)] = {
-                    f: ClockOption(f, r.time_s, r.energy_j) for f, r in table.items()
-                }
-        return cls(opts, blocked_power_w)
-
-    def clocks_mhz(self, c: Computation) -> list[int]:
-        """Clocks available to a computation, highest first."""
-        return sorted(self.options[(c[0], c[1])], reverse=True)
-
-    def option(self, c: Computation, freq_mhz: int) -> ClockOption:
-        try:
-            return self.options[(c[0], c[1])][freq_mhz]
-        except KeyError:
-            raise ProfileError(
-                f"no profile row for stage {c[0]} {c[1]} at {freq_mhz} MHz"
-            ) from None
-
-    def fastest(self, c: Computation) -> ClockOption:
-        return min(self.options[(c[0], c[1])].values(), key=lambda o: (o.time_s, -o.freq_mhz))
-
-    def candidates(self, c: Computation) -> list[ClockOption]:
-        """Options not dominated in (time, energy - P_blocked * time), fastest first.
-
-        A slower option lowers its GPU's blocked time by the same amount, so the right
-        measure is the effective energy; an option both slower and effectively dearer is never
-        worth taking (Perseus's Pareto filter, applied after the blocked-power shift).
-        """
-        key = (c[0], c[1])
-        if key in self._candidates:
-            return self._candidates[key]
-        p = self.blocked_power_w
-        out: list[ClockOption] = []
-        for o in sorted(self.options[(c[0], c[1])].values(), key=lambda o: (o.time_s, o.energy_j)):
-            if not out or o.energy_j - p * o.time_s < out[-1].energy_j - p * out[-1].time_s:
-                out.append(o)
-        self._candidates[key] = out
-        return out
 
 
 @dataclass(frozen=True)
@@ -292,7 +233,16 @@ def _critical_path(
 
 
 def max_clock_plan(dag: PipelineDAG, costs: StageCosts) -> dict[Computation, int]:
-    """Every computation at its fastest clock: the shortest iteration and the baseline."""
+    """Every computation at its highest clock: the all-max-clock baseline (Perseus's)."""
+    return {c: max(costs.options[(c[0], c[1])]) for c in dag.topological}
+
+
+def fastest_plan(dag: PipelineDAG, costs: StageCosts) -> dict[Computation, int]:
+    """Every computation at its fastest measured option: the shortest iteration.
+
+    On a noisy measured profile a lower clock can time faster than the highest one, so this
+    plan can be shorter than :func:`max_clock_plan` (Bloom on A40: 7.129 s against 7.180 s).
+    """
     return {c: costs.fastest(c).freq_mhz for c in dag.topological}
 
 
@@ -305,12 +255,14 @@ class PipelinePlan:
     evaluation: PlanEvaluation
     baseline: PlanEvaluation
     deadline_s: float
-    method: str  #: "lp+cpsat", "lp+greedy", "hint" or "max-clock" (what produced the kept plan)
+    #: what produced the kept plan: "lp+mip", "lp+cpsat", "lp+greedy", "lp-nearest+greedy",
+    #: "hint", "max-clock" or "fastest" ("+placed": with re-placed Ws)
+    method: str
     lower_bound_j: float | None = None  #: LP relaxation bound at this deadline (None: unknown)
 
     @property
     def savings(self) -> float:
-        """Energy saved relative to every computation at its fastest clock (a fraction)."""
+        """Energy saved relative to every computation at its highest clock (a fraction)."""
         return 1.0 - self.evaluation.energy_j / self.baseline.energy_j
 
     def rank_plan(self, rank: int) -> list[tuple[Computation, int]]:
@@ -348,6 +300,7 @@ class PipelinePlan:
             "num_microbatches": self.dag.num_microbatches,
             "order_source": self.dag.source,
             "dag_fingerprint": self.dag.fingerprint,
+            "placed_from": self.dag.placed_from,
             "method": self.method,
             "deadline_s": self.deadline_s,
             "iteration_time_s": ev.iteration_time_s,
@@ -371,95 +324,3 @@ class PipelinePlan:
                 for r in range(self.dag.num_ranks)
             ],
         }
-
-
-def slow_down_greedily(
-    dag: PipelineDAG,
-    costs: StageCosts,
-    freqs: Mapping[Computation, int],
-    deadline_s: float,
-    fixed_horizon: bool = False,
-) -> dict[Computation, int]:
-    """One pass of single-computation moves to slower candidate clocks that still fit.
-
-    Computations are visited in topological order; each takes the slowest candidate that fits
-    in its float (the time it can grow without pushing the iteration past the deadline) and
-    lowers the energy. Critical computations are skipped: floats only shrink as others grow.
-    """
-    p = costs.blocked_power_w
-    out = dict(freqs)
-    dur = [costs.option(c, out[c]).time_s for c in dag.topological]
-    slack = SlackTracker(dag, dur, deadline_s, 0.0 if fixed_horizon else p * dag.num_ranks)
-    for k, c in enumerate(dag.topological):
-        if slack.floats[k] <= 1e-12:
-            continue
-        now = costs.option(c, out[c])
-        for o in reversed(costs.candidates(c)):  # slowest first
-            extra = o.time_s - now.time_s
-            if extra <= 0:
-                break
-            gain = (o.energy_j - p * o.time_s) - (now.energy_j - p * now.time_s)
-            if slack.try_grow(k, extra, gain):
-                out[c] = o.freq_mhz
-                break
-    return out
-
-
-class SlackTracker:
-    """Floats of a DAG's computations under a deadline, refreshed lazily as computations grow.
-
-    After growing computations by ``used`` seconds in total without moving the makespan, every
-    float has shrunk by at most ``used``: a move that fits in ``float - used`` is safe without
-    recomputing (the common case); anything else triggers an exact recomputation.
-    """
-
-    def __init__(self, dag: PipelineDAG, dur: list[float], deadline_s: float, per_s: float):
-        self.index, self.preds, self.succs = dag.index_arrays
-        self.dur, self.deadline_s, self.per_s = dur, deadline_s, per_s
-        self._refresh()
-
-    def _refresh(self) -> None:
-        # Plain loops: this runs once per accepted move, and preds/succs have 1-3 entries.
-        n, dur, preds, succs = len(self.dur), self.dur, self.preds, self.succs
-        finish = [0.0] * n
-        for k in range(n):
-            start = 0.0
-            for q in preds[k]:
-                if finish[q] > start:
-                    start = finish[q]
-            finish[k] = start + dur[k]
-        latest = [0.0] * n
-        for k in range(n - 1, -1, -1):
-            end = self.deadline_s
-            for q in succs[k]:
-                if latest[q] - dur[q] < end:
-                    end = latest[q] - dur[q]
-            latest[k] = end
-        self.floats = [latest[k] - finish[k] for k in range(n)]
-        self.span, self.used = max(finish), 0.0
-
-    def try_grow(self, k: int, extra: float, gain_j: float) -> bool:
-        """Lengthen computation ``k`` by ``extra`` s if it fits and lowers the energy.
-
-        ``gain_j`` is the change in effective energy; a longer makespan adds ``per_s`` J/s.
-        """
-        if extra > self.floats[k]:  # floats only shrink: a stale one is an upper bound
-            return False
-        headroom = self.deadline_s - self.span
-        if extra <= self.floats[k] - headroom - self.used:  # fits without moving the makespan
-            if gain_j >= 0:
-                return False
-            self.dur[k] += extra
-            self.used += extra
-            return True
-        if self.used > 0:
-            self._refresh()
-            if extra > self.floats[k]:
-                return False
-            headroom = self.deadline_s - self.span
-        grow = max(0.0, extra - (self.floats[k] - headroom))
-        if gain_j + self.per_s * grow >= 0:
-            return False
-        self.dur[k] += extra
-        self._refresh()
-        return True

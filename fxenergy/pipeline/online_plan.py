@@ -138,7 +138,7 @@ def plan_online(
     full = extrapolate_measured(measured, gpu, reference_mhz)
     costs = StageCosts.from_profile(full, dag.num_stages, blocked_power_w)
     planner = PipelinePlanner(dag, costs, polish_s=polish_s)
-    steady = planner.plan(planner.shortest_s * (1 + max_slowdown))
+    steady = planner.plan(planner.all_max_s * (1 + max_slowdown))  # budgets: from all-max
     frontier = planner.frontier(frontier_points) if frontier_points > 0 else []
     predicted = {(r.stage, r.instruction, r.freq_mhz): r.time_s for r in full.rows}
     stall = (switch_latency_s, idle_power_w)

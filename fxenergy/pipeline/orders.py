@@ -1,11 +1,18 @@
-"""Per-rank execution orders of torch.distributed.pipelining schedules.
+"""Per-rank execution orders of every torch.distributed.pipelining schedule.
 
-An order lists, for each rank (GPU), the forward and backward computations it runs, in the order
-it runs them. :func:`torch_rank_orders` asks torch's own schedule classes for their
-``pipeline_order`` (so a schedule torch adds or changes is picked up without code here);
-:func:`reference_rank_orders` generates the same orders from the published rules, and is the
-fallback where torch's IR is missing, private API moved, or the IR fails validation (torch
-2.13's ``Schedule1F1B`` IR drops microbatch 0 on the last rank, although its runtime runs it).
+An order lists, for each rank (GPU), the computations it runs, in the order it runs them. A
+computation is ``(stage, kind, microbatch)`` with ``kind`` one of ``forward`` (torch's ``F``),
+``backward`` (``B``, input and weight gradients together), ``backward_input`` (``I``) and
+``backward_weight`` (``W``): the zero-bubble schedules split a backward into I and W so that W
+can fill bubbles. DualPipeV also runs *overlapped pairs* ``(F, B)``: torch's ``OVERLAP_F_B``
+action, whose sub-actions run back to back and whose sends leave after both.
+
+:func:`torch_rank_orders` reads torch's own schedule IR (``pipeline_order``), built with stand-in
+stage objects that carry only sizes, so a schedule torch adds or changes is picked up.
+:func:`reference_rank_orders` generates GPipe, 1F1B and Interleaved1F1B from their published
+rules; it is the fallback where torch's IR is missing or fails validation (torch 2.13's
+``Schedule1F1B`` IR drops microbatch 0 on the last rank, although its runtime runs it). The
+zero-bubble schedules, LoopedBFS and DualPipeV come from torch's IR only.
 """
 
 from __future__ import annotations
@@ -19,10 +26,32 @@ from fxenergy.errors import FxEnergyError
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["forward", "backward"]
+Kind = Literal["forward", "backward", "backward_input", "backward_weight"]
 #: (stage, kind, microbatch): one computation of one pipeline stage.
 Action = tuple[int, Kind, int]
-SCHEDULES = ("GPipe", "1F1B", "Interleaved1F1B")
+#: an overlapped (forward, backward) pair of DualPipeV: run back to back, sent after both.
+Overlap = tuple[Action, Action]
+SCHEDULES = (
+    "GPipe",
+    "1F1B",
+    "Interleaved1F1B",
+    "LoopedBFS",
+    "InterleavedZeroBubble",
+    "ZBVZeroBubble",
+    "DualPipeV",
+)
+#: torch's one-letter spelling of each kind.
+LETTER = {"forward": "F", "backward": "B", "backward_input": "I", "backward_weight": "W"}
+KIND_OF = {v: k for k, v in LETTER.items()}
+SINGLE_STAGE = ("GPipe", "1F1B")  #: one stage per rank
+V_SHAPED = ("ZBVZeroBubble", "DualPipeV")  #: rank r holds stages r and 2R-1-r
+_ALIASES = {s.lower(): s for s in SCHEDULES} | {
+    "interleaved": "Interleaved1F1B",
+    "zb": "InterleavedZeroBubble",
+    "interleavedzb": "InterleavedZeroBubble",
+    "zbv": "ZBVZeroBubble",
+    "zerobubble": "InterleavedZeroBubble",
+}
 
 
 class ScheduleError(FxEnergyError, ValueError):
@@ -30,47 +59,68 @@ class ScheduleError(FxEnergyError, ValueError):
 
 
 def canonical_schedule(name: str) -> str:
-    """Map a user spelling (``1f1b``, ``gpipe``, ``interleaved``) to a name in SCHEDULES."""
+    """Map a user spelling (``1f1b``, ``gpipe``, ``zbv``, ``ScheduleDualPipeV``) to SCHEDULES."""
     key = name.lower().replace("_", "").replace("-", "").removeprefix("schedule")
-    aliases = {"gpipe": "GPipe", "1f1b": "1F1B", "interleaved1f1b": "Interleaved1F1B"}
-    aliases["interleaved"] = "Interleaved1F1B"
-    if key not in aliases:
+    if key not in _ALIASES:
         raise ScheduleError(f"unknown pipeline schedule {name!r}; choose one of {SCHEDULES}")
-    return aliases[key]
+    return _ALIASES[key]
+
+
+def default_ranks(schedule: str, num_stages: int) -> int:
+    """GPUs a schedule runs on by default: one per stage, or two stages per rank."""
+    return num_stages if canonical_schedule(schedule) in SINGLE_STAGE else max(1, num_stages // 2)
+
+
+def stage_rank(schedule: str, stage: int, num_ranks: int) -> int:
+    """The rank holding ``stage`` (loop placement; V placement for ZBV and DualPipeV)."""
+    if schedule in V_SHAPED:
+        return stage if stage < num_ranks else 2 * num_ranks - 1 - stage
+    return stage % num_ranks
 
 
 def check_shape(schedule: str, num_stages: int, num_microbatches: int, num_ranks: int) -> None:
     """Raise :class:`ScheduleError` when torch could not run this schedule shape."""
     if num_stages < 1 or num_microbatches < 1 or num_ranks < 1:
         raise ScheduleError("stages, microbatches and ranks must all be at least 1")
-    if schedule == "Interleaved1F1B":
-        if num_stages % num_ranks or num_stages // num_ranks < 2:
+    if schedule in SINGLE_STAGE:
+        if num_ranks != num_stages:
             raise ScheduleError(
-                f"Interleaved1F1B needs stages ({num_stages}) to be a multiple >= 2 of ranks "
-                f"({num_ranks}); pass --ranks so that each rank holds 2 or more stages"
+                f"{schedule} runs one stage per rank: ranks ({num_ranks}) must equal stages "
+                f"({num_stages})"
             )
+    elif schedule in V_SHAPED:
+        if num_stages != 2 * num_ranks:
+            raise ScheduleError(
+                f"{schedule} needs exactly 2 stages per rank: stages ({num_stages}) must be "
+                f"twice the ranks ({num_ranks})"
+            )
+    elif num_stages % num_ranks or num_stages // num_ranks < 2:
+        raise ScheduleError(
+            f"{schedule} needs stages ({num_stages}) to be a multiple >= 2 of ranks "
+            f"({num_ranks}); pass --ranks so that each rank holds 2 or more stages"
+        )
+    if schedule in ("Interleaved1F1B", "InterleavedZeroBubble"):
         rounds = max(1, num_microbatches // num_ranks)
         if num_microbatches % rounds:
             raise ScheduleError(
-                f"Interleaved1F1B needs microbatches ({num_microbatches}) divisible by "
+                f"{schedule} needs microbatches ({num_microbatches}) divisible by "
                 f"{rounds} rounds; use a multiple of {num_ranks} microbatches"
             )
-    elif num_ranks != num_stages:
+    if schedule in ("1F1B", "DualPipeV") and num_microbatches < num_stages:
         raise ScheduleError(
-            f"{schedule} runs one stage per rank: ranks ({num_ranks}) must equal stages "
-            f"({num_stages})"
-        )
-    if schedule == "1F1B" and num_microbatches < num_stages:
-        raise ScheduleError(
-            f"1F1B needs at least as many microbatches ({num_microbatches}) as stages "
-            f"({num_stages}), as torch's Schedule1F1B does"
+            f"{schedule} needs at least as many microbatches ({num_microbatches}) as stages "
+            f"({num_stages}), as torch's Schedule{schedule} does"
         )
 
 
 def reference_rank_orders(
     schedule: str, num_stages: int, num_microbatches: int, num_ranks: int
 ) -> list[list[Action]]:
-    """Per-rank orders generated from the schedules' rules (torch's runtime behaviour)."""
+    """Per-rank orders of GPipe, 1F1B and Interleaved1F1B from their rules (torch's runtime).
+
+    Raises:
+        ScheduleError: the shape is invalid, or the schedule has no reference generator.
+    """
     schedule = canonical_schedule(schedule)
     check_shape(schedule, num_stages, num_microbatches, num_ranks)
     m = num_microbatches
@@ -81,7 +131,9 @@ def reference_rank_orders(
         ]
     if schedule == "1F1B":
         return [_one_f_one_b(s, num_stages, m) for s in range(num_stages)]
-    return [_interleaved(r, num_stages // num_ranks, num_ranks, m) for r in range(num_ranks)]
+    if schedule == "Interleaved1F1B":
+        return [_interleaved(r, num_stages // num_ranks, num_ranks, m) for r in range(num_ranks)]
+    raise ScheduleError(f"{schedule} has no reference order; it needs torch's schedule IR")
 
 
 def _one_f_one_b(stage: int, num_stages: int, m: int) -> list[Action]:
@@ -121,85 +173,130 @@ def _interleaved(rank: int, local: int, ranks: int, m: int) -> list[Action]:
     return out
 
 
+_TYPES = {"F": "forward", "B": "backward", "I": "backward_input", "W": "backward_weight"}
+
+
+def torch_schedule_class(schedule: str) -> type:
+    """torch's class for a schedule name (``ScheduleZBVZeroBubble`` for ``ZBVZeroBubble``)."""
+    from torch.distributed import pipelining
+
+    return getattr(pipelining, f"Schedule{canonical_schedule(schedule)}")
+
+
+def torch_pipeline_order(schedule: str, s: int, m: int, ranks: int) -> dict:
+    """torch's ``pipeline_order`` for a shape (rank -> list of ``_Action`` or None).
+
+    Raises:
+        ScheduleError: torch refuses the shape (its message is kept).
+    """
+    cls = torch_schedule_class(schedule)
+    if schedule in SINGLE_STAGE:
+        return cls(SimpleNamespace(num_stages=s), n_microbatches=m).pipeline_order
+    mine = [i for i in range(s) if stage_rank(schedule, i, ranks) == 0]
+    stages = [
+        SimpleNamespace(num_stages=s, group_size=ranks, group_rank=0, stage_index=i, submod=None)
+        for i in mine
+    ]
+    try:
+        return cls(stages, n_microbatches=m).pipeline_order
+    except ValueError as exc:
+        raise ScheduleError(f"torch refuses {schedule} with {s} stages x {m}: {exc}") from exc
+
+
+def _convert(action) -> Action:
+    kind = _TYPES[action.computation_type.value]
+    return (int(action.stage_index), kind, int(action.microbatch_index))
+
+
 def torch_rank_orders(
     schedule: str, num_stages: int, num_microbatches: int, num_ranks: int
-) -> list[list[Action]] | None:
-    """Per-rank orders from torch's schedule class, or None where torch cannot give them.
+) -> tuple[list[list[Action]], list[Overlap]] | None:
+    """Per-rank orders and overlapped pairs from torch's IR; None where torch cannot give them.
 
-    The schedule classes are built with stand-in stage objects that carry only the sizes
-    (``num_stages``, ``group_size``, ``group_rank``); torch computes ``pipeline_order`` in the
-    constructor from these alone. Any failure (a torch version that needs more) returns None.
+    Raises:
+        ScheduleError: the shape is one torch's schedule refuses.
     """
     schedule = canonical_schedule(schedule)
     check_shape(schedule, num_stages, num_microbatches, num_ranks)
     try:
-        order = _torch_pipeline_order(schedule, num_stages, num_microbatches, num_ranks)
+        order = torch_pipeline_order(schedule, num_stages, num_microbatches, num_ranks)
+    except ScheduleError:
+        raise
     except Exception as exc:  # any torch-internal change: fall back, say why
         logger.info("torch pipeline_order unavailable for %s: %s", schedule, exc)
         return None
     if order is None:
         return None
     out: list[list[Action]] = []
+    overlaps: list[Overlap] = []
     for rank in range(num_ranks):
-        acts = [a for a in order.get(rank, []) if a is not None]
-        kinds = {"F": "forward", "B": "backward"}
-        out.append(
-            [
-                (int(a.stage_index), kinds[a.computation_type.value], int(a.microbatch_index))
-                for a in acts
-                if getattr(a.computation_type, "value", None) in kinds
-            ]
-        )
-    return out
-
-
-def _torch_pipeline_order(schedule: str, s: int, m: int, ranks: int) -> dict | None:
-    from torch.distributed import pipelining
-
-    cls = getattr(pipelining, f"Schedule{schedule}")
-    if schedule != "Interleaved1F1B":
-        return cls(SimpleNamespace(num_stages=s), n_microbatches=m).pipeline_order
-    local = s // ranks
-    stages = [
-        SimpleNamespace(num_stages=s, group_size=ranks, group_rank=0, stage_index=i * ranks)
-        for i in range(local)
-    ]
-    return cls(stages, n_microbatches=m).pipeline_order
+        acts: list[Action] = []
+        for a in order.get(rank, []):
+            if a is None:
+                continue
+            kind = getattr(a.computation_type, "value", None)
+            if kind == "OVERLAP_F_B":
+                fwd, bwd = (_convert(x) for x in a.sub_actions)
+                acts += [fwd, bwd]
+                overlaps.append((fwd, bwd))
+            elif kind in _TYPES:
+                acts.append(_convert(a))
+        out.append(acts)
+    return out, overlaps
 
 
 def validate_orders(
     orders: list[list[Action]], num_stages: int, num_microbatches: int
 ) -> str | None:
-    """Why the orders are not a complete, well-formed schedule; None when they are."""
-    seen: dict[Action, int] = {}
+    """Why the orders are not a complete, well-formed schedule; None when they are.
+
+    Every (stage, microbatch) runs one forward and either one ``backward`` or one
+    ``backward_input`` and one ``backward_weight``, all on one rank, the forward first and the
+    input-gradient part before the weight part.
+    """
+    seen: set[Action] = set()
     for rank, acts in enumerate(orders):
-        for pos, act in enumerate(acts):
+        for act in acts:
             if act in seen:
                 return f"{act} appears twice"
             stage, kind, mb = act
             if not (0 <= stage < num_stages and 0 <= mb < num_microbatches):
                 return f"rank {rank} runs {act}, outside {num_stages} stages x {num_microbatches}"
-            seen[act] = pos
-            if kind == "backward" and (stage, "forward", mb) not in seen:
-                return f"rank {rank} runs {act} before its forward"
-    missing = 2 * num_stages * num_microbatches - len(seen)
-    return f"{missing} computations are never run" if missing else None
+            need = {
+                "forward": None,
+                "backward": (stage, "forward", mb),
+                "backward_input": (stage, "forward", mb),
+                "backward_weight": (stage, "backward_input", mb),
+            }[kind]
+            if need is not None and need not in seen:
+                return f"rank {rank} runs {act} before {need}"
+            seen.add(act)
+    for s in range(num_stages):
+        for mb in range(num_microbatches):
+            full = (s, "backward", mb) in seen
+            split = (s, "backward_input", mb) in seen
+            if (s, "forward", mb) not in seen or full == split:
+                return f"stage {s} microbatch {mb} is not run exactly once"
+    return None
 
 
 def rank_orders(
     schedule: str, num_stages: int, num_microbatches: int, num_ranks: int | None = None
-) -> tuple[list[list[Action]], str]:
-    """Per-rank orders and where they came from (``"torch"`` or ``"reference"``).
+) -> tuple[list[list[Action]], list[Overlap], str]:
+    """Per-rank orders, overlapped pairs and where they came from (``torch``/``reference``).
 
     torch's IR is used when it is available and validates; otherwise the reference generator.
+
+    Raises:
+        ScheduleError: the shape is invalid, or neither torch nor a reference can give it.
     """
     schedule = canonical_schedule(schedule)
     if num_ranks is None:
-        num_ranks = num_stages // 2 if schedule == "Interleaved1F1B" else num_stages
+        num_ranks = default_ranks(schedule, num_stages)
     from_torch = torch_rank_orders(schedule, num_stages, num_microbatches, num_ranks)
     if from_torch is not None:
-        problem = validate_orders(from_torch, num_stages, num_microbatches)
+        problem = validate_orders(from_torch[0], num_stages, num_microbatches)
         if problem is None:
-            return from_torch, "torch"
+            return from_torch[0], from_torch[1], "torch"
         logger.info("torch's %s pipeline_order rejected (%s); using reference", schedule, problem)
-    return reference_rank_orders(schedule, num_stages, num_microbatches, num_ranks), "reference"
+    return reference_rank_orders(schedule, num_stages, num_microbatches, num_ranks), [], "reference"

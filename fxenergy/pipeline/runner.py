@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from fxenergy.errors import FxEnergyError, PlanMismatchError
-from fxenergy.pipeline.orders import Action
+from fxenergy.pipeline.orders import KIND_OF, LETTER, Action
 from fxenergy.runtime.backend import FrequencyBackend
 from fxenergy.runtime.controller import SwitchController, cuda_event_factory
 
@@ -36,9 +36,9 @@ class PlanMissingActionError(FxEnergyError, KeyError):
 
 
 def action_label(action: Action) -> str:
-    """torch's spelling of an action: ``1F3`` = stage 1, forward, microbatch 3."""
+    """torch's spelling of an action: ``1F3`` = stage 1, forward, microbatch 3 (B, I, W too)."""
     stage, kind, mb = action
-    return f"{stage}{'F' if kind == 'forward' else 'B'}{mb}"
+    return f"{stage}{LETTER[kind]}{mb}"
 
 
 class ComputeObserver(Protocol):
@@ -127,7 +127,12 @@ class ClockPlanHook:
 
         @functools.wraps(original)
         def wrapped(chunk_id: int, *args: Any, **kwargs: Any) -> Any:
-            action = self._switch(stage.stage_index, kind, chunk_id)
+            # backward_one_chunk(mb, loss, full_backward, ...): full_backward=False is the
+            # zero-bubble input-gradient part (I); its weight part runs in
+            # backward_weight_one_chunk (W).
+            full = kwargs.get("full_backward", args[1] if len(args) > 1 else True)
+            this = "backward_input" if kind == "backward" and not full else kind
+            action = self._switch(stage.stage_index, this, chunk_id)
             if self.observer is None:
                 return original(chunk_id, *args, **kwargs)
             self.observer.before(action)
@@ -143,6 +148,8 @@ class ClockPlanHook:
         for stage in self.stages:
             self._wrap(stage, "forward_one_chunk", "forward")
             self._wrap(stage, "backward_one_chunk", "backward")
+            if hasattr(stage, "backward_weight_one_chunk"):  # zero-bubble W (torch >= 2.5)
+                self._wrap(stage, "backward_weight_one_chunk", "backward_weight")
         return self
 
     def __exit__(
@@ -177,18 +184,17 @@ def rank_plan_from_json(doc: dict, rank: int, fingerprint: str) -> list[tuple[Ac
     Raises:
         PlanMismatchError: the plan was made for another schedule or shape.
     """
-    if doc.get("dag_fingerprint") != fingerprint:
+    if fingerprint not in (doc.get("dag_fingerprint"), doc.get("placed_from")):
         raise PlanMismatchError(
             f"the plan was made for a {doc.get('schedule')} pipeline of "
             f"{doc.get('num_stages')} stages x {doc.get('num_microbatches')} microbatches "
             f"(fingerprint {doc.get('dag_fingerprint')}), not this one ({fingerprint}); "
             "plan again with `fxenergy pipeline` for this schedule and shape"
         )
-    kinds = {"F": "forward", "B": "backward"}
     out: list[tuple[Action, int]] = []
     for entry in doc["ranks"][rank]:
-        stage, kind, mb = re.fullmatch(r"(\d+)([FB])(\d+)", entry["action"]).groups()
-        out.append(((int(stage), kinds[kind], int(mb)), int(entry["freq_mhz"])))  # type: ignore[arg-type]
+        stage, kind, mb = re.fullmatch(r"(\d+)([FBIW])(\d+)", entry["action"]).groups()
+        out.append(((int(stage), KIND_OF[kind], int(mb)), int(entry["freq_mhz"])))  # type: ignore[arg-type]
     return out
 
 

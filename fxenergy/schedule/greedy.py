@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import pairwise
+from operator import itemgetter
 
 import numpy as np
 
+from fxenergy.schedule.hull import lower_hull
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.switch import short_partitions
 
@@ -300,26 +302,4 @@ def energy_lower_bound(problem: Problem, time_budget: int) -> float | None:
 
 def _lower_hull(durations: Sequence[int], energies: Sequence[int]) -> list[tuple[int, int]]:
     """Lower convex hull of (time, energy) from the fastest point to the least-energy point."""
-    pts = sorted(set(zip(durations, energies, strict=True)))
-    fastest = min(pts, key=lambda p: (p[0], p[1]))
-    e_min = min(e for _, e in pts)
-    pts = [p for p in pts if p[0] >= fastest[0] and p[1] <= fastest[1]]
-    hull: list[tuple[int, int]] = []
-    for p in pts:
-        if hull and p[0] == hull[-1][0]:
-            continue
-        while len(hull) >= 2 and _cross(hull[-2], hull[-1], p) <= 0:
-            hull.pop()
-        hull.append(p)
-        if p[1] == e_min:
-            break
-    # keep only the strictly energy-decreasing part: later points cost time and save nothing
-    out = [hull[0]]
-    for p in hull[1:]:
-        if p[1] < out[-1][1]:
-            out.append(p)
-    return out
-
-
-def _cross(o: tuple[int, int], a: tuple[int, int], b: tuple[int, int]) -> int:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+    return lower_hull(zip(durations, energies, strict=True), itemgetter(0), itemgetter(1))

@@ -22,9 +22,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import pairwise
 
-from ortools.linear_solver import pywraplp
 from ortools.sat.python import cp_model
 
 from fxenergy.errors import InfeasibleBudgetError
@@ -33,12 +31,14 @@ from fxenergy.pipeline.dag import (
     PipelineDAG,
     PipelinePlan,
     PlanEvaluation,
-    SlackTracker,
     StageCosts,
     evaluate,
+    fastest_plan,
     max_clock_plan,
-    slow_down_greedily,
 )
+from fxenergy.schedule.cpsat.pipeline_lp import PipelineLP
+from fxenergy.schedule.cpsat.pipeline_mip import mip_polish
+from fxenergy.schedule.pipeline_sweep import slow_down_greedily
 
 logger = logging.getLogger(__name__)
 
@@ -186,113 +186,6 @@ class PipelineModel:
         return max(finish.values())
 
 
-class PipelineLP:
-    """The LP relaxation (each computation on the convex hull of its options), kept warm.
-
-    Per computation a duration ``d`` between its fastest and slowest option and an energy
-    ``z >= `` every segment of the lower convex hull of its (time, effective energy) options.
-    Its optimum is a lower bound on the energy at a deadline, and rounding ``d`` down to the
-    nearest hull vertex gives a feasible plan close to it: the hint CP-SAT starts from. Only
-    the deadline bound changes between solves, so GLOP re-solves from its last basis.
-    """
-
-    def __init__(self, dag: PipelineDAG, costs: StageCosts, straggler: bool = False) -> None:
-        self.dag, self.costs, self.straggler = dag, costs, straggler
-        self.lp = pywraplp.Solver.CreateSolver("GLOP")
-        # A deadline change moves one bound: dual simplex re-solves from the last basis, and
-        # presolve would throw that basis away (measured: about 2x faster per frontier point).
-        self.lp.SetSolverSpecificParametersAsString(
-            "use_dual_simplex: true use_preprocessing: false"
-        )
-        p = costs.blocked_power_w
-        self._hull = {c: _lower_hull(costs.candidates(c), p) for c in dag.topological}
-        inf = self.lp.infinity()
-        self.dur = {c: self.lp.NumVar(h[0].time_s, h[-1].time_s, "") for c, h in self._hull.items()}
-        start = {c: self.lp.NumVar(0, inf, "") for c in dag.topological}
-        self.makespan = self.lp.NumVar(0, inf, "T")
-        objective = self.lp.Objective()
-        for c in dag.topological:
-            objective.SetCoefficient(self._add_energy(c, p), 1.0)
-        # Rows through the low-level API: the operator API costs more than the solves here.
-        for u, v in dag.edges():
-            self._row(0.0, [(start[v], 1.0), (start[u], -1.0), (self.dur[u], -1.0)])
-        for order in dag.rank_orders:
-            last = order[-1]
-            self._row(0.0, [(self.makespan, 1.0), (start[last], -1.0), (self.dur[last], -1.0)])
-        objective.SetCoefficient(self.makespan, 0.0 if straggler else p * dag.num_ranks)
-        objective.SetMinimization()
-
-    def _row(self, lower: float, terms: list) -> None:
-        row = self.lp.Constraint(lower, self.lp.infinity())
-        for var, coef in terms:
-            row.SetCoefficient(var, coef)
-
-    def _add_energy(self, c: Computation, p: float) -> pywraplp.Variable:
-        hull = self._hull[c]
-        z = self.lp.NumVar(-self.lp.infinity(), self.lp.infinity(), "")
-        if len(hull) == 1:
-            self._row(hull[0].energy_j - p * hull[0].time_s, [(z, 1.0)])
-        for a, b in pairwise(hull):
-            ea, eb = a.energy_j - p * a.time_s, b.energy_j - p * b.time_s
-            slope = (eb - ea) / (b.time_s - a.time_s)
-            # z >= ea + slope * (d - t_a)  <=>  z - slope * d >= ea - slope * t_a
-            self._row(ea - slope * a.time_s, [(z, 1.0), (self.dur[c], -slope)])
-        return z
-
-    def solve(self, deadline_s: float) -> tuple[dict[Computation, int], float] | None:
-        """Rounded clocks and the LP bound (J, without the constant idle term), or None."""
-        self.makespan.SetUb(deadline_s)
-        if self.lp.Solve() != pywraplp.Solver.OPTIMAL:
-            return None
-        pick: dict[Computation, int] = {}
-        fractional: list[tuple[float, Computation]] = []
-        for c, d in self.dur.items():
-            # The hull vertex at or just below the LP's duration: never longer than the LP's.
-            hull, t = self._hull[c], d.solution_value()
-            i = max([0] + [k for k, o in enumerate(hull) if o.time_s <= t * (1 + 1e-9)])
-            pick[c] = i
-            if i + 1 < len(hull) and t > hull[i].time_s * (1 + 1e-9):
-                share = (t - hull[i].time_s) / (hull[i + 1].time_s - hull[i].time_s)
-                fractional.append((share, c))
-        self._round_up(pick, sorted(fractional, reverse=True), deadline_s)
-        freqs = {c: self._hull[c][i].freq_mhz for c, i in pick.items()}
-        return freqs, self.lp.Objective().Value()
-
-    def _round_up(self, pick: dict, fractional: list, deadline_s: float) -> None:
-        """Move computations the LP left between two clocks up to the slower one, greedily.
-
-        Rounding all of them down wastes the slack the LP had planned to use; each move is
-        kept if the iteration still meets the deadline and the energy (effective energy plus
-        blocked power times the longer makespan) goes down.
-        """
-        p = self.costs.blocked_power_w
-        per_second = 0.0 if self.straggler else p * self.dag.num_ranks
-        dur = [self._hull[c][pick[c]].time_s for c in self.dag.topological]
-        slack = SlackTracker(self.dag, dur, deadline_s, per_second)
-        for _, c in fractional:
-            lo, hi = self._hull[c][pick[c]], self._hull[c][pick[c] + 1]
-            gain = (hi.energy_j - p * hi.time_s) - (lo.energy_j - p * lo.time_s)
-            if slack.try_grow(slack.index[c], hi.time_s - lo.time_s, gain):
-                pick[c] += 1
-
-
-def _lower_hull(opts: list, p: float) -> list:
-    """Lower convex hull of (time, effective energy) points, fastest first."""
-    hull: list = []
-    for o in opts:
-        while len(hull) >= 2 and _cross(hull[-2], hull[-1], o, p) <= 0:
-            hull.pop()
-        hull.append(o)
-    return hull
-
-
-def _cross(a, b, c, p: float) -> float:
-    def e(o) -> float:
-        return o.energy_j - p * o.time_s
-
-    return (b.time_s - a.time_s) * (e(c) - e(a)) - (e(b) - e(a)) * (c.time_s - a.time_s)
-
-
 def _nearest(opts: list, freq_mhz: int, time_s: float):
     for o in opts:
         if o.freq_mhz == freq_mhz:
@@ -305,8 +198,10 @@ class PipelinePlanner:
     """Plans one DAG at any deadline: warm LP -> rounded plan -> greedy -> CP-SAT polish.
 
     Every candidate plan goes through :func:`evaluate`; the kept plan is the least-energy one
-    that meets the deadline in real time, and the all-max-clock plan is always a candidate, so a
-    plan is never worse than the baseline.
+    that meets the deadline in real time. The fastest plan (every computation at its fastest
+    measured option, ``shortest_s``) and, where it meets the deadline, the all-max-clock plan
+    (``all_max_s``, the baseline savings are counted against) are always candidates, so a plan
+    is never worse than the baseline.
 
     Args:
         dag: the iteration DAG.
@@ -327,9 +222,11 @@ class PipelinePlanner:
     ) -> None:
         self.dag, self.costs, self.polish_s, self.workers = dag, costs, polish_s, workers
         self.straggler_s = straggler_s
-        self.fastest = max_clock_plan(dag, costs)
-        self.baseline = evaluate(dag, costs, self.fastest)
-        self.shortest_s = self.baseline.iteration_time_s
+        self.fastest = fastest_plan(dag, costs)
+        self.shortest_s = evaluate(dag, costs, self.fastest).iteration_time_s
+        self.all_max = max_clock_plan(dag, costs)
+        self.baseline = evaluate(dag, costs, self.all_max)
+        self.all_max_s = self.baseline.iteration_time_s
         if straggler_s is not None and straggler_s < self.shortest_s * (1 - 1e-9):
             raise InfeasibleBudgetError(
                 f"straggler time {straggler_s:.6g} s is shorter than this pipeline's shortest "
@@ -337,6 +234,8 @@ class PipelinePlanner:
             )
         self.lp = PipelineLP(dag, costs, straggler=straggler_s is not None)
         self._cp: PipelineModel | None = None
+        self._cache: dict[tuple[str, float], PlanEvaluation] = {}
+        self.nearest = True  #: also round to the nearest vertex (off for frontier points)
 
     @property
     def cp(self) -> PipelineModel:
@@ -365,17 +264,21 @@ class PipelinePlanner:
         if deadline_s < self.shortest_s * (1 - 1e-9):
             raise InfeasibleBudgetError(
                 f"deadline {deadline_s:.6g} s is below the shortest possible iteration "
-                f"{self.shortest_s:.6g} s (every computation at its fastest clock); "
+                f"{self.shortest_s:.6g} s (every computation at its fastest measured clock); "
                 "allow a longer iteration"
             )
         horizon = self.straggler_s or 0.0
         deadline_s = max(deadline_s, self.shortest_s)
         base = self._baseline_at(horizon)
-        best = (self.fastest, base, "max-clock")
+        best = (self.fastest, self._evaluated("fastest", horizon), "fastest")
+        if self.all_max_s <= deadline_s * (1 + 1e-12):
+            allmax = self._evaluated("max-clock", horizon)
+            if allmax.energy_j < best[1].energy_j:
+                best = (self.all_max, allmax, "max-clock")
         if hint:
             best = self._better(best, dict(hint), "hint", deadline_s, horizon)
         bound = None
-        lp = self.lp.solve(deadline_s)
+        lp = self.lp.solve(deadline_s, exact=self.nearest)
         if lp is not None:
             # The greedy pass only accepts moves that lower the evaluator's energy, so the
             # rounded LP plan itself need not be scored.
@@ -383,12 +286,16 @@ class PipelinePlanner:
                 self.dag, self.costs, lp[0], deadline_s, self.straggler_s is not None
             )
             best = self._better(best, greedy, "lp+greedy", deadline_s, horizon)
+            nearest = self.lp.round_nearest(deadline_s) if self.nearest else None
+            if nearest is not None:  # a second rounding: to the nearest vertex, then repaired
+                greedy = slow_down_greedily(
+                    self.dag, self.costs, nearest, deadline_s, self.straggler_s is not None
+                )
+                best = self._better(best, greedy, "lp-nearest+greedy", deadline_s, horizon)
             idle_const = self.costs.blocked_power_w * self.dag.num_ranks * horizon
             bound = lp[1] + (idle_const if self.straggler_s else 0.0)
         if self.polish_s > 0:
-            result = self.cp.solve(deadline_s, best[0], time_limit_s=self.polish_s)
-            if result.freqs_mhz:
-                best = self._better(best, result.freqs_mhz, "lp+cpsat", deadline_s, horizon)
+            best = self._polish(best, deadline_s, horizon, lp is not None)
         logger.info(
             "deadline %.6g s: kept the %s plan, %.1f J (all-max-clock %.1f J, LP bound %s J)",
             deadline_s, best[2], best[1].energy_j, base.energy_j,
@@ -396,10 +303,30 @@ class PipelinePlanner:
         )  # fmt: skip
         return PipelinePlan(self.dag, best[0], best[1], base, deadline_s, best[2], bound)
 
+    def _polish(self, best: tuple, deadline_s: float, horizon: float, have_lp: bool) -> tuple:
+        """Improve the best plan: exact-time MIP (SCIP) near the LP optimum, else CP-SAT."""
+        lp_times = self.lp.durations() if have_lp else None
+        freqs = mip_polish(
+            self.dag, self.costs, deadline_s, best[0], lp_times,
+            time_limit_s=self.polish_s, fixed_horizon=self.straggler_s is not None,
+        )  # fmt: skip
+        if freqs is not None:
+            return self._better(best, freqs, "lp+mip", deadline_s, horizon)
+        result = self.cp.solve(deadline_s, best[0], time_limit_s=self.polish_s)
+        if result.freqs_mhz:
+            return self._better(best, result.freqs_mhz, "lp+cpsat", deadline_s, horizon)
+        return best
+
+    def _evaluated(self, which: str, horizon: float) -> PlanEvaluation:
+        """The fastest or all-max-clock plan's evaluation at a horizon, computed once."""
+        key = (which, horizon)
+        if key not in self._cache:
+            freqs = self.fastest if which == "fastest" else self.all_max
+            self._cache[key] = evaluate(self.dag, self.costs, freqs, horizon_s=horizon)
+        return self._cache[key]
+
     def _baseline_at(self, horizon: float) -> PlanEvaluation:
-        if horizon <= self.shortest_s:
-            return self.baseline
-        return evaluate(self.dag, self.costs, self.fastest, horizon_s=horizon)
+        return self.baseline if horizon <= self.all_max_s else self._evaluated("max-clock", horizon)
 
     def _better(self, best: tuple, freqs: dict, method: str, deadline_s: float, horizon: float):
         """The candidate if it meets the deadline in real time and uses less energy."""
@@ -417,13 +344,14 @@ class PipelinePlanner:
         improvement run per point. Points whose plan is no better than a shorter one are
         dropped, so the list is a frontier.
         """
-        free = self.lp.solve(math.inf)
+        free = self.lp.solve(math.inf, exact=False)
         end = self.shortest_s
         if free is not None:
             end = max(end, evaluate(self.dag, self.costs, free[0]).iteration_time_s)
         plans: list[PipelinePlan] = []
         hint = None
         keep, self.polish_s = self.polish_s, polish_s  # frontier points: LP, CP-SAT optional
+        self.nearest = False
         try:
             for i in range(points):
                 deadline = self.shortest_s + (end - self.shortest_s) * i / max(1, points - 1)
@@ -433,5 +361,5 @@ class PipelinePlanner:
                 if not plans or plan.evaluation.energy_j < plans[-1].evaluation.energy_j - 1e-9:
                     plans.append(plan)
         finally:
-            self.polish_s = keep
+            self.polish_s, self.nearest = keep, True
         return plans

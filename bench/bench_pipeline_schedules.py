@@ -1,0 +1,112 @@
+"""Every torch.distributed.pipelining schedule planned on the GPT-3 profiles: energy, gaps, speed.
+
+For each profile (Perseus's GPT-3 175B artifact, A100 and A40: 8 stages) and each of the seven
+schedules (GPipe and 1F1B on 8 GPUs; the multi-stage ones on 4 GPUs with 2 stages each), the
+planner plans the iteration at 0/1/2/5% above the schedule's all-max-clock iteration time, the
+zero-bubble ones also with their Ws re-placed (``plan_with_placement``). Every plan is scored
+by the one evaluator and compared with its LP lower bound. Then every schedule of a GPU group
+is planned at one common deadline (the slowest all-max-clock iteration of the group), which
+says which schedule wastes least before and after planning. Backwards of the zero-bubble
+schedules are split by ``--input-share`` (the profiles measure only ``backward``).
+
+    python bench/bench_pipeline_schedules.py --microbatches 16 --polish-s 1
+
+Prints markdown tables (docs/pipeline.md has one run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from fxenergy.hardware.profiles import read_profile
+from fxenergy.pipeline.dag import StageCosts, build_dag
+from fxenergy.pipeline.orders import SCHEDULES, SINGLE_STAGE
+from fxenergy.pipeline.placement import plan_with_placement
+from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+
+PROFILES = {"A100": "gpt3-175b+a100_sxm_bf16.csv", "A40": "gpt3-175b+a40_bf16.csv"}
+#: the shared data folder next to the repository (/work/shared/data/perseus here)
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "perseus"
+SLOWDOWNS = (0.0, 0.01, 0.02, 0.05)
+P_BLOCKED = 83.64  # W, A100 blocked on P2P (Perseus artifact); used for both GPUs
+
+
+def _gap(plan) -> float:
+    return 100 * (plan.evaluation.energy_j / plan.lower_bound_j - 1)
+
+
+def run_schedule(costs: StageCosts, schedule: str, args: argparse.Namespace) -> dict:
+    dag = build_dag(schedule, 8, args.microbatches)
+    planner = PipelinePlanner(dag, costs, polish_s=args.polish_s)
+    row = {"schedule": schedule, "gpus": dag.num_ranks, "planner": planner}
+    row["all_max_s"], row["all_max_j"] = planner.all_max_s, planner.baseline.energy_j
+    row["blocked_share"] = planner.baseline.blocked_energy_j / planner.baseline.energy_j
+    t0 = time.perf_counter()
+    row["plans"] = {s: plan_with_placement(planner, planner.all_max_s * (1 + s)) for s in SLOWDOWNS}
+    row["plan_s"] = (time.perf_counter() - t0) / len(SLOWDOWNS)
+    t0, c0 = time.perf_counter(), time.process_time()
+    front = PipelinePlanner(dag, costs, polish_s=0).frontier(args.points)
+    row["frontier"] = (time.perf_counter() - t0, time.process_time() - c0, len(front))
+    return row
+
+
+def print_tables(name: str, rows: list[dict], args: argparse.Namespace) -> None:
+    print(f"\n### {name}: 8 stages x {args.microbatches} microbatches\n")
+    heads = " | ".join(f"+{int(100 * s)}% saved (gap)" for s in SLOWDOWNS)
+    print(
+        f"| schedule | GPUs | all-max s | all-max J | blocked share | {heads} | W placed | "
+        "plan s | frontier s wall/CPU (points) |"
+    )
+    print("|---" * (8 + len(SLOWDOWNS)) + "|")
+    for r in rows:
+        cells = [f"{100 * p.savings:.2f}% ({_gap(p):.3f}%)" for p in r["plans"].values()]
+        placed = sum("placed" in p.method for p in r["plans"].values())
+        wall, cpu, pts = r["frontier"]
+        print(
+            f"| {r['schedule']} | {r['gpus']} | {r['all_max_s']:.4f} | {r['all_max_j']:.1f} | "
+            f"{100 * r['blocked_share']:.1f}% | " + " | ".join(cells) + f" | {placed}/4 | "
+            f"{r['plan_s']:.2f} | {wall:.2f}/{cpu:.2f} ({pts}) |"
+        )
+    print(f"\n{name}, every schedule of a GPU group at one deadline (the group's slowest "
+          "all-max-clock iteration):\n")  # fmt: skip
+    print("| schedule | GPUs | deadline s | all-max-clock J | planned J | saved |")
+    print("|---|---|---|---|---|---|")
+    for group in (True, False):
+        mine = [r for r in rows if (r["schedule"] in SINGLE_STAGE) == group]
+        deadline = max(r["all_max_s"] for r in mine)
+        for r in mine:
+            planner = r["planner"]
+            base = planner._baseline_at(deadline).energy_j  # idle to the same deadline
+            same = PipelinePlanner(
+                planner.dag, planner.costs, straggler_s=deadline, polish_s=args.polish_s
+            )
+            energy = plan_with_placement(same).evaluation.energy_j
+            print(
+                f"| {r['schedule']} | {r['gpus']} | {deadline:.4f} | {base:.1f} | "
+                f"{energy:.1f} | {100 * (1 - energy / base):.2f}% |"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--microbatches", type=int, default=16)
+    ap.add_argument("--polish-s", type=float, default=1.0)
+    ap.add_argument("--points", type=int, default=40)
+    ap.add_argument("--input-share", type=float, default=0.5)
+    ap.add_argument("--profiles", default="A100,A40")
+    ap.add_argument("--data-dir", type=Path, default=DATA_DIR, help="folder of the GPT-3 CSVs")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    for name in args.profiles.split(","):
+        profile = read_profile(args.data_dir / PROFILES[name])
+        costs = StageCosts.from_profile(profile, 8, P_BLOCKED, input_share=args.input_share)
+        rows = [run_schedule(costs, s, args) for s in SCHEDULES]
+        print_tables(name, rows, args)
+        print(f"\nbackward split: {costs.backward_split}")
+
+
+if __name__ == "__main__":
+    main()

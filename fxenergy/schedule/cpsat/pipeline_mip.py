@@ -1,0 +1,157 @@
+"""Exact-time MIP polish of a pipeline plan (SCIP through OR-Tools), warm-started.
+
+The CP-SAT model (:class:`fxenergy.schedule.cpsat.pipeline.PipelineModel`) needs integer
+times; rounding every duration up makes a plan that meets a tight deadline in real time miss
+it in the model, so at the all-max-clock deadline the hint is infeasible there and the search
+cannot improve it. This MIP keeps times continuous (start times are real variables, a
+duration is ``sum(x_o * t_o)``), so the hint is feasible, every solution meets the real
+deadline, and the solver's LP relaxation is ours (the bound the plan is measured against).
+
+Each computation's clocks are restricted to a window of its candidates around the LP's
+duration (plus the hint's clock): the LP says where the optimum lies, and the smaller model is
+what lets branch-and-bound close the gap within a second or two.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ortools.linear_solver import pywraplp
+
+if TYPE_CHECKING:  # types only: schedule/ does not import pipeline/ at run time
+    from fxenergy.pipeline.costs import ClockOption
+    from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
+
+logger = logging.getLogger(__name__)
+
+
+def _window(
+    opts: list[ClockOption], lp_time_s: float | None, hint_mhz: int | None, width: int
+) -> list[ClockOption]:
+    """Candidates within ``width`` of the LP duration's neighbours, and the hinted one."""
+    if lp_time_s is None:
+        return opts
+    below = max([0] + [i for i, o in enumerate(opts) if o.time_s <= lp_time_s * (1 + 1e-9)])
+    lo, hi = max(0, below - width), min(len(opts) - 1, below + 1 + width)
+    keep = set(range(lo, hi + 1)) | {i for i, o in enumerate(opts) if o.freq_mhz == hint_mhz}
+    hinted = [o for o in opts if o.freq_mhz == hint_mhz]
+    if width <= 1 and hinted and abs(hinted[0].time_s - lp_time_s) <= 1e-9 * lp_time_s:
+        return hinted  # the LP and the hint agree on this clock: kept in the first window
+    return [opts[i] for i in sorted(keep)]
+
+
+def _solve_window(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    deadline_s: float,
+    hint: Mapping[Computation, int],
+    lp_times_s: Mapping[Computation, float] | None = None,
+    *,
+    time_limit_s: float = 1.0,
+    width: int = 1,
+    fixed_horizon: bool = False,
+) -> tuple[bool, dict[Computation, int]] | None:
+    """Least-energy clocks meeting ``deadline_s`` found by SCIP within ``time_limit_s``.
+
+    Args:
+        dag: the iteration DAG.
+        costs: clock options and blocked power.
+        deadline_s: iteration time limit (s), exact.
+        hint: a feasible plan (clock per computation) to start from.
+        lp_times_s: the LP relaxation's duration per computation; restricts each one's clocks
+            to ``width`` candidates either side of it (None: every candidate).
+        time_limit_s: SCIP wall-time limit.
+        width: window half-width in candidates.
+        fixed_horizon: straggler mode (blocked energy counted to a fixed horizon).
+
+    Returns:
+        Whether the window's optimum was proven, and the clocks of the best solution found;
+        None (no SCIP, or nothing found).
+    """
+    solver = pywraplp.Solver.CreateSolver("SCIP")
+    if solver is None:  # an OR-Tools build without SCIP
+        return None
+    p, inf = costs.blocked_power_w, solver.infinity()
+    objective = solver.Objective()
+    choice: dict[Computation, list[tuple[pywraplp.Variable, ClockOption]]] = {}
+    duration: dict[Computation, pywraplp.Variable] = {}
+    hint_vars, hint_vals = [], []
+    for c in dag.topological:
+        lp_t = None if lp_times_s is None else lp_times_s[c]
+        opts = _window(costs.candidates(c), lp_t, hint.get(c), width)
+        d = solver.NumVar(opts[0].time_s, opts[-1].time_s, "")
+        one, link = solver.Constraint(1, 1), solver.Constraint(0, 0)
+        link.SetCoefficient(d, -1)
+        choice[c] = []
+        for o in opts:
+            x = solver.BoolVar("")
+            one.SetCoefficient(x, 1)
+            link.SetCoefficient(x, o.time_s)
+            objective.SetCoefficient(x, o.energy_j - p * o.time_s)
+            choice[c].append((x, o))
+            hint_vars.append(x)
+            hint_vals.append(1.0 if o.freq_mhz == hint.get(c) else 0.0)
+        duration[c] = d
+    start = {c: solver.NumVar(0, deadline_s, "") for c in dag.topological}
+    makespan = solver.NumVar(0, deadline_s, "T")
+    for u, v in dag.edges():
+        row = solver.Constraint(0, inf)
+        for var, coef in ((start[v], 1), (start[u], -1), (duration[u], -1)):
+            row.SetCoefficient(var, coef)
+    for order in dag.rank_orders:
+        row = solver.Constraint(0, inf)
+        for var, coef in ((makespan, 1), (start[order[-1]], -1), (duration[order[-1]], -1)):
+            row.SetCoefficient(var, coef)
+    objective.SetCoefficient(makespan, 0.0 if fixed_horizon else p * dag.num_ranks)
+    objective.SetMinimization()
+    solver.SetHint(hint_vars, hint_vals)
+    solver.SetTimeLimit(max(1, int(time_limit_s * 1000)))
+    status = solver.Solve()
+    if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        logger.info("MIP polish found no solution (status %s)", status)
+        return None
+    return status == pywraplp.Solver.OPTIMAL, {
+        c: max(xs, key=lambda xo: xo[0].solution_value())[1].freq_mhz for c, xs in choice.items()
+    }
+
+
+def mip_polish(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    deadline_s: float,
+    hint: Mapping[Computation, int],
+    lp_times_s: Mapping[Computation, float] | None = None,
+    *,
+    time_limit_s: float = 1.0,
+    fixed_horizon: bool = False,
+) -> dict[Computation, int] | None:
+    """Exact-time MIP polish with a widening window, within ``time_limit_s`` in all.
+
+    Starts with each computation's clocks restricted to one candidate either side of the LP
+    duration; whenever SCIP proves that window optimal with time left, the window doubles
+    (finally: every candidate), hinted with the best plan so far.
+
+    Returns:
+        The best clocks found, or None (no SCIP, or nothing found).
+    """
+    deadline = time.perf_counter() + time_limit_s
+    best, width = None, 1
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            return best
+        got = _solve_window(
+            dag, costs, deadline_s, best or hint, lp_times_s,
+            time_limit_s=left, width=width, fixed_horizon=fixed_horizon,
+        )  # fmt: skip
+        if got is None:
+            return best
+        proven, best = got
+        if not proven or lp_times_s is None:
+            return best
+        if width >= max(len(costs.candidates(c)) for c in dag.topological):
+            return best
+        width *= 2
