@@ -33,7 +33,7 @@ _LAZY: dict[str, str] = {
 }
 
 #: Public submodules reachable as attributes (``fxenergy.meta.COST``).
-_MODULES: dict[str, str] = {"meta": "fxenergy.graph.meta"}
+_MODULES: dict[str, str] = {"meta": "fxenergy.graph.meta", "pipeline": "fxenergy.pipeline"}
 
 __all__ = ["__version__", "capture", "capture_training", *_LAZY, *_MODULES]
 
