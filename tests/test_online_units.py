@@ -316,8 +316,8 @@ def test_switched_evaluation_is_what_the_simulator_charges():
     dag = build_dag("Interleaved1F1B", 8, 8, 4)
     cost = {(s, k): _cost(g * (1.5 if s == 3 else 1.0)) for s in range(8)
             for k, g in (("forward", 4000), ("backward", 8000))}  # fmt: skip
-    rows = [ProfileRow(s, k, f, model.time_s(c, f), model.energy_j(c, f)) for (s, k), c in cost.items()
-            for f in model.clocks_mhz()]  # fmt: skip
+    rows = [ProfileRow(s, k, f, model.time_s(c, f), model.energy_j(c, f))
+            for (s, k), c in cost.items() for f in model.clocks_mhz()]  # fmt: skip
     costs = StageCosts.from_profile(Profile(tuple(rows)), 8, blocked)
     clocks = (1410, 1200, 990, 855)
     freqs = {c: clocks[(c[0] + c[2]) % 4] for c in dag.topological}  # switches everywhere
@@ -335,9 +335,7 @@ def test_switched_evaluation_is_what_the_simulator_charges():
         windows = rank_windows(order, costs, freqs, latency)
         compute = [costs.option(c, freqs[c]) for c in order]
         assert gpu.now_s() - t_it == pytest.approx(sum(o.time_s for o in compute) + windows[0])
-        assert gpu.energy_j() - e_it == pytest.approx(
-            sum(o.energy_j for o in compute) + windows[1]
-        )
+        assert gpu.energy_j() - e_it == pytest.approx(sum(o.energy_j for o in compute) + windows[1])
     finish: dict = {}
     for c in dag.topological:
         finish[c] = max((finish[p] for p in dag.predecessors[c]), default=0.0) + dur[c]

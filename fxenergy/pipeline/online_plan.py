@@ -247,8 +247,8 @@ def replay(
 ) -> tuple[float, float]:
     """(iteration time, energy) of one iteration from every rank's record of it.
 
-    Simulated: each computation's simulated duration (its switch window's extra time included) goes through the
-    DAG as soon as possible (communication free), and blocked time is charged at
+    Simulated: each computation's simulated duration (its switch window's extra time included)
+    goes through the DAG as soon as possible (communication free), and blocked time is charged at
     ``blocked_power_w``, as the planner's evaluator does. Real GPU: the longest rank's measured
     step and the sum of the ranks' energy counters (blocked energy included, measured).
     """

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from fxenergy.pipeline.dag import Computation, PipelineDAG
 from fxenergy.pipeline.costs import StageCosts
+from fxenergy.pipeline.dag import Computation, PipelineDAG
 from fxenergy.schedule.switch import window_cost
 
 Profile = Callable[[int], tuple[float, float]]
