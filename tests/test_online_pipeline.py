@@ -7,7 +7,7 @@ the run record each wrapped run saved and from what each rank asked its backend:
 - after the profiling steps every rank runs the plan the offline path (``plan_online``, what
   ``fxenergy pipeline --from-run`` runs) makes for the saved profile;
 - the simulated energy saved vs the all-max-clock (profiling) steps is within 0.5 pp of what
-  the offline plan saves on the same simulated GPU (clock-switch stalls included);
+  the offline plan saves on the same simulated GPU (clock-switch windows included);
 - the losses are bit-identical to the plain schedule's;
 - a straggler set after step N is followed by the frontier plan for the longer iteration at N+1;
 - when one rank raises mid-run, every rank ends with its clock restored.
@@ -202,36 +202,42 @@ def _offline(run_dir: Path, schedule: str, stages: int):
     dag = build_dag(schedule, stages, MICROBATCHES, RANKS)
     plan = plan_online(
         read_profile(run_dir / "profile.csv"), dag, GPU, 1410, meta["blocked_power_w"],
-        SLOWDOWN, POINTS, 0.0, meta["switch_latency_s"], meta["idle_power_w"],
+        SLOWDOWN, POINTS, 0.0, meta["switch_latency_s"],
     )  # fmt: skip
     return dag, plan
 
 
 def _simulate(dag, freqs, stages: int, heavy: int, blocked_w: float) -> tuple[float, float]:
-    """(time, energy) of an iteration of ``freqs`` on the simulated GPU, switch stalls included.
+    """Mean (time, energy) of ``STEADY_STEPS`` iterations of ``freqs`` on the simulated GPU,
+    after one at the maximum clock (the profiling steps), switch windows included.
 
-    Each rank's simulated GPU runs its computations in order (a second iteration, so the clock
-    starts where the first one left it); computations then start as soon as the DAG allows and
-    blocked time is charged at ``blocked_w`` (communication free) — independent of online code.
+    Each rank's simulated GPU runs its computations in order (so the first planned iteration
+    starts at the profiling clock, the next at the last clock of the one before); computations
+    then start as soon as the DAG allows and blocked time is charged at ``blocked_w``
+    (communication free) — independent of online code.
     """
     costs = sim_costs(stages, heavy)
-    dur, energy = {}, 0.0
-    for order in dag.rank_orders:
-        gpu = SimulatedBackend(GPU)
-        for it in range(2):
+    gpus = [SimulatedBackend(GPU) for _ in dag.rank_orders]
+    top = max(gpus[0].supported_clocks_mhz())
+    times, energies = [], []
+    for it in range(1 + STEADY_STEPS):
+        dur, energy = {}, 0.0
+        for order, gpu in zip(dag.rank_orders, gpus, strict=True):
             for c in order:
                 t0, e0 = gpu.now_s(), gpu.energy_j()
-                gpu.set_clock(freqs[c])
+                gpu.set_clock(freqs[c] if it else top)
                 gpu.execute(costs[(c[0], c[1])])
-                if it == 1:
-                    dur[c] = gpu.now_s() - t0
-                    energy += gpu.energy_j() - e0
-    finish: dict = {}
-    for c in dag.topological:
-        finish[c] = max((finish[p] for p in dag.predecessors[c]), default=0.0) + dur[c]
-    span = max(finish.values())
-    busy = sum(span - sum(dur[c] for c in order) for order in dag.rank_orders)
-    return span, energy + blocked_w * busy
+                dur[c] = gpu.now_s() - t0
+                energy += gpu.energy_j() - e0
+        finish: dict = {}
+        for c in dag.topological:
+            finish[c] = max((finish[p] for p in dag.predecessors[c]), default=0.0) + dur[c]
+        span = max(finish.values())
+        busy = sum(span - sum(dur[c] for c in order) for order in dag.rank_orders)
+        if it:
+            times.append(span)
+            energies.append(energy + blocked_w * busy)
+    return sum(times) / len(times), sum(energies) / len(energies)
 
 
 @pytest.mark.distributed
@@ -265,8 +271,11 @@ def test_online_plan_matches_offline(runs, schedule):
     assert t_plan == pytest.approx(t_off, rel=1e-6)
     saved, offline_saved = 1 - e_plan / e_max, 1 - e_off / e_top
     assert abs(saved - offline_saved) <= 0.005, (saved, offline_saved)
-    assert saved > 0.05  # the plan does save (simulated), stalls and extrapolation included
-    assert t_plan <= t_max * (1 + SLOWDOWN)  # and keeps the deadline, stalls included
+    assert saved > 0.05  # the plan does save (simulated), switch windows and extrapolation included
+    # it keeps the deadline as predicted (windows included); the simulated GPU runs it within the
+    # one-point extrapolation's error of that prediction (the drift floor: no re-profiling)
+    assert offline.steady.iteration_time_s <= t_max * (1 + SLOWDOWN) * (1 + 1e-9)
+    assert t_plan <= offline.steady.iteration_time_s * 1.05
 
 
 @pytest.mark.distributed

@@ -49,6 +49,7 @@ from fxenergy.pipeline.probe import (
 from fxenergy.pipeline.runner import ClockPlanHook, default_controller
 from fxenergy.runtime import restore
 from fxenergy.runtime.backend import FrequencyBackend
+from fxenergy.runtime.sim import DEFAULT_SWITCH_LATENCY_S
 
 #: Iteration records kept besides the profiling ones (the run record holds these).
 _KEEP = 1000
@@ -56,7 +57,7 @@ _PROFILING = ("profile", "reprofile")
 #: What the run record keeps of the schedule's settings (``fxenergy pipeline --from-run``).
 _META = (
     "gpu", "reference_mhz", "blocked_power_w", "max_slowdown", "frontier_points", "polish_s",
-    "profile_iters", "switch_latency_s", "idle_power_w",
+    "profile_iters", "switch_latency_s",
 )  # fmt: skip
 
 
@@ -90,9 +91,10 @@ class EnergySchedule:
         dp_group: this rank's data-parallel peer group, for automatic straggler detection.
         drift_floor: the least relative drift treated as more than noise.
         patience: steps a drift or straggler must last before acting on it.
-        switch_latency_s: how long a clock switch stalls the GPU, for the switch-aware pass
-            (default: the simulator's; 0 on a real GPU, where the controller switches at the
-            boundary while the GPU keeps running).
+        switch_latency_s: time from a clock request to the clock in force, for the
+            switch-aware pass (:mod:`fxenergy.pipeline.switch_aware`: one transition window per
+            switch, as the simulator charges it); default: the backend's, else the simulator's
+            default (10 ms).
     """
 
     def __init__(
@@ -139,10 +141,8 @@ class EnergySchedule:
         )
         self.save_dir = Path(save_dir) if save_dir is not None else None
         if switch_latency_s is None:
-            sim = self.backend.simulated
-            switch_latency_s = getattr(self.backend, "switch_latency_s", 0.0) if sim else 0.0
+            switch_latency_s = getattr(self.backend, "switch_latency_s", DEFAULT_SWITCH_LATENCY_S)
         self.switch_latency_s = float(switch_latency_s)
-        self.idle_power_w = _dvfs(self.gpu).idle_power_w
         self.dp_group, self.patience, self.drift_floor = dp_group, patience, drift_floor
         cuda = first.device.type == "cuda"
         self.recorder = ComputeRecorder(self.backend, sim_costs, cuda=cuda)
@@ -377,7 +377,6 @@ class EnergySchedule:
             plan = plan_online(
                 profile, self.dag, self.gpu, refs.pop(), self.blocked_power_w,
                 self.max_slowdown, self.frontier_points, self.polish_s, self.switch_latency_s,
-                self.idle_power_w,
             )  # fmt: skip
         except Exception as exc:  # every rank raises it, not only rank 0
             return exc

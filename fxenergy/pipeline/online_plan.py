@@ -28,7 +28,7 @@ from fxenergy.pipeline.dag import (
     evaluate,
 )
 from fxenergy.pipeline.probe import parse_label
-from fxenergy.pipeline.switch_aware import reduce_switches, stalled_evaluation
+from fxenergy.pipeline.switch_aware import rank_windows, reduce_switches, switched_evaluation
 
 RUN_SCHEMA = "fxenergy.online-run/1"
 
@@ -91,16 +91,15 @@ def _point(
     freqs: Mapping[Computation, int],
     deadline_s: float,
     latency_s: float,
-    idle_power_w: float,
 ) -> FrontierPoint:
-    """A plan with switches merged where stalls make that pay, scored with the stalls."""
-    freqs = reduce_switches(dag, costs, freqs, deadline_s, latency_s, idle_power_w)
-    span, energy = stalled_evaluation(dag, costs, freqs, latency_s, idle_power_w)
+    """A plan with switches merged where their windows make that pay, scored with them."""
+    freqs = reduce_switches(dag, costs, freqs, deadline_s, latency_s)
+    span, energy = switched_evaluation(dag, costs, freqs, latency_s)
     eff = energy - costs.blocked_power_w * dag.num_ranks * span
     return FrontierPoint(span, eff, freqs)
 
 
-#: Where switches stall, the steady plan is also searched from this many of the shortest frontier
+#: Where switches cost, the steady plan is also searched from this many of the shortest frontier
 #: plans (fewer slowed computations to undo), not only from the deadline's own plan.
 _STARTS = 3
 
@@ -111,8 +110,8 @@ def _summary(plan: PipelinePlan, point: FrontierPoint, latency_s: float, energy_
         for entry, c in zip(doc["ranks"][r], order, strict=True):
             entry["freq_mhz"] = point.freqs_mhz[c]
     doc["switch_latency_s"] = latency_s
-    doc["iteration_time_with_stalls_s"] = point.iteration_time_s
-    doc["energy_with_stalls_j"] = energy_j
+    doc["iteration_time_with_switches_s"] = point.iteration_time_s
+    doc["energy_with_switches_j"] = energy_j
     return doc
 
 
@@ -126,11 +125,11 @@ def plan_online(
     frontier_points: int = 20,
     polish_s: float = 0.0,
     switch_latency_s: float = 0.0,
-    idle_power_w: float = 0.0,
 ) -> OnlinePlan:
     """Extrapolate a one-clock profile, plan the steady deadline and the whole frontier.
 
-    Where a clock switch stalls the GPU (``switch_latency_s`` > 0), every plan then goes
+    Where a clock switch takes time (``switch_latency_s`` > 0: a transition window of the one
+    switch model at every change, :mod:`fxenergy.pipeline.switch_aware`), every plan then goes
     through :func:`~fxenergy.pipeline.switch_aware.reduce_switches`.
     """
     from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
@@ -141,9 +140,8 @@ def plan_online(
     steady = planner.plan(planner.all_max_s * (1 + max_slowdown))  # budgets: from all-max
     frontier = planner.frontier(frontier_points) if frontier_points > 0 else []
     predicted = {(r.stage, r.instruction, r.freq_mhz): r.time_s for r in full.rows}
-    stall = (switch_latency_s, idle_power_w)
     starts = [steady] + (frontier[:_STARTS] if switch_latency_s > 0 else [])
-    points = [_point(dag, costs, p.freqs_mhz, steady.deadline_s, *stall) for p in starts]
+    points = [_point(dag, costs, p.freqs_mhz, steady.deadline_s, switch_latency_s) for p in starts]
     point = min(
         points,
         key=lambda q: (max(0.0, q.iteration_time_s - steady.deadline_s), q.effective_energy_j),
@@ -152,7 +150,8 @@ def plan_online(
     return OnlinePlan(
         point,
         tuple(
-            _point(dag, costs, p.freqs_mhz, p.evaluation.iteration_time_s, *stall) for p in frontier
+            _point(dag, costs, p.freqs_mhz, p.evaluation.iteration_time_s, switch_latency_s)
+            for p in frontier
         ),
         predicted,
         _summary(steady, point, switch_latency_s, energy),
@@ -236,7 +235,6 @@ class RunRecord:
             m["frontier_points"],
             m["polish_s"],
             m.get("switch_latency_s", 0.0),
-            m.get("idle_power_w", 0.0),
         )
 
     def iteration(self, index: int) -> list[dict]:
@@ -249,8 +247,8 @@ def replay(
 ) -> tuple[float, float]:
     """(iteration time, energy) of one iteration from every rank's record of it.
 
-    Simulated: each computation's simulated duration (switch stall included) goes through the
-    DAG as soon as possible (communication free), and blocked time is charged at
+    Simulated: each computation's simulated duration (its switch window's extra time included)
+    goes through the DAG as soon as possible (communication free), and blocked time is charged at
     ``blocked_power_w``, as the planner's evaluator does. Real GPU: the longest rank's measured
     step and the sum of the ranks' energy counters (blocked energy included, measured).
     """
@@ -292,15 +290,6 @@ def phase_means(run: RunRecord, phase: str) -> tuple[float, float, int]:
     )
 
 
-def _switches(order: Sequence[Computation], freqs: Mapping[Computation, int]) -> int:
-    """Clock changes of one rank per steady iteration (it starts at its last clock)."""
-    prev, n = freqs[order[-1]], 0
-    for c in order:
-        n += freqs[c] != prev
-        prev = freqs[c]
-    return n
-
-
 def _rank_means(run: RunRecord, rank: int, phase: str) -> tuple[float, float]:
     """Mean busy time and compute energy of one rank over its iterations in ``phase``."""
     its = [it for it in run.ranks[rank] if it["phase"] == phase]
@@ -326,28 +315,27 @@ def compare_run(run: RunRecord) -> dict:
     full = extrapolate_measured(run.profile, m["gpu"], m["reference_mhz"])
     costs = StageCosts.from_profile(full, dag.num_stages, m["blocked_power_w"])
     plan = run.replan()
-    latency, idle = m.get("switch_latency_s", 0.0), m.get("idle_power_w", 0.0)
-    steady = evaluate(dag, costs, plan.steady.freqs_mhz)
-    stalled = stalled_evaluation(dag, costs, plan.steady.freqs_mhz, latency, idle)
+    latency, freqs = m.get("switch_latency_s", 0.0), plan.steady.freqs_mhz
+    steady = evaluate(dag, costs, freqs)
+    switched = switched_evaluation(dag, costs, freqs, latency)
     top = evaluate(dag, costs, {c: m["reference_mhz"] for c in dag.topological})
     ranks = []
     for r, order in enumerate(dag.rank_orders):
         busy, energy = _rank_means(run, r, "planned")
+        window_s, window_j = rank_windows(order, costs, freqs, latency)
         ranks.append(
             {
                 "rank": r,
-                "predicted_busy_s": steady.rank_busy_s[r]
-                + latency * _switches(order, plan.steady.freqs_mhz),
+                "predicted_busy_s": steady.rank_busy_s[r] + window_s,
                 "measured_busy_s": busy,
-                "predicted_compute_j": sum(
-                    costs.option(c, plan.steady.freqs_mhz[c]).energy_j for c in order
-                ),
+                "predicted_compute_j": sum(costs.option(c, freqs[c]).energy_j for c in order)
+                + window_j,
                 "measured_j": energy,
             }
         )
     saved = run.meta.get("plan", {}).get("ranks")
     same = saved is None or all(
-        [e["freq_mhz"] for e in saved[r]] == [plan.steady.freqs_mhz[c] for c in order]
+        [e["freq_mhz"] for e in saved[r]] == [freqs[c] for c in order]
         for r, order in enumerate(dag.rank_orders)
     )
     return {
@@ -359,7 +347,7 @@ def compare_run(run: RunRecord) -> dict:
             "measured": phase_means(run, "profile"),
         },
         "planned": {
-            "predicted": stalled,
+            "predicted": switched,
             "measured": phase_means(run, "planned"),
         },
     }

@@ -5,7 +5,7 @@ each forward/backward this rank runs and reads the energy counter, per iteration
 
 - Simulated backend: the computation is *run on the simulated GPU* (``backend.execute(cost)``) right
   after the real CPU computation, so time and energy are the DVFS model's, per computation, at
-  the clock in force; clock-switch stalls are recorded separately.
+  the clock in force; a clock switch's extra cost (its transition window) is recorded apart.
 - CUDA: a CUDA event before and after each computation (read once per iteration, after a
   synchronize); energy is the board counter over the iteration (it refreshes every ~100 ms, too
   coarse for one computation), split over computations in :func:`profile_rows`.
@@ -48,7 +48,7 @@ class ComputationRecord:
     clock_mhz: int
     time_s: float  #: the computation alone
     energy_j: float  #: NaN where the counter cannot resolve one computation
-    switch_s: float = 0.0  #: clock-switch stall just before it (simulator)
+    switch_s: float = 0.0  #: extra time of the clock switch just before it (simulator)
     switch_j: float = 0.0
 
 
@@ -97,7 +97,7 @@ class ComputeRecorder:
         self._open: tuple[Any, ...] = ()
         self._events: list[tuple[ComputationRecord, Any, Any]] = []
         self._trace_seen = len(backend.trace)
-        self._t0 = self._e0 = 0.0
+        self._t0 = self._e0 = self._t_end = self._e_end = 0.0
         self._t0_event: Any = None
 
     def _cost(self, action: Action) -> Any:
@@ -123,12 +123,17 @@ class ComputeRecorder:
             self._t0_event = torch.cuda.Event(enable_timing=True)
             self._t0_event.record()
         self._t0, self._e0 = self._now(), self.backend.energy_j()
+        self._t_end, self._e_end = self._t0, self._e0  # where the last computation ended
 
     def _switches_since(self) -> tuple[float, float]:
+        """Virtual time and energy the simulated GPU spent switching since the last computation
+        ended: its transition windows' extra cost (it advances only while working or switching)."""
         trace = self.backend.trace
-        new = trace[self._trace_seen :]
+        switched = len(trace) > self._trace_seen
         self._trace_seen = len(trace)
-        return sum(e.latency_s for e in new), sum(e.energy_j for e in new)
+        if not switched:
+            return 0.0, 0.0
+        return self._now() - self._t_end, self.backend.energy_j() - self._e_end
 
     def before(self, action: Action) -> None:
         sw_s, sw_j = self._switches_since() if self.backend.simulated else (0.0, 0.0)
@@ -159,6 +164,7 @@ class ComputeRecorder:
             rec = ComputationRecord(
                 action_label(action), clock, self._now() - t0, energy, sw_s, sw_j
             )
+            self._t_end, self._e_end = self._now(), self.backend.energy_j()
         assert self.current is not None
         self.current.computations.append(rec)
         if self.sample_clocks and (mhz := self._observed_clock(action)) is not None:
@@ -269,11 +275,18 @@ def noise_threshold(
 
 
 class DriftDetector:
-    """Says when measured computation times left the plan's prediction for ``patience`` steps."""
+    """Says when measured computation times left the plan's for ``patience`` steps.
+
+    Each ``(stage, kind, clock)`` is judged against its *first* measurement under the plan (the
+    plan's prediction until then): a one-point extrapolation can be off by several per cent at
+    clocks far from the profiled one (docs/dvfs.md), and re-profiling at the same clock would
+    only reproduce that offset, so a steady offset is not a drift — a change is.
+    """
 
     def __init__(self, threshold_rel: float, patience: int = 2) -> None:
         self.threshold_rel, self.patience, self._streak = threshold_rel, patience, 0
         self.last_drift = 0.0
+        self.anchors: dict[tuple[int, str, int], float] = {}  #: first median per key
 
     def update(
         self, record: IterationRecord, predicted_s: Mapping[tuple[int, str, int], float]
@@ -285,8 +298,11 @@ class DriftDetector:
             times[(stage, kind, c.clock_mhz)].append(c.time_s)
         drift = 0.0
         for key, ts in times.items():
-            if key in predicted_s and predicted_s[key] > 0:
-                drift = max(drift, abs(statistics.median(ts) / predicted_s[key] - 1.0))
+            if key not in predicted_s or predicted_s[key] <= 0:
+                continue
+            median = statistics.median(ts)
+            reference = self.anchors.setdefault(key, median)
+            drift = max(drift, abs(median / reference - 1.0))
         self.last_drift = drift
         self._streak = self._streak + 1 if drift > self.threshold_rel else 0
         if self._streak >= self.patience:

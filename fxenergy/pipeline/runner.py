@@ -6,8 +6,10 @@ public methods of its stages: ``forward_one_chunk(mb, ...)`` and ``backward_one_
 :class:`ClockPlanHook` wraps those two methods on this rank's stage objects so that each
 computation's clock is requested at its boundary: on a GPU a CUDA event is recorded there and the
 switch controller's thread applies the clock when the GPU reaches it (not when the host launches
-the work); under the simulator the switch happens at once in virtual time. The schedule, its
-communication and its numerics are untouched.
+the work); under the simulator it is requested at once in virtual time. Either way it is a *late*
+switch of the one switch model (:mod:`fxenergy.schedule.switch`): its transition window is the
+head of the computation that follows, as :mod:`fxenergy.pipeline.switch_aware` prices it. The
+schedule, its communication and its numerics are untouched.
 
     plan = PipelinePlanner(dag, costs).plan()
     with ClockPlanHook(stage, plan.rank_plan(rank), backend):

@@ -1,46 +1,81 @@
-"""Fewer clock switches where each one stalls the GPU: a greedy pass over a pipeline plan.
+"""A pipeline plan's clock switches under the one switch model, and a pass that merges them.
 
-The planner treats clock switches as free (as Perseus does). Where a switch stalls the GPU for
-``latency_s`` (the simulated GPU's convention, 10 ms at idle power), a plan that changes the
-clock at most computations runs longer than planned: 15 switches on a 1F1B rank stretch a
-1.45 s iteration by 13 %. :func:`reduce_switches` evaluates a plan *with* the stalls and merges
-runs of equal clocks on a rank into a neighbouring run (one switch fewer per move), keeping the
-best move each round, until the iteration meets the deadline and no move lowers the energy.
-With ``latency_s = 0`` it returns the plan unchanged.
+The planner treats clock switches as free (as Perseus does). On a GPU a switch is not free
+(:mod:`fxenergy.schedule.switch`): the new clock is in force ``latency`` after the request and
+the transition window runs at the slower and hungrier of the two clocks. A pipeline rank's
+:class:`~fxenergy.pipeline.runner.ClockPlanHook` requests each computation's clock when the GPU
+reaches that computation (the boundary), so every switch is a **late** one: its window is the
+*head* of the computation that follows, costed ``window_cost(latency, new clock, old clock)``
+from the rank's cycle (its forward/backward work at each clock) — exactly what the simulated GPU
+(``SimulatedBackend.set_clock``) charges. Issuing ahead would need the boundary's time known
+``latency`` in advance, but a computation starts when its peer's activation arrives, which the
+rank does not know beforehand; the late switch is what the hook can promise.
+
+:func:`switched_evaluation` evaluates a plan with those windows; :func:`reduce_switches` merges
+runs of equal clocks on a rank into a neighbouring run (one switch fewer per move) while that
+meets the deadline or lowers the energy. With ``latency_s = 0`` it returns the plan unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
+from fxenergy.pipeline.costs import StageCosts
+from fxenergy.pipeline.dag import Computation, PipelineDAG
+from fxenergy.schedule.switch import window_cost
+
+Profile = Callable[[int], tuple[float, float]]
 
 
-def stalled_evaluation(
+def rank_profile(order: tuple[Computation, ...], costs: StageCosts) -> Profile:
+    """(time, energy) at a clock of one rank's cycle: each of its (stage, kind) once, as the
+    simulated GPU describes a window's work (the distinct work it has run)."""
+    kinds = {(c[0], c[1]): c for c in order}
+    memo: dict[int, tuple[float, float]] = {}
+
+    def at(mhz: int) -> tuple[float, float]:
+        if mhz not in memo:
+            opts = [costs.option(c, mhz) for c in kinds.values()]
+            memo[mhz] = (sum(o.time_s for o in opts), sum(o.energy_j for o in opts))
+        return memo[mhz]
+
+    return at
+
+
+def switch_window(profile: Profile, latency_s: float, prev: int, new: int) -> tuple[float, float]:
+    """Extra (time, energy) of a late switch ``prev → new``: the window is the head of the work
+    at ``new`` (:func:`fxenergy.schedule.switch.window_cost`); (0, 0) when nothing changes."""
+    if prev == new or latency_s <= 0:
+        return 0.0, 0.0
+    return window_cost(latency_s, *profile(new), *profile(prev))
+
+
+def switched_evaluation(
     dag: PipelineDAG,
     costs: StageCosts,
     freqs: Mapping[Computation, int],
     latency_s: float,
-    idle_power_w: float,
+    profiles: list[Profile] | None = None,
 ) -> tuple[float, float]:
-    """(iteration time, energy) with a stall of ``latency_s`` before every clock change.
+    """(iteration time, energy) with a late switch's window at every clock change.
 
     In steady state a rank's first computation follows the previous iteration's last one, so
     the first switch of an iteration is counted against the rank's last clock.
     """
     index, preds, _ = dag.index_arrays
+    profiles = profiles or [rank_profile(order, costs) for order in dag.rank_orders]
     dur = [0.0] * len(index)
     energy = 0.0
     busy = []
-    for order in dag.rank_orders:
+    for order, profile in zip(dag.rank_orders, profiles, strict=True):
         prev, total = freqs[order[-1]], 0.0
         for c in order:
             f = freqs[c]
             o = costs.option(c, f)
-            stall = latency_s if f != prev else 0.0
-            dur[index[c]] = o.time_s + stall
-            energy += o.energy_j + stall * idle_power_w
-            total += o.time_s + stall
+            dt, de = switch_window(profile, latency_s, prev, f)
+            dur[index[c]] = o.time_s + dt
+            energy += o.energy_j + de
+            total += o.time_s + dt
             prev = f
         busy.append(total)
     finish = [0.0] * len(dur)
@@ -70,21 +105,21 @@ def reduce_switches(
     freqs: Mapping[Computation, int],
     deadline_s: float,
     latency_s: float,
-    idle_power_w: float,
 ) -> dict[Computation, int]:
-    """``freqs`` with runs of clocks merged where switch stalls make that cheaper or faster.
+    """``freqs`` with runs of clocks merged where transition windows make that cheaper or faster.
 
     Sweeps every rank's runs of equal clocks and gives a run its left neighbour's, its right
     neighbour's or the fastest clock, keeping a move as soon as it improves (time over
-    ``deadline_s``, energy) — both with stalls — until a sweep finds nothing. Each move removes a
-    switch or speeds a run up, so the all-fastest plan (no switch) is always reachable.
+    ``deadline_s``, energy) — both with windows — until a sweep finds nothing. Each move removes
+    a switch or speeds a run up, so the all-fastest plan (no switch) is always reachable.
     """
     out = dict(freqs)
     if latency_s <= 0:
         return out
+    profiles = [rank_profile(order, costs) for order in dag.rank_orders]
 
     def key(plan: Mapping[Computation, int]) -> tuple[float, float]:
-        t, e = stalled_evaluation(dag, costs, plan, latency_s, idle_power_w)
+        t, e = switched_evaluation(dag, costs, plan, latency_s, profiles)
         return (max(0.0, t - deadline_s * (1 + 1e-12)), e)
 
     best = key(out)
@@ -106,3 +141,19 @@ def reduce_switches(
                         break
                 i += 1
     return out
+
+
+def rank_windows(
+    order: tuple[Computation, ...],
+    costs: StageCosts,
+    freqs: Mapping[Computation, int],
+    latency_s: float,
+) -> tuple[float, float]:
+    """Extra (time, energy) of one rank's switch windows per steady iteration (it starts at its
+    last clock), as :func:`switched_evaluation` charges them."""
+    profile = rank_profile(order, costs)
+    prev, t, e = freqs[order[-1]], 0.0, 0.0
+    for c in order:
+        dt, de = switch_window(profile, latency_s, prev, freqs[c])
+        t, e, prev = t + dt, e + de, freqs[c]
+    return t, e
