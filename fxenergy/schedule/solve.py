@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fxenergy.errors import InvalidScheduleError, ScheduleProblemError
+from fxenergy.memory.problem import working_set_bound
 from fxenergy.schedule import cluster, greedy
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.validate import (
@@ -23,6 +24,7 @@ from fxenergy.schedule.validate import (
     check,
     deadline,
     evaluate,
+    memory_problem,
     peak_memory,
 )
 
@@ -350,14 +352,8 @@ def _switches_bound(
 
 def _working_set_bound(problem: Problem) -> int:
     """Peak-memory lower bound: a task's inputs and output are live together, and so are all
-    graph outputs at the last step."""
-    inputs = [0] * problem.num_tasks
-    for t in range(problem.num_tasks):
-        for c in problem.consumers[t]:
-            inputs[c] += problem.tasks[t].output_bytes
-    step = max((inputs[t] + task.output_bytes for t, task in enumerate(problem.tasks)), default=0)
-    outputs = sum(task.output_bytes for task in problem.tasks if task.is_output)
-    return problem.memory_baseline_bytes + max(step, outputs)
+    graph outputs at the last step (:func:`fxenergy.memory.problem.working_set_bound`)."""
+    return problem.memory_baseline_bytes + working_set_bound(memory_problem(problem), forced=[])
 
 
 def _gap(value: float, bound: float | None) -> float | None:
