@@ -49,6 +49,7 @@ from fxenergy.runtime.controller import (
     SwitchController,
     cuda_event_factory,
 )
+from fxenergy.runtime.current import CURRENT
 from fxenergy.runtime.meter import read_energy_j
 from fxenergy.runtime.sim import NullBackend, SimulatedBackend
 
@@ -56,10 +57,6 @@ if TYPE_CHECKING:
     from fxenergy.plans.plan import Plan
 
 log = logging.getLogger("fxenergy.runtime")
-
-_CURRENT: contextvars.ContextVar[FrequencyRuntime | None] = contextvars.ContextVar(
-    "fxenergy_runtime", default=None
-)
 
 
 @dataclass(frozen=True)
@@ -103,15 +100,10 @@ class RuntimeSummary:
         return d
 
 
-def current_runtime() -> FrequencyRuntime | None:
-    """The runtime entered on this thread/context, if any."""
-    return _CURRENT.get()
-
-
 @torch.fx.node.has_side_effect
 def enter_partition(index: int) -> None:
     """Start plan partition ``index``: switch to its clock (no-op without a current runtime)."""
-    runtime = _CURRENT.get()
+    runtime = CURRENT.get()
     if runtime is not None:
         runtime.enter_partition(index)
 
@@ -271,7 +263,7 @@ class FrequencyRuntime:
         self.controller.start()
         if self._ahead is not None:
             self._begin_ahead()
-        self._token = _CURRENT.set(self)
+        self._token = CURRENT.set(self)
         return self
 
     def _reading(self) -> tuple[float, float]:
@@ -311,7 +303,7 @@ class FrequencyRuntime:
             self._end = self._reading()
         finally:
             if self._token is not None:
-                _CURRENT.reset(self._token)
+                CURRENT.reset(self._token)
                 self._token = None
             if self.restore_on_exit:
                 self.controller.restore()
