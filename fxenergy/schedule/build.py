@@ -134,51 +134,85 @@ def build_problem(
     clocks = tuple(sorted(set(clocks_mhz or candidate_clocks(model)), reverse=True))
     index = {n.name: i for i, n in enumerate(nodes)}
     raw = node_costs(model, [n.meta[meta.COST] for n in nodes], clocks, cycle)
-    profile = None
-    if cycle is not None:
-        per = node_costs(model, cycle, clocks, cycle)
-        profile = tuple(
-            tuple(sum(r[c][k] for r in per) for c in range(len(clocks))) for k in (0, 1)
-        )
+    data_edges, out_bytes, escaping = _memory_edges(gm, nodes, index)
+    facts = _GraphFacts(
+        names=tuple(index),
+        costs=raw,
+        profile=None if cycle is None else _cycle_profile(model, cycle, clocks),
+        clocks=clocks,
+        data_edges=tuple(sorted(data_edges)),
+        order_edges=tuple(sorted(_order_edges(gm, index) - data_edges)),
+        output_bytes=tuple(out_bytes),
+        outputs=frozenset(_output_tasks(gm, index) | escaping),
+        baseline_bytes=_baseline_bytes(gm),
+        switch_latency_s=model.switch_latency_s,
+        cyclic=cyclic,
+    )
     total_t = sum(r[0][0] for r in raw) or 1.0
     total_e = sum(r[0][1] for r in raw) or 1.0
-    t_unit, e_unit = units or (total_t / _RESOLUTION, total_e / _RESOLUTION)
-    data_edges, out_bytes, escaping = _memory_edges(gm, nodes, index)
-    outputs = _output_tasks(gm, index) | escaping
-    order_edges = tuple(sorted(_order_edges(gm, index) - data_edges))
+    scale = units or (total_t / _RESOLUTION, total_e / _RESOLUTION)
+    return GraphProblem(_problem(facts, scale), facts.names, model, exact=_problem(facts, None))
 
-    def problem(scale: tuple[float, float] | None) -> Problem:
-        def unit(v: float, u: float) -> float:
-            return v if scale is None else _up(v / u)
 
-        tu, eu = scale or (1.0, 1.0)
-        tasks = tuple(
-            Task(
-                name=n.name,
-                durations=tuple(unit(t, tu) for t, _ in raw[i]),
-                energies=tuple(unit(e, eu) for _, e in raw[i]),
-                output_bytes=out_bytes[i],
-                is_output=i in outputs,
-            )
-            for i, n in enumerate(nodes)
+@dataclass(frozen=True)
+class _GraphFacts:
+    """What a graph's problem is made of, in seconds and joules (before any rounding)."""
+
+    names: tuple[str, ...]
+    costs: list[list[tuple[float, float]]]  #: per task, per clock: (seconds, joules)
+    profile: tuple[tuple[float, ...], tuple[float, ...]] | None  #: the cycle's per-clock totals
+    clocks: tuple[int, ...]
+    data_edges: tuple[tuple[int, int], ...]
+    order_edges: tuple[tuple[int, int], ...]
+    output_bytes: tuple[int, ...]
+    outputs: frozenset[int]
+    baseline_bytes: int
+    switch_latency_s: float
+    cyclic: bool
+
+
+def _cycle_profile(
+    model: DVFSModel, cycle: Sequence[CostRecord], clocks: tuple[int, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The cycle's total (seconds, joules) at each clock (what a transition window runs)."""
+    per = node_costs(model, cycle, clocks, cycle)
+    times, energies = (tuple(sum(r[c][k] for r in per) for c in range(len(clocks))) for k in (0, 1))
+    return times, energies
+
+
+def _problem(facts: _GraphFacts, scale: tuple[float, float] | None) -> Problem:
+    """The problem in integer units of ``scale`` (seconds, joules per unit), every cost
+    rounded up; ``None``: the exact float twin in seconds and joules."""
+
+    def unit(v: float, u: float) -> float:
+        return v if scale is None else _up(v / u)
+
+    tu, eu = scale or (1.0, 1.0)
+    tasks = tuple(
+        Task(
+            name=name,
+            durations=tuple(unit(t, tu) for t, _ in facts.costs[i]),
+            energies=tuple(unit(e, eu) for _, e in facts.costs[i]),
+            output_bytes=facts.output_bytes[i],
+            is_output=i in facts.outputs,
         )
-        prof = None
-        if profile is not None:
-            prof = (tuple(unit(t, tu) for t in profile[0]), tuple(unit(e, eu) for e in profile[1]))
-        return Problem(
-            tasks=tasks,
-            clocks_mhz=clocks,
-            data_edges=tuple(sorted(data_edges)),
-            order_edges=order_edges,
-            switch=SwitchModel(latency=unit(model.switch_latency_s, tu), profile=prof),
-            memory_baseline_bytes=_baseline_bytes(gm),
-            time_unit_s=tu,
-            energy_unit_j=eu,
-            cyclic=cyclic,
-        )
-
-    names = tuple(n.name for n in nodes)
-    return GraphProblem(problem((t_unit, e_unit)), names, model, exact=problem(None))
+        for i, name in enumerate(facts.names)
+    )
+    prof = None
+    if facts.profile is not None:
+        times, energies = facts.profile
+        prof = (tuple(unit(t, tu) for t in times), tuple(unit(e, eu) for e in energies))
+    return Problem(
+        tasks=tasks,
+        clocks_mhz=facts.clocks,
+        data_edges=facts.data_edges,
+        order_edges=facts.order_edges,
+        switch=SwitchModel(latency=unit(facts.switch_latency_s, tu), profile=prof),
+        memory_baseline_bytes=facts.baseline_bytes,
+        time_unit_s=tu,
+        energy_unit_j=eu,
+        cyclic=facts.cyclic,
+    )
 
 
 def _up(value: float) -> int:
