@@ -61,7 +61,9 @@ log = logging.getLogger("fxenergy.runtime")
 
 @dataclass(frozen=True)
 class RuntimePartition:
-    """One plan partition as the runtime sees it.
+    """One plan partition as the runtime sees it: no node names (a pipeline stage or a
+    hand-built runtime has none), the cost records the simulator charges instead.
+    ``FrequencyRuntime.from_plan`` makes them from a ``PlanPartition`` and the graph's costs.
 
     ``cost`` is the partition's work for the simulator: one record, or one per node (the plan's
     own accounting: the model is applied per node and summed); ``None`` where unknown.

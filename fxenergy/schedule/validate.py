@@ -36,7 +36,9 @@ from fxenergy.schedule.switch import short_partitions, windows_hosted
 
 @dataclass(frozen=True)
 class Partition:
-    """A maximal run of consecutive tasks (in execution order) at one clock."""
+    """A maximal run of consecutive tasks (in execution order) at one clock, in solver terms
+    (task ids, the problem's units). The plan file's form is ``plans.plan.PlanPartition``, the
+    runtime's ``runtime.session.RuntimePartition`` (see docs/design.md)."""
 
     clock: int  #: clock index into ``Problem.clocks_mhz``
     clock_mhz: int
