@@ -87,12 +87,13 @@ class PipelineModel:
         self._add_objective(straggler_s is not None)
         self.shortest_units = self._makespan_units({c: o[0] for c, o in self._options.items()})
 
-    def _q(self, seconds: float) -> int:
+    def _units_up(self, seconds: float) -> int:
+        """``seconds`` in the model's integer time units, rounded up."""
         return math.ceil(seconds / self.unit_s - 1e-9)
 
     def _horizon_units(self) -> int:
         # All computations back to back on one GPU at their slowest: no schedule is longer.
-        return sum(self._q(opts[-1].time_s) for opts in self._options.values()) + 1
+        return sum(self._units_up(opts[-1].time_s) for opts in self._options.values()) + 1
 
     def _add_choices(self) -> None:
         self.choice: dict[Computation, list[cp_model.IntVar]] = {}
@@ -103,7 +104,7 @@ class PipelineModel:
 
     def _duration(self, c: Computation) -> cp_model.LinearExpr:
         opts = self._options[c]
-        return sum(b * self._q(o.time_s) for b, o in zip(self.choice[c], opts, strict=True))
+        return sum(b * self._units_up(o.time_s) for b, o in zip(self.choice[c], opts, strict=True))
 
     def _add_timing(self, horizon: int) -> None:
         m = self.model
@@ -182,7 +183,7 @@ class PipelineModel:
         finish: dict[Computation, int] = {}
         for c in self.dag.topological:
             starts[c] = max((finish[p] for p in self.dag.predecessors[c]), default=0)
-            finish[c] = starts[c] + self._q(picks[c].time_s)
+            finish[c] = starts[c] + self._units_up(picks[c].time_s)
         return max(finish.values())
 
 
