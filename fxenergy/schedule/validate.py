@@ -141,10 +141,11 @@ def check(problem: Problem, solution: Solution) -> None:
     short = short_partitions([p.time for p in partitions], clocks, latency, problem.cyclic)
     if short:
         part = partitions[short[0]]
-        need = latency * windows_hosted(clocks, problem.cyclic, problem.max_clock)[short[0]]
+        windows = windows_hosted(clocks, problem.cyclic, problem.max_clock)[short[0]]
+        min_time = latency * windows
         raise InvalidScheduleError(
             f"partition starting at {problem.tasks[part.tasks[0]].name} runs {part.time} time "
-            f"units at {part.clock_mhz} MHz, too short for its clock-switch windows ({need})"
+            f"units at {part.clock_mhz} MHz, too short for its clock-switch windows ({min_time})"
         )
 
 
