@@ -6,7 +6,7 @@ power. lowtime is fed the way Perseus's driver (lowtime/examples/perseus.py) fee
 options with 1 ms time quanta, cost shifted to effective energy ``E - P_blocked * t``, an
 exponential cost model per (stage, instruction), then Phillips-Dessouky iterations from the
 slowest to the fastest schedule, one frontier point per quantum. Every plan of both solvers is
-scored by fxenergy's single evaluator (``fxenergy.pipeline.dag.evaluate``).
+scored by fxenergy's single evaluator (``fxenergy.pipeline.dag.evaluate_pipeline``).
 
     python bench/bench_pipeline_lowtime.py \
         --profile ../shared/data/perseus/gpt3-175b+a100_sxm_bf16.csv
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import networkx as nx
 
 from fxenergy.hardware.profiles import read_profile
-from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts, build_dag, evaluate
+from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts, build_dag, evaluate_pipeline
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
 SLOWDOWNS = (0.0, 0.01, 0.02, 0.05)
@@ -101,7 +101,7 @@ def run_shape(profile_path: str, stages: int, mbs: int, args: argparse.Namespace
     ours_points_s = time.perf_counter() - t0
 
     lt_plans, lt_s = lowtime_frontier(dag, costs, args.unit_time_s)
-    lt_evals = [evaluate(dag, costs, f) for f in lt_plans]
+    lt_evals = [evaluate_pipeline(dag, costs, f) for f in lt_plans]
     lt = {slow: best_at(lt_evals, shortest * (1 + slow)) for slow in SLOWDOWNS}
     ours_evals = [p.evaluation for p in frontier]
     # How much of lowtime's frontier ours matches: at each lowtime point's time, is the best

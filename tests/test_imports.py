@@ -45,10 +45,7 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("fxenergy.schedule.cpsat.pipeline", "fxenergy.pipeline.dag"): "zb",
 }
 #: Known circles (the modules in them), each naming who removes it.
-ALLOWED_CIRCLES: dict[frozenset[str], str] = {
-    # Branch switch (issue 9 A): session <-> meter; remove when switch is merged.
-    frozenset({"fxenergy.runtime.session", "fxenergy.runtime.meter"}): "switch",
-}
+ALLOWED_CIRCLES: dict[frozenset[str], str] = {}
 
 
 def _module_name(path: Path) -> str:

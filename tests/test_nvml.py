@@ -44,8 +44,7 @@ def fake(_autospec: mock.MagicMock) -> Iterator[mock.MagicMock]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(nvml, "_init_count", 0)
+def _clean_state() -> Iterator[None]:
     yield
     restore.uninstall()
 
@@ -80,6 +79,17 @@ def test_set_and_reset_sequence(fake: mock.MagicMock) -> None:
     assert len(_clock_calls(fake)) == 5
     b.close()
     fake.nvmlShutdown.assert_called_once_with()
+
+
+def test_each_backend_pairs_one_nvml_init_with_one_shutdown(fake: mock.MagicMock) -> None:
+    """NVML counts inits itself: two backends init twice, and each close releases once."""
+    a, b = NvmlBackend(), NvmlBackend()
+    assert fake.nvmlInit.call_count == 2
+    a.close()
+    a.close()  # idempotent
+    assert fake.nvmlShutdown.call_count == 1
+    b.close()
+    assert fake.nvmlShutdown.call_count == 2
 
 
 def test_energy_counter_is_in_joules(fake: mock.MagicMock) -> None:
@@ -151,7 +161,6 @@ def test_unknown_gpu_names_known_ones_and_register_gpu(fake: mock.MagicMock) -> 
     msg = str(info.value)
     assert "NVIDIA Imaginary X9" in msg and "register_gpu" in msg and "A100-SXM4-80GB" in msg
     fake.nvmlShutdown.assert_called_once_with()  # NVML released on the failed construction
-    assert nvml._init_count == 0
 
 
 def test_gpu_override_and_bad_index(fake: mock.MagicMock) -> None:

@@ -15,7 +15,7 @@ from fxenergy.hardware.profiles import Profile, ProfileRow, read_profile
 from fxenergy.pipeline.dag import (
     StageCosts,
     build_dag,
-    evaluate,
+    evaluate_pipeline,
     label,
     max_clock_plan,
 )
@@ -88,7 +88,7 @@ def test_evaluator_by_hand():
     profile = _synthetic(2, clocks=(1400,))
     costs = StageCosts.from_profile(profile, 2, blocked_power_w=50.0)
     dag = build_dag("GPipe", 2, 1)
-    ev = evaluate(dag, costs, max_clock_plan(dag, costs))
+    ev = evaluate_pipeline(dag, costs, max_clock_plan(dag, costs))
     keys = [k for k in costs.options if k[1] in ("forward", "backward")]
     t = {k: costs.options[k][1400].time_s for k in keys}
     e = sum(costs.options[k][1400].energy_j for k in keys)
@@ -98,7 +98,7 @@ def test_evaluator_by_hand():
     idle = (total_t - busy0) + (total_t - (total_t - busy0))
     assert ev.energy_j == pytest.approx(e + 50.0 * idle)
     assert len(ev.critical_path) == 4 and all(s == pytest.approx(0) for s in ev.slack_s.values())
-    later = evaluate(dag, costs, max_clock_plan(dag, costs), horizon_s=2 * total_t)
+    later = evaluate_pipeline(dag, costs, max_clock_plan(dag, costs), horizon_s=2 * total_t)
     assert later.blocked_energy_j == pytest.approx(ev.blocked_energy_j + 50.0 * 2 * total_t)
 
 
@@ -115,7 +115,7 @@ def test_planner_matches_brute_force():
                 ev.energy_j
                 for pick in itertools.product(*(costs.clocks_mhz(c) for c in comps))
                 if (
-                    ev := evaluate(dag, costs, dict(zip(comps, pick, strict=True)))
+                    ev := evaluate_pipeline(dag, costs, dict(zip(comps, pick, strict=True)))
                 ).iteration_time_s
                 <= deadline * (1 + 1e-12)
             ),
@@ -174,7 +174,7 @@ def test_bad_inputs_raise_clear_errors():
     costs = StageCosts.from_profile(profile, 4, P_BLOCKED)
     with pytest.raises(InfeasibleBudgetError, match="shortest possible iteration"):
         PipelinePlanner(dag, costs, polish_s=0.0).plan(
-            0.5 * evaluate(dag, costs, max_clock_plan(dag, costs)).iteration_time_s
+            0.5 * evaluate_pipeline(dag, costs, max_clock_plan(dag, costs)).iteration_time_s
         )
     with pytest.raises(ProfileError, match="has 4 stages but the schedule has 8"):
         StageCosts.from_profile(profile, 8, P_BLOCKED)
@@ -203,4 +203,4 @@ def test_saved_plan_round_trip_and_mismatch():
 
 
 def dag_time(dag, costs) -> float:
-    return evaluate(dag, costs, max_clock_plan(dag, costs)).iteration_time_s
+    return evaluate_pipeline(dag, costs, max_clock_plan(dag, costs)).iteration_time_s

@@ -8,7 +8,7 @@ import pytest
 from ortools.linear_solver import pywraplp
 
 from fxenergy.hardware.profiles import read_profile
-from fxenergy.pipeline.dag import StageCosts, build_dag, evaluate
+from fxenergy.pipeline.dag import StageCosts, build_dag, evaluate_pipeline
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 from fxenergy.schedule.cpsat.pipeline_mip import mip_polish
 
@@ -42,6 +42,6 @@ def test_mip_polish_keeps_exact_times_and_never_loses():
     hint = planner.plan(planner.all_max_s).freqs_mhz
     freqs = mip_polish(dag, costs, planner.all_max_s, hint, time_limit_s=2.0)
     assert freqs is not None
-    ev = evaluate(dag, costs, freqs)
+    ev = evaluate_pipeline(dag, costs, freqs)
     assert ev.iteration_time_s <= planner.all_max_s * (1 + 1e-9)
-    assert ev.energy_j <= evaluate(dag, costs, hint).energy_j + 1e-6
+    assert ev.energy_j <= evaluate_pipeline(dag, costs, hint).energy_j + 1e-6

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fxenergy.errors import ProfileError
 from fxenergy.hardware.profiles import Profile, ProfileRow, read_profile
-from fxenergy.pipeline.dag import StageCosts, build_dag, evaluate, label, max_clock_plan
+from fxenergy.pipeline.dag import StageCosts, build_dag, evaluate_pipeline, label, max_clock_plan
 from fxenergy.pipeline.orders import SCHEDULES, ScheduleError, validate_orders
 from fxenergy.pipeline.placement import pending_cap, place_weight_gradients, plan_with_placement
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
@@ -57,7 +57,7 @@ def test_overlapped_pair_sends_after_both_halves():
     consumer = (fwd[0] + 1, "forward", fwd[2]) if fwd[0] + 1 < 4 else dag.backward_of(3, fwd[2])
     assert (bwd, consumer) in dag.edges()  # the forward's output leaves after the backward
     costs = StageCosts.from_profile(read_profile(DATA), 4, 83.64)
-    ev = evaluate(dag, costs, max_clock_plan(dag, costs))
+    ev = evaluate_pipeline(dag, costs, max_clock_plan(dag, costs))
     end_of_pair = ev.start_s[bwd] + costs.option(bwd, max(costs.clocks_mhz(bwd))).time_s
     assert ev.start_s[consumer] >= end_of_pair - 1e-12
 

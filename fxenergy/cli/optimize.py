@@ -14,13 +14,14 @@ from fxenergy.cli._common import (
     resolve_gpu,
 )
 from fxenergy.cli.report import MODEL_HELP, add_model_arguments, capture_model, example_inputs
+from fxenergy.cost.annotate import DEFAULT_GPU
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
 
 
 def add_planning_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``optimize`` and ``frontier``."""
     p.add_argument(
-        "--gpu", default="A100-SXM4-80GB", help="GPU to plan for (`fxenergy gpus` lists them)"
+        "--gpu", default=DEFAULT_GPU, help="GPU to plan for (`fxenergy gpus` lists them)"
     )
     p.add_argument(
         "--switch-latency-ms",

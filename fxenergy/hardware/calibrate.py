@@ -96,7 +96,7 @@ def rms_pct(errs: list[float]) -> float:
     return 100.0 * math.sqrt(sum(e * e for e in errs) / len(errs)) if errs else 0.0
 
 
-def evaluate(
+def fit_error(
     model: DVFSModel, profile: Profile, mixes: dict[Key, tuple[Work, ...]]
 ) -> tuple[float, float, float, float]:
     """(time RMS %, energy RMS %, time max |%|, energy max |%|) of ``model`` on ``profile``."""
@@ -214,7 +214,7 @@ def fit_profile(
     shares = [c.compute_s / (c.compute_s + m.memory_s) for c, m in fitted.values()]
     params = params.replace(typical_compute_share=round(sum(shares) / len(shares), 3))
     mixes = {k: fitted[alias[k]] for k in profile.keys()}
-    t_rms, e_rms, t_max, e_max = evaluate(DVFSModel(spec, params), profile, mixes)
+    t_rms, e_rms, t_max, e_max = fit_error(DVFSModel(spec, params), profile, mixes)
     return CalibrationResult(params, mixes, t_rms, e_rms, t_max, e_max, len(profile.rows))
 
 

@@ -23,7 +23,7 @@ _LAZY: dict[str, str] = {
     "RuntimePartition": "fxenergy.runtime.session",
     "RuntimeSummary": "fxenergy.runtime.session",
     "enter_partition": "fxenergy.runtime.session",
-    "current_runtime": "fxenergy.runtime.session",
+    "current_runtime": "fxenergy.runtime.current",
     "measure": "fxenergy.runtime.meter",
     "Measurement": "fxenergy.runtime.meter",
     "profile_clocks": "fxenergy.runtime.profiler",

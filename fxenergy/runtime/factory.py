@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 
+from fxenergy.cost.annotate import DEFAULT_GPU
 from fxenergy.errors import FxEnergyError, NvmlError
 from fxenergy.hardware import GPUSpec
+from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
 from fxenergy.runtime.backend import FrequencyBackend
 from fxenergy.runtime.nvml import NvmlBackend
-from fxenergy.runtime.sim import DEFAULT_SWITCH_LATENCY_S, NullBackend, SimulatedBackend
+from fxenergy.runtime.sim import NullBackend, SimulatedBackend
 
 log = logging.getLogger("fxenergy.runtime")
 
 KINDS = ("auto", "nvml", "sim", "null")
-#: The GPU the simulator models when none is named: the one the shared profile was measured on.
-DEFAULT_SIM_GPU = "A100-SXM4-80GB"
 
 
 class BackendError(FxEnergyError, ValueError):
@@ -56,8 +56,8 @@ def get_backend(
 
 def _simulated(gpu: str | GPUSpec | None, switch_latency_s: float) -> SimulatedBackend:
     if gpu is None:
-        log.info("fxenergy: no GPU named for the simulator; simulating %s", DEFAULT_SIM_GPU)
-        gpu = DEFAULT_SIM_GPU
+        log.info("fxenergy: no GPU named for the simulator; simulating %s", DEFAULT_GPU)
+        gpu = DEFAULT_GPU
     return SimulatedBackend(gpu, switch_latency_s)
 
 

@@ -20,6 +20,7 @@ import torch
 
 from fxenergy.errors import NvmlError
 from fxenergy.runtime.backend import FrequencyBackend
+from fxenergy.runtime.current import current_runtime
 
 log = logging.getLogger("fxenergy.runtime")
 
@@ -65,7 +66,6 @@ def _resolve(backend: FrequencyBackend | None) -> tuple[FrequencyBackend, bool]:
     if backend is not None:
         return backend, False
     from fxenergy.runtime.factory import get_backend
-    from fxenergy.runtime.session import current_runtime
 
     runtime = current_runtime()
     if runtime is not None:

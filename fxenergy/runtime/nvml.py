@@ -20,7 +20,6 @@ and newer), which NVML refreshes about every 100 ms.
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from typing import Any
 
@@ -48,9 +47,6 @@ _PERMISSION_HINT = (
     "changing GPU clocks needs root or CAP_SYS_ADMIN: run as root, or grant the capability "
     "(e.g. `docker run --cap-add SYS_ADMIN`); or " + _SIM_HINT
 )
-
-_init_lock = threading.Lock()
-_init_count = 0  # nvmlInit/nvmlShutdown are reference counted across backends
 
 
 def _api() -> Any:
@@ -127,31 +123,23 @@ class _Unlocker:
 
 
 def _init() -> None:
-    global _init_count
-    api = _api()
-    with _init_lock:
-        if _init_count == 0:
-            try:
-                api.nvmlInit()
-            except _NVMLError as exc:
-                raise NvmlError(
-                    f"NVML could not start ({exc}): is there an NVIDIA GPU and driver on this "
-                    f"machine? {_SIM_HINT}"
-                ) from exc
-        _init_count += 1
+    """Start NVML for one backend. NVML counts ``nvmlInit`` calls itself (and is thread-safe):
+    each backend pairs its one ``nvmlInit`` with one :func:`_shutdown`."""
+    try:
+        _api().nvmlInit()
+    except _NVMLError as exc:
+        raise NvmlError(
+            f"NVML could not start ({exc}): is there an NVIDIA GPU and driver on this "
+            f"machine? {_SIM_HINT}"
+        ) from exc
 
 
 def _shutdown() -> None:
-    global _init_count
-    with _init_lock:
-        if _init_count == 0:
-            return
-        _init_count -= 1
-        if _init_count == 0:
-            try:
-                _api().nvmlShutdown()
-            except _NVMLError as exc:  # shutting down cannot be helped by raising
-                log.debug("nvmlShutdown failed: %s", exc)
+    """Release one backend's ``nvmlInit`` (NVML shuts down when the last one is released)."""
+    try:
+        _api().nvmlShutdown()
+    except _NVMLError as exc:  # shutting down cannot be helped by raising
+        log.debug("nvmlShutdown failed: %s", exc)
 
 
 class NvmlBackend(FrequencyBackend):

@@ -49,6 +49,7 @@ from fxenergy.runtime.controller import (
     SwitchController,
     cuda_event_factory,
 )
+from fxenergy.runtime.current import CURRENT
 from fxenergy.runtime.meter import read_energy_j
 from fxenergy.runtime.sim import NullBackend, SimulatedBackend
 
@@ -57,14 +58,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fxenergy.runtime")
 
-_CURRENT: contextvars.ContextVar[FrequencyRuntime | None] = contextvars.ContextVar(
-    "fxenergy_runtime", default=None
-)
-
 
 @dataclass(frozen=True)
 class RuntimePartition:
-    """One plan partition as the runtime sees it.
+    """One plan partition as the runtime sees it: no node names (a pipeline stage or a
+    hand-built runtime has none), the cost records the simulator charges instead.
+    ``FrequencyRuntime.from_plan`` makes them from a ``PlanPartition`` and the graph's costs.
 
     ``cost`` is the partition's work for the simulator: one record, or one per node (the plan's
     own accounting: the model is applied per node and summed); ``None`` where unknown.
@@ -103,15 +102,10 @@ class RuntimeSummary:
         return d
 
 
-def current_runtime() -> FrequencyRuntime | None:
-    """The runtime entered on this thread/context, if any."""
-    return _CURRENT.get()
-
-
 @torch.fx.node.has_side_effect
 def enter_partition(index: int) -> None:
     """Start plan partition ``index``: switch to its clock (no-op without a current runtime)."""
-    runtime = _CURRENT.get()
+    runtime = CURRENT.get()
     if runtime is not None:
         runtime.enter_partition(index)
 
@@ -271,7 +265,7 @@ class FrequencyRuntime:
         self.controller.start()
         if self._ahead is not None:
             self._begin_ahead()
-        self._token = _CURRENT.set(self)
+        self._token = CURRENT.set(self)
         return self
 
     def _reading(self) -> tuple[float, float]:
@@ -311,7 +305,7 @@ class FrequencyRuntime:
             self._end = self._reading()
         finally:
             if self._token is not None:
-                _CURRENT.reset(self._token)
+                CURRENT.reset(self._token)
                 self._token = None
             if self.restore_on_exit:
                 self.controller.restore()

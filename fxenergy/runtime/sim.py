@@ -27,14 +27,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fxenergy.cost.annotate import DEFAULT_GPU
 from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware import GPUSpec, get_gpu
+from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
 from fxenergy.runtime.backend import FrequencyBackend, SwitchEvent, nearest_clock_mhz
 from fxenergy.schedule.switch import window_cost
 
 log = logging.getLogger("fxenergy.runtime")
-
-DEFAULT_SWITCH_LATENCY_S = 0.010
 
 
 class DVFSLike(Protocol):
@@ -84,7 +84,7 @@ class SimulatedBackend(FrequencyBackend):
 
     def __init__(
         self,
-        gpu: str | GPUSpec = "A100-SXM4-80GB",
+        gpu: str | GPUSpec = DEFAULT_GPU,
         switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
         *,
         model: DVFSLike | None = None,

@@ -17,7 +17,9 @@ joules) is what plans are re-checked and reported on.
 
 Memory: a task's output bytes are the bytes of the *new storages* it creates; a view aliases its
 base, so it adds no bytes and, instead, an edge from the base's producer to each of the view's
-consumers keeps the base alive as long as the view is read. Parameters, buffers and inputs form
+consumers keeps the base alive as long as the view is read (a base whose storage reaches the
+output, through any view, is a graph output). The buffers are
+``fxenergy.memory.timeline.activation_buffers``. Parameters, buffers and inputs form
 the fixed ``memory_baseline_bytes``.
 """
 
@@ -33,8 +35,9 @@ import torch.fx
 from fxenergy.errors import PassError
 from fxenergy.graph import meta
 from fxenergy.graph.meta import CostRecord
-from fxenergy.graph.semantics import storage_key
+from fxenergy.graph.semantics import node_storages
 from fxenergy.hardware.dvfs import DVFSModel
+from fxenergy.memory.timeline import activation_buffers
 from fxenergy.schedule.problem import Problem, SwitchModel, Task
 
 #: time and energy are rounded to 1 / _RESOLUTION of the baseline total
@@ -88,19 +91,6 @@ def candidate_clocks(
     return tuple(sorted(clocks, reverse=True))
 
 
-def _storages(value: object) -> dict[int, int]:
-    """Storage key -> bytes of every tensor in a node value."""
-    out: dict[int, int] = {}
-    for t in meta.tensor_values(value):
-        try:
-            key = storage_key(t) or id(t)  # the one storage identity (views share it)
-            nbytes = t.untyped_storage().nbytes()
-        except (NotImplementedError, RuntimeError, AttributeError):
-            key, nbytes = id(t), t.numel() * t.element_size()
-        out[key] = max(out.get(key, 0), int(nbytes))
-    return out
-
-
 def _is_task(node: torch.fx.Node) -> bool:
     return node.op not in ("placeholder", "output")
 
@@ -144,51 +134,85 @@ def build_problem(
     clocks = tuple(sorted(set(clocks_mhz or candidate_clocks(model)), reverse=True))
     index = {n.name: i for i, n in enumerate(nodes)}
     raw = node_costs(model, [n.meta[meta.COST] for n in nodes], clocks, cycle)
-    profile = None
-    if cycle is not None:
-        per = node_costs(model, cycle, clocks, cycle)
-        profile = tuple(
-            tuple(sum(r[c][k] for r in per) for c in range(len(clocks))) for k in (0, 1)
-        )
+    data_edges, out_bytes, escaping = _memory_edges(gm, nodes, index)
+    facts = _GraphFacts(
+        names=tuple(index),
+        costs=raw,
+        profile=None if cycle is None else _cycle_profile(model, cycle, clocks),
+        clocks=clocks,
+        data_edges=tuple(sorted(data_edges)),
+        order_edges=tuple(sorted(_order_edges(gm, index) - data_edges)),
+        output_bytes=tuple(out_bytes),
+        outputs=frozenset(_output_tasks(gm, index) | escaping),
+        baseline_bytes=_baseline_bytes(gm),
+        switch_latency_s=model.switch_latency_s,
+        cyclic=cyclic,
+    )
     total_t = sum(r[0][0] for r in raw) or 1.0
     total_e = sum(r[0][1] for r in raw) or 1.0
-    t_unit, e_unit = units or (total_t / _RESOLUTION, total_e / _RESOLUTION)
-    data_edges, out_bytes = _memory_edges(gm, nodes, index)
-    outputs = _output_tasks(gm, index)
-    order_edges = tuple(sorted(_order_edges(gm, index) - data_edges))
+    scale = units or (total_t / _RESOLUTION, total_e / _RESOLUTION)
+    return GraphProblem(_problem(facts, scale), facts.names, model, exact=_problem(facts, None))
 
-    def problem(scale: tuple[float, float] | None) -> Problem:
-        def unit(v: float, u: float) -> float:
-            return v if scale is None else _up(v / u)
 
-        tu, eu = scale or (1.0, 1.0)
-        tasks = tuple(
-            Task(
-                name=n.name,
-                durations=tuple(unit(t, tu) for t, _ in raw[i]),
-                energies=tuple(unit(e, eu) for _, e in raw[i]),
-                output_bytes=out_bytes[i],
-                is_output=i in outputs,
-            )
-            for i, n in enumerate(nodes)
+@dataclass(frozen=True)
+class _GraphFacts:
+    """What a graph's problem is made of, in seconds and joules (before any rounding)."""
+
+    names: tuple[str, ...]
+    costs: list[list[tuple[float, float]]]  #: per task, per clock: (seconds, joules)
+    profile: tuple[tuple[float, ...], tuple[float, ...]] | None  #: the cycle's per-clock totals
+    clocks: tuple[int, ...]
+    data_edges: tuple[tuple[int, int], ...]
+    order_edges: tuple[tuple[int, int], ...]
+    output_bytes: tuple[int, ...]
+    outputs: frozenset[int]
+    baseline_bytes: int
+    switch_latency_s: float
+    cyclic: bool
+
+
+def _cycle_profile(
+    model: DVFSModel, cycle: Sequence[CostRecord], clocks: tuple[int, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The cycle's total (seconds, joules) at each clock (what a transition window runs)."""
+    per = node_costs(model, cycle, clocks, cycle)
+    times, energies = (tuple(sum(r[c][k] for r in per) for c in range(len(clocks))) for k in (0, 1))
+    return times, energies
+
+
+def _problem(facts: _GraphFacts, scale: tuple[float, float] | None) -> Problem:
+    """The problem in integer units of ``scale`` (seconds, joules per unit), every cost
+    rounded up; ``None``: the exact float twin in seconds and joules."""
+
+    def unit(v: float, u: float) -> float:
+        return v if scale is None else _up(v / u)
+
+    tu, eu = scale or (1.0, 1.0)
+    tasks = tuple(
+        Task(
+            name=name,
+            durations=tuple(unit(t, tu) for t, _ in facts.costs[i]),
+            energies=tuple(unit(e, eu) for _, e in facts.costs[i]),
+            output_bytes=facts.output_bytes[i],
+            is_output=i in facts.outputs,
         )
-        prof = None
-        if profile is not None:
-            prof = (tuple(unit(t, tu) for t in profile[0]), tuple(unit(e, eu) for e in profile[1]))
-        return Problem(
-            tasks=tasks,
-            clocks_mhz=clocks,
-            data_edges=tuple(sorted(data_edges)),
-            order_edges=order_edges,
-            switch=SwitchModel(latency=unit(model.switch_latency_s, tu), profile=prof),
-            memory_baseline_bytes=_baseline_bytes(gm),
-            time_unit_s=tu,
-            energy_unit_j=eu,
-            cyclic=cyclic,
-        )
-
-    names = tuple(n.name for n in nodes)
-    return GraphProblem(problem((t_unit, e_unit)), names, model, exact=problem(None))
+        for i, name in enumerate(facts.names)
+    )
+    prof = None
+    if facts.profile is not None:
+        times, energies = facts.profile
+        prof = (tuple(unit(t, tu) for t in times), tuple(unit(e, eu) for e in energies))
+    return Problem(
+        tasks=tasks,
+        clocks_mhz=facts.clocks,
+        data_edges=facts.data_edges,
+        order_edges=facts.order_edges,
+        switch=SwitchModel(latency=unit(facts.switch_latency_s, tu), profile=prof),
+        memory_baseline_bytes=facts.baseline_bytes,
+        time_unit_s=tu,
+        energy_unit_j=eu,
+        cyclic=facts.cyclic,
+    )
 
 
 def _up(value: float) -> int:
@@ -198,30 +222,29 @@ def _up(value: float) -> int:
 
 def _memory_edges(
     gm: torch.fx.GraphModule, nodes: Sequence[torch.fx.Node], index: dict[str, int]
-) -> tuple[set[tuple[int, int]], list[int]]:
-    """Data edges (including base-producer -> view-consumer) and each task's new bytes."""
-    storages = {n.name: _storages(meta.node_value(n)) for n in gm.graph.nodes}
-    owner: dict[int, int] = {}  # storage key -> task that created it
-    for n in gm.graph.nodes:
-        if n.op in ("placeholder", "get_attr"):
-            for key in storages[n.name]:
-                owner.setdefault(key, -1)  # inputs and params: baseline, not activations
-    edges: set[tuple[int, int]] = set()
+) -> tuple[set[tuple[int, int]], list[int], set[int]]:
+    """Data edges (including base-producer -> view-consumer), each task's new bytes and the
+    tasks whose buffers reach the output, from the graph's activation buffers
+    (:func:`fxenergy.memory.timeline.activation_buffers`)."""
+    sizes, users, producers, keep = activation_buffers(gm)
+    edges = {
+        (index[src.name], index[n.name])
+        for n in nodes
+        for src in n.all_input_nodes
+        if src.name in index
+    }
     out_bytes = [0] * len(nodes)
-    for i, n in enumerate(nodes):
-        for key, nbytes in storages[n.name].items():
-            if key not in owner:
-                owner[key] = i
-                out_bytes[i] += nbytes
-        for src in n.all_input_nodes:
-            if src.name in index:
-                edges.add((index[src.name], i))
-            # reading a view keeps the producer of its base storage alive
-            for key in storages[src.name]:
-                producer = owner.get(key, -1)
-                if 0 <= producer < i:
-                    edges.add((producer, i))
-    return edges, out_bytes
+    escaping: set[int] = set()
+    for buf, nbytes in sizes.items():
+        producer = index.get(producers[buf])
+        if producer is None:
+            continue
+        out_bytes[producer] += nbytes
+        if buf in keep:
+            escaping.add(producer)
+        # reading a view keeps the producer of its base storage alive
+        edges |= {(producer, index[r]) for r in users[buf] if index.get(r, -1) > producer}
+    return edges, out_bytes, escaping
 
 
 def _output_tasks(gm: torch.fx.GraphModule, index: dict[str, int]) -> set[int]:
@@ -230,8 +253,9 @@ def _output_tasks(gm: torch.fx.GraphModule, index: dict[str, int]) -> set[int]:
 
 
 def _baseline_bytes(gm: torch.fx.GraphModule) -> int:
+    storages = node_storages(gm)
     inputs = sum(
-        sum(_storages(meta.node_value(n)).values()) for n in gm.graph.nodes if n.op == "placeholder"
+        nbytes for n in gm.graph.nodes if n.op == "placeholder" for _, nbytes in storages[n.name]
     )
     state = {id(t): t.numel() * t.element_size() for t in [*gm.parameters(), *gm.buffers()]}
     return inputs + sum(state.values())

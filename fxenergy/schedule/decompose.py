@@ -21,19 +21,18 @@ with identical content and boundary state (repeated transformer blocks) reuse on
 from __future__ import annotations
 
 import time as _time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 
-from fxenergy.schedule.cpsat.graph import Tensor, Window, WindowResult, solve_window
+from fxenergy.schedule.cpsat.graph import Tensor, Window, WindowResult
 from fxenergy.schedule.problem import Problem, Solution
+from fxenergy.schedule.progress import progress_bar
 from fxenergy.schedule.switch import sequence_cost
 from fxenergy.schedule.validate import baseline_solution
+from fxenergy.schedule.window_solver import WindowSolver
 
-_MIN_WINDOW_S = 0.2
 _MAX_SHIFT = 16  #: positions a task may move within its window (keeps models small)
 
 
@@ -70,74 +69,64 @@ def solve_windows(
     order = list(hint.order)
     hint_clocks = [hint.clocks[t] for t in order]
     size = _aligned_size(problem, order, max(1, window_size))
-    cuts = [*range(0, len(order), size), len(order)]
-    spans = list(pairwise(cuts))
+    spans = list(pairwise([*range(0, len(order), size), len(order)]))
     ctx = _Context(problem, order, hint_clocks, spans, memory_bound)
+    run = WindowSolver(ctx, objective, started + time_limit_s, max_shift or _MAX_SHIFT, workers)
     state = ctx.first_boundary()
-    hint_time = ctx.span_time(0, len(order), state)
     # the hint's slack allocation is kept per window (so repeated blocks see equal budgets);
     # only slack a window leaves unused, or the hint left over, moves on to later windows
-    carry = time_budget - hint_time
+    unused_budget = time_budget - ctx.span_time(0, len(order), state)
     out_order: list[int] = []
     out_clocks: list[int] = []
-    counts = {"solved": 0, "optimal": 0, "reused": 0, "skipped": 0}
     res: WindowResult | None = None
-    cache: dict[tuple, WindowResult] = {}
-    tried: set[int] = set()
-    with _progress_bar(progress, len(spans), len(order)) as advance:
+    with progress_bar(progress, len(spans), len(order)) as advance:
         for w, (a, b) in enumerate(spans):
-            left = time_limit_s - (_time.perf_counter() - started)
-            budget = ctx.span_time(a, b, state) + carry
-            window = ctx.window(w, a, b, state, budget, max_shift or _MAX_SHIFT)
-            key = ctx.key(window)
-            res = _from_local(window, cache.get(key))
-            if res is not None and not _fits_memory(window, res):
-                res = None
-            if res is not None:
-                counts["reused"] += 1
-            elif left <= 0:  # out of time: the rest keeps the hint (still legal)
-                res = WindowResult("SKIPPED", None, None, None, None)
-                counts["skipped"] += 1
-            else:
-                # share the time among the distinct window contents not tried yet
-                todo = ctx.contents[w:]
-                per = max(_MIN_WINDOW_S, left / max(1, len(set(todo) - tried)))
-                tried.add(ctx.contents[w])
-                cap = int(ctx.span_energy(a, b, state)) if objective == "switches" else None
-                res = solve_window(problem, window, objective, per, workers, cap)
-                cache[key] = _to_local(window, res)
+            budget = ctx.span_time(a, b, state) + unused_budget
+            window = ctx.window(w, a, b, state, budget, run.max_shift)
+            res = run.solve(w, window, ctx.span_energy(a, b, state))
             if res.order is not None:
-                counts["solved"] += 1
-                counts["optimal"] += res.status == "OPTIMAL"
                 w_order, w_clocks = list(res.order), list(res.clocks or ())
             else:
                 w_order, w_clocks = order[a:b], hint_clocks[a:b]
-            used = ctx.time_of(w_order, w_clocks, state)
-            carry = budget - used
+            unused_budget = budget - ctx.time_of(w_order, w_clocks, state)
             state = ctx.boundary_after(w_order, w_clocks, state)
             out_order += w_order
             out_clocks += w_clocks
-            advance(b - a, res.status, counts["reused"], counts["optimal"])
-    clocks = [0] * problem.num_tasks
-    for t, c in zip(out_order, out_clocks, strict=True):
-        clocks[t] = c
-    # one window holding every task with no shift limit is the whole problem: its status and
-    # bound are global (not for "switches", whose window carries the hint's energy as a cap)
-    whole = len(spans) == 1 and len(order) <= (max_shift or _MAX_SHIFT) + 1
-    exact = whole and objective != "switches" and res is not None and res.order is not None
-    notes = (
-        f"CP-SAT: {len(spans)} windows of <= {size} tasks, {counts['solved']} solved "
-        f"({counts['optimal']} proved optimal, {counts['reused']} reused from identical windows, "
-        f"{counts['skipped']} kept the hint for lack of time) "
-        f"in {_time.perf_counter() - started:.1f} s",
+            advance(b - a, res.status, run.counts["reused"], run.counts["optimal"])
+    note = (
+        f"CP-SAT: {len(spans)} windows of <= {size} tasks, {run.counts['solved']} solved "
+        f"({run.counts['optimal']} proved optimal, {run.counts['reused']} reused from identical "
+        f"windows, {run.counts['skipped']} kept the hint for lack of time) "
+        f"in {_time.perf_counter() - started:.1f} s"
     )
+    whole = len(spans) == 1 and len(order) <= run.max_shift + 1
+    return _stitched(problem, objective, out_order, out_clocks, res, whole, run.counts, note)
+
+
+def _stitched(
+    problem: Problem,
+    objective: str,
+    order: list[int],
+    clocks_in_order: list[int],
+    last: WindowResult | None,
+    whole: bool,
+    counts: dict[str, int],
+    note: str,
+) -> WindowsRun:
+    """The run's answer from the windows' orders and clocks; ``whole``: one window held every
+    task with no shift limit, so its status and bound are global (not for "switches", whose
+    window carries the hint's energy as a cap)."""
+    clocks = [0] * problem.num_tasks
+    for t, c in zip(order, clocks_in_order, strict=True):
+        clocks[t] = c
+    exact = whole and objective != "switches" and last is not None and last.order is not None
     return WindowsRun(
-        solution=Solution(tuple(out_order), tuple(clocks)),
-        status="OPTIMAL" if exact and res.status == "OPTIMAL" else "FEASIBLE",
-        bound=res.bound if exact else None,
-        windows=len(spans),
-        notes=notes,
-        **counts,
+        solution=Solution(tuple(order), tuple(clocks)),
+        status="OPTIMAL" if exact and last.status == "OPTIMAL" else "FEASIBLE",
+        bound=last.bound if exact else None,
+        windows=counts["windows"],
+        notes=(note,),
+        **{k: v for k, v in counts.items() if k != "windows"},
     )
 
 
@@ -163,7 +152,7 @@ class _Context:
         self.order = order
         self.hint_clocks = hint_clocks
         self.memory_bound = memory_bound
-        self.need = problem.switch.latency
+        self.min_partition_time = problem.switch.latency
         self.win = [0] * problem.num_tasks
         for w, (a, b) in enumerate(spans):
             for pos in range(a, b):
@@ -178,9 +167,9 @@ class _Context:
         for t, task in enumerate(self.p.tasks):
             if not task.output_bytes:
                 continue
-            wt = self.win[t]
-            readers = sorted({self.win[c] for c in self.p.consumers[t]} - {wt})
-            for lo, hi in _fixed_ranges(wt, readers, task.is_output, windows):
+            producer_window = self.win[t]
+            readers = sorted({self.win[c] for c in self.p.consumers[t]} - {producer_window})
+            for lo, hi in _fixed_ranges(producer_window, readers, task.is_output, windows):
                 diff[lo] += task.output_bytes
                 diff[hi] -= task.output_bytes
         out, run = [], self.p.memory_baseline_bytes
@@ -222,14 +211,14 @@ class _Context:
     def run_back(self, order: list[int], clocks: list[int], state: _Boundary) -> float:
         """Run of the partition open at the end of ``order`` (entered from ``state``)."""
         c, run, pos = clocks[-1], 0.0, len(order) - 1
-        while pos >= 0 and clocks[pos] == c and run < 2 * self.need:
+        while pos >= 0 and clocks[pos] == c and run < 2 * self.min_partition_time:
             run += self.p.tasks[order[pos]].durations[c]
             pos -= 1
         if pos < 0 and c == state.clock:
             run += state.run
         elif pos < 0 and state.head and not self.p.cyclic:
-            run -= self.need
-        return min(run, self.need)
+            run -= self.min_partition_time
+        return min(run, self.min_partition_time)
 
     def window(
         self, w: int, a: int, b: int, state: _Boundary, budget: int, max_shift: int
@@ -313,49 +302,17 @@ class _Context:
 
 
 def _fixed_ranges(
-    wt: int, readers: list[int], is_output: bool, windows: int
+    producer_window: int, readers: list[int], is_output: bool, windows: int
 ) -> list[tuple[int, int]]:
-    """Window ranges ``[lo, hi)`` where a tensor made in window ``wt`` is live but unmodelled.
+    """Window ranges ``[lo, hi)`` where a tensor made in window ``producer_window`` is live but
+    unmodelled.
 
     Windows that read it model it themselves; the windows strictly between two readers (and,
     for a graph output, every window after its last reader) hold it whole.
     """
-    bounds = [wt, *readers, windows] if is_output else [wt, *readers]
+    bounds = [producer_window, *readers]
+    bounds += [windows] if is_output else []
     return [(lo + 1, hi) for lo, hi in pairwise(bounds) if hi > lo + 1]
-
-
-def _to_local(window: Window, res: WindowResult) -> WindowResult:
-    """A window answer with task ids replaced by positions in ``window.tasks`` (for reuse)."""
-    if res.order is None:
-        return res
-    local = {t: i for i, t in enumerate(window.tasks)}
-    return replace(res, order=tuple(local[t] for t in res.order))
-
-
-def _from_local(window: Window, res: WindowResult | None) -> WindowResult | None:
-    """A cached answer mapped onto this window's tasks."""
-    if res is None or res.order is None:
-        return res
-    return replace(res, order=tuple(window.tasks[i] for i in res.order))
-
-
-def _fits_memory(window: Window, res: WindowResult) -> bool:
-    """Whether a cached window answer keeps this window's live bytes under its bound."""
-    if res.order is None:
-        return True  # the hint: it fits whenever the hint fits
-    pos = {t: k for k, t in enumerate(res.order)}
-    n = len(res.order)
-    delta = [0] * (n + 1)
-    for x in window.tensors:
-        first = 0 if x.producer is None else pos[x.producer]
-        last = n - 1 if x.live_after else max([pos[r] for r in x.readers] + [first])
-        delta[first] += x.size
-        delta[last + 1] -= x.size
-    live, run = 0, 0
-    for k in range(n):
-        run += delta[k]
-        live = max(live, run)
-    return window.fixed_live + live <= window.memory_bound
 
 
 def _aligned_size(problem: Problem, order: list[int], size: int) -> int:
@@ -372,36 +329,3 @@ def _aligned_size(problem: Problem, order: list[int], size: int) -> int:
         if np.count_nonzero(sig[:-period] == sig[period:]) >= 0.9 * (n - period):
             return period * max(1, round(size / period))
     return size
-
-
-@contextmanager
-def _progress_bar(enabled: bool, windows: int, tasks: int) -> Iterator:
-    """A rich progress bar over windows; yields ``advance(tasks, status, reused, optimal)``."""
-    if not enabled:
-        yield lambda *_: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("[bold]scheduling[/] {task.fields[status]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(
-            "tasks · {task.fields[windows]} windows · {task.fields[optimal]} optimal · "
-            "{task.fields[reused]} reused"
-        ),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=True) as bar:
-        job = bar.add_task("schedule", total=tasks, status="", windows=windows, reused=0, optimal=0)
-        yield lambda n, status, reused, optimal: bar.update(
-            job, advance=n, status=status, reused=reused, optimal=optimal
-        )

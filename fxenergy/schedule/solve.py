@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from fxenergy.errors import InvalidScheduleError, ScheduleProblemError
+from fxenergy.memory.problem import working_set_bound
 from fxenergy.schedule import cluster, greedy
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.validate import (
@@ -23,6 +24,7 @@ from fxenergy.schedule.validate import (
     check,
     deadline,
     evaluate,
+    memory_problem,
     peak_memory,
 )
 
@@ -122,11 +124,7 @@ def solve(
     started = _time.perf_counter()
     base_sol = baseline_solution(problem)
     base = evaluate(problem, base_sol)
-    limit = deadline(problem, max_slowdown, base.time)
-    if exact is not None:  # rounded-up durations: the float deadline in integer units
-        exact_limit = (1.0 + max_slowdown) * evaluate(exact, baseline_solution(exact)).time_s
-        tight = math.floor(exact_limit / problem.time_unit_s * (1 + 1e-12))
-        limit = max(min(limit, tight), base.time)  # the baseline itself always qualifies
+    limit = _deadline_units(problem, max_slowdown, base, exact)
     mem = base.peak_memory if memory_bound is None else memory_bound
     notes: list[str] = []
     candidates: list[tuple[str, Solution]] = [("BASELINE", base_sol)]
@@ -136,40 +134,75 @@ def solve(
     else:
         greedy_sol = _greedy(problem, objective, limit, mem, candidates)
         if use_cpsat:
+            search = (time_limit_s, started, progress, window_size)
             cpsat_bound = _cpsat_candidates(
-                candidates,
-                problem,
-                objective,
-                limit,
-                mem,
-                greedy_sol,
-                time_limit_s,
-                started,
-                progress,
-                window_size,
-                notes,
+                candidates, problem, objective, limit, mem, greedy_sol, *search, notes
             )
+    run = _Run(problem, objective, limit, mem, base, notes, exact, max_slowdown, started)
+    return _best(run, candidates, cpsat_bound)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one :func:`solve` call fixed before choosing among its candidates."""
+
+    problem: Problem
+    objective: str
+    limit: int
+    mem: int
+    base: Evaluation
+    notes: list[str]
+    exact: Problem | None
+    max_slowdown: float
+    started: float
+
+
+def _best(
+    run: _Run, candidates: list[tuple[str, Solution]], cpsat_bound: float | None
+) -> ScheduleResult:
+    """The best legal candidate, with its bound and gap (``OPTIMAL`` when the gap closes)."""
+    problem, objective = run.problem, run.objective
     cap = _energy_cap(problem, objective, candidates)
     status, solution, ev = _pick(
-        problem, candidates, objective, (limit, mem, cap), base, notes, exact, max_slowdown
+        problem,
+        candidates,
+        objective,
+        (run.limit, run.mem, cap),
+        run.base,
+        run.notes,
+        run.exact,
+        run.max_slowdown,
     )
-    bound = _bound(problem, objective, limit, cpsat_bound, cap, base)
+    bound = _bound(problem, objective, run.limit, cpsat_bound, cap, run.base)
     gap = _gap(objective_value(objective, ev)[0], bound)
     if status != "BASELINE" and gap is not None and gap <= 1e-12:
         status = "OPTIMAL"
     return ScheduleResult(
         solution=solution,
         evaluation=ev,
-        baseline=base,
+        baseline=run.base,
         status=status,
         objective=objective,
         bound=bound,
         gap=gap,
-        deadline=limit,
-        memory_bound=mem,
-        notes=tuple(notes),
-        solve_time_s=_time.perf_counter() - started,
+        deadline=run.limit,
+        memory_bound=run.mem,
+        notes=tuple(run.notes),
+        solve_time_s=_time.perf_counter() - run.started,
     )
+
+
+def _deadline_units(
+    problem: Problem, max_slowdown: float, base: Evaluation, exact: Problem | None
+) -> int:
+    """The deadline in integer time units; with ``exact`` (rounded-up durations), the float
+    deadline in integer units, never below the baseline's own time (which always qualifies)."""
+    limit = deadline(problem, max_slowdown, base.time)
+    if exact is None:
+        return limit
+    exact_limit = (1.0 + max_slowdown) * evaluate(exact, baseline_solution(exact)).time_s
+    tight = math.floor(exact_limit / problem.time_unit_s * (1 + 1e-12))
+    return max(min(limit, tight), base.time)
 
 
 def _greedy(
@@ -350,14 +383,8 @@ def _switches_bound(
 
 def _working_set_bound(problem: Problem) -> int:
     """Peak-memory lower bound: a task's inputs and output are live together, and so are all
-    graph outputs at the last step."""
-    inputs = [0] * problem.num_tasks
-    for t in range(problem.num_tasks):
-        for c in problem.consumers[t]:
-            inputs[c] += problem.tasks[t].output_bytes
-    step = max((inputs[t] + task.output_bytes for t, task in enumerate(problem.tasks)), default=0)
-    outputs = sum(task.output_bytes for task in problem.tasks if task.is_output)
-    return problem.memory_baseline_bytes + max(step, outputs)
+    graph outputs at the last step (:func:`fxenergy.memory.problem.working_set_bound`)."""
+    return problem.memory_baseline_bytes + working_set_bound(memory_problem(problem), forced=[])
 
 
 def _gap(value: float, bound: float | None) -> float | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
 from fxenergy.schedule.problem import Problem, SwitchModel, Task
 
 
@@ -78,7 +79,7 @@ def transformer_problem(
     hidden: int = 4096,
     tokens: int = 8192,
     training: bool = True,
-    switch_latency_s: float = 0.010,
+    switch_latency_s: float = DEFAULT_SWITCH_LATENCY_S,
     gpu: SimulatedGPU | None = None,
     time_unit_s: float = 1e-6,
     energy_unit_j: float = 1e-4,

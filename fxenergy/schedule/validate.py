@@ -28,13 +28,17 @@ import math
 from dataclasses import dataclass, replace
 
 from fxenergy.errors import InvalidScheduleError
+from fxenergy.memory.problem import MemoryProblem, buffers_problem
+from fxenergy.memory.problem import live_bytes as _sweep
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.switch import short_partitions, windows_hosted
 
 
 @dataclass(frozen=True)
 class Partition:
-    """A maximal run of consecutive tasks (in execution order) at one clock."""
+    """A maximal run of consecutive tasks (in execution order) at one clock, in solver terms
+    (task ids, the problem's units). The plan file's form is ``plans.plan.PlanPartition``, the
+    runtime's ``runtime.session.RuntimePartition`` (see docs/design.md)."""
 
     clock: int  #: clock index into ``Problem.clocks_mhz``
     clock_mhz: int
@@ -70,8 +74,9 @@ def evaluate(problem: Problem, solution: Solution) -> Evaluation:
     """Time, energy, peak memory, switches and partitions of ``solution``.
 
     Raises:
-        InvalidScheduleError: the order is not a permutation of the tasks or a clock is unknown.
-            Dependencies are not checked here; :func:`check` does that.
+        InvalidScheduleError: the order is not a permutation of the tasks, a clock is unknown,
+            or a task runs before a task whose output it reads. Order edges are not checked
+            here; :func:`check` checks every edge.
     """
     _check_shape(problem, solution)
     partitions = _with_windows(problem, _partitions(problem, solution))
@@ -136,10 +141,11 @@ def check(problem: Problem, solution: Solution) -> None:
     short = short_partitions([p.time for p in partitions], clocks, latency, problem.cyclic)
     if short:
         part = partitions[short[0]]
-        need = latency * windows_hosted(clocks, problem.cyclic, problem.max_clock)[short[0]]
+        windows = windows_hosted(clocks, problem.cyclic, problem.max_clock)[short[0]]
+        min_time = latency * windows
         raise InvalidScheduleError(
             f"partition starting at {problem.tasks[part.tasks[0]].name} runs {part.time} time "
-            f"units at {part.clock_mhz} MHz, too short for its clock-switch windows ({need})"
+            f"units at {part.clock_mhz} MHz, too short for its clock-switch windows ({min_time})"
         )
 
 
@@ -171,23 +177,22 @@ def positions(order: tuple[int, ...] | list[int]) -> list[int]:
 
 
 def live_bytes(problem: Problem, order: tuple[int, ...] | list[int]) -> list[int]:
-    """Live activation bytes at each step of ``order`` (memory baseline excluded)."""
-    n = len(order)
-    pos = positions(order)
-    delta = [0] * (n + 1)
-    for t, task in enumerate(problem.tasks):
-        if not task.output_bytes:
-            continue
-        last = (
-            n - 1 if task.is_output else max((pos[c] for c in problem.consumers[t]), default=pos[t])
-        )
-        delta[pos[t]] += task.output_bytes
-        delta[max(last, pos[t]) + 1] -= task.output_bytes
-    out, running = [], 0
-    for p in range(n):
-        running += delta[p]
-        out.append(running)
-    return out
+    """Live activation bytes at each step of ``order`` (memory baseline excluded): the one
+    sweep of :mod:`fxenergy.memory.problem` over the tasks' outputs."""
+    return _sweep(memory_problem(problem), order)
+
+
+def memory_problem(problem: Problem) -> MemoryProblem:
+    """The tasks' outputs as buffers of a :class:`~fxenergy.memory.problem.MemoryProblem`
+    (without edges): each task with output bytes makes one, read by its data consumers."""
+    bufs = [t for t, task in enumerate(problem.tasks) if task.output_bytes]
+    return buffers_problem(
+        problem.num_tasks,
+        [problem.tasks[t].output_bytes for t in bufs],
+        bufs,
+        [problem.consumers[t] for t in bufs],
+        [problem.tasks[t].is_output for t in bufs],
+    )
 
 
 def peak_memory(problem: Problem, order: tuple[int, ...] | list[int]) -> int:

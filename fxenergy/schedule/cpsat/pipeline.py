@@ -32,7 +32,7 @@ from fxenergy.pipeline.dag import (
     PipelinePlan,
     PlanEvaluation,
     StageCosts,
-    evaluate,
+    evaluate_pipeline,
     fastest_plan,
     max_clock_plan,
 )
@@ -87,12 +87,13 @@ class PipelineModel:
         self._add_objective(straggler_s is not None)
         self.shortest_units = self._makespan_units({c: o[0] for c, o in self._options.items()})
 
-    def _q(self, seconds: float) -> int:
+    def _units_up(self, seconds: float) -> int:
+        """``seconds`` in the model's integer time units, rounded up."""
         return math.ceil(seconds / self.unit_s - 1e-9)
 
     def _horizon_units(self) -> int:
         # All computations back to back on one GPU at their slowest: no schedule is longer.
-        return sum(self._q(opts[-1].time_s) for opts in self._options.values()) + 1
+        return sum(self._units_up(opts[-1].time_s) for opts in self._options.values()) + 1
 
     def _add_choices(self) -> None:
         self.choice: dict[Computation, list[cp_model.IntVar]] = {}
@@ -103,7 +104,7 @@ class PipelineModel:
 
     def _duration(self, c: Computation) -> cp_model.LinearExpr:
         opts = self._options[c]
-        return sum(b * self._q(o.time_s) for b, o in zip(self.choice[c], opts, strict=True))
+        return sum(b * self._units_up(o.time_s) for b, o in zip(self.choice[c], opts, strict=True))
 
     def _add_timing(self, horizon: int) -> None:
         m = self.model
@@ -182,7 +183,7 @@ class PipelineModel:
         finish: dict[Computation, int] = {}
         for c in self.dag.topological:
             starts[c] = max((finish[p] for p in self.dag.predecessors[c]), default=0)
-            finish[c] = starts[c] + self._q(picks[c].time_s)
+            finish[c] = starts[c] + self._units_up(picks[c].time_s)
         return max(finish.values())
 
 
@@ -197,10 +198,11 @@ def _nearest(opts: list, freq_mhz: int, time_s: float):
 class PipelinePlanner:
     """Plans one DAG at any deadline: warm LP -> rounded plan -> greedy -> CP-SAT polish.
 
-    Every candidate plan goes through :func:`evaluate`; the kept plan is the least-energy one
-    that meets the deadline in real time. The fastest plan (every computation at its fastest
-    measured option, ``shortest_s``) and, where it meets the deadline, the all-max-clock plan
-    (``all_max_s``, the baseline savings are counted against) are always candidates, so a plan
+    Every candidate plan goes through :func:`~fxenergy.pipeline.dag.evaluate_pipeline`; the kept
+    plan is the least-energy one that meets the deadline in real time. The fastest plan (every
+    computation at its fastest measured option, ``shortest_s``) and, where it meets the
+    deadline, the all-max-clock plan (``all_max_s``, the baseline savings are counted against)
+    are always candidates, so a plan
     is never worse than the baseline.
 
     Args:
@@ -223,9 +225,9 @@ class PipelinePlanner:
         self.dag, self.costs, self.polish_s, self.workers = dag, costs, polish_s, workers
         self.straggler_s = straggler_s
         self.fastest = fastest_plan(dag, costs)
-        self.shortest_s = evaluate(dag, costs, self.fastest).iteration_time_s
+        self.shortest_s = evaluate_pipeline(dag, costs, self.fastest).iteration_time_s
         self.all_max = max_clock_plan(dag, costs)
-        self.baseline = evaluate(dag, costs, self.all_max)
+        self.baseline = evaluate_pipeline(dag, costs, self.all_max)
         self.all_max_s = self.baseline.iteration_time_s
         if straggler_s is not None and straggler_s < self.shortest_s * (1 - 1e-9):
             raise InfeasibleBudgetError(
@@ -322,7 +324,7 @@ class PipelinePlanner:
         key = (which, horizon)
         if key not in self._cache:
             freqs = self.fastest if which == "fastest" else self.all_max
-            self._cache[key] = evaluate(self.dag, self.costs, freqs, horizon_s=horizon)
+            self._cache[key] = evaluate_pipeline(self.dag, self.costs, freqs, horizon_s=horizon)
         return self._cache[key]
 
     def _baseline_at(self, horizon: float) -> PlanEvaluation:
@@ -330,7 +332,7 @@ class PipelinePlanner:
 
     def _better(self, best: tuple, freqs: dict, method: str, deadline_s: float, horizon: float):
         """The candidate if it meets the deadline in real time and uses less energy."""
-        ev = evaluate(self.dag, self.costs, freqs, horizon_s=horizon)
+        ev = evaluate_pipeline(self.dag, self.costs, freqs, horizon_s=horizon)
         if ev.iteration_time_s <= deadline_s * (1 + 1e-12) and ev.energy_j < best[1].energy_j:
             return (freqs, ev, method)
         return best
@@ -347,7 +349,7 @@ class PipelinePlanner:
         free = self.lp.solve(math.inf, exact=False)
         end = self.shortest_s
         if free is not None:
-            end = max(end, evaluate(self.dag, self.costs, free[0]).iteration_time_s)
+            end = max(end, evaluate_pipeline(self.dag, self.costs, free[0]).iteration_time_s)
         plans: list[PipelinePlan] = []
         hint = None
         keep, self.polish_s = self.polish_s, polish_s  # frontier points: LP, CP-SAT optional

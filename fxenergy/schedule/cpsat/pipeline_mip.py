@@ -74,11 +74,46 @@ def _solve_window(
     solver = pywraplp.Solver.CreateSolver("SCIP")
     if solver is None:  # an OR-Tools build without SCIP
         return None
-    p, inf = costs.blocked_power_w, solver.infinity()
+    choice, duration = _clock_choices(solver, dag, costs, hint, lp_times_s, width)
+    makespan = _timing_rows(solver, dag, duration, deadline_s)
+    objective = solver.Objective()
+    objective.SetCoefficient(
+        makespan, 0.0 if fixed_horizon else costs.blocked_power_w * dag.num_ranks
+    )
+    objective.SetMinimization()
+    pairs = [(x, o) for xs in choice.values() for x, o in xs]
+    hint_by_var = {id(x): hint.get(c) for c, xs in choice.items() for x, _ in xs}
+    solver.SetHint(
+        [x for x, _ in pairs],
+        [1.0 if o.freq_mhz == hint_by_var[id(x)] else 0.0 for x, o in pairs],
+    )
+    solver.SetTimeLimit(max(1, int(time_limit_s * 1000)))
+    status = solver.Solve()
+    if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        logger.info("MIP polish found no solution (status %s)", status)
+        return None
+    return status == pywraplp.Solver.OPTIMAL, {
+        c: max(xs, key=lambda xo: xo[0].solution_value())[1].freq_mhz for c, xs in choice.items()
+    }
+
+
+def _clock_choices(
+    solver: pywraplp.Solver,
+    dag: PipelineDAG,
+    costs: StageCosts,
+    hint: Mapping[Computation, int],
+    lp_times_s: Mapping[Computation, float] | None,
+    width: int,
+) -> tuple[
+    dict[Computation, list[tuple[pywraplp.Variable, ClockOption]]],
+    dict[Computation, pywraplp.Variable],
+]:
+    """One boolean per (computation, candidate clock), exactly one chosen, its duration linked
+    to a continuous variable; each choice's energy over blocked power goes to the objective."""
+    p = costs.blocked_power_w
     objective = solver.Objective()
     choice: dict[Computation, list[tuple[pywraplp.Variable, ClockOption]]] = {}
     duration: dict[Computation, pywraplp.Variable] = {}
-    hint_vars, hint_vals = [], []
     for c in dag.topological:
         lp_t = None if lp_times_s is None else lp_times_s[c]
         opts = _window(costs.candidates(c), lp_t, hint.get(c), width)
@@ -92,9 +127,19 @@ def _solve_window(
             link.SetCoefficient(x, o.time_s)
             objective.SetCoefficient(x, o.energy_j - p * o.time_s)
             choice[c].append((x, o))
-            hint_vars.append(x)
-            hint_vals.append(1.0 if o.freq_mhz == hint.get(c) else 0.0)
         duration[c] = d
+    return choice, duration
+
+
+def _timing_rows(
+    solver: pywraplp.Solver,
+    dag: PipelineDAG,
+    duration: Mapping[Computation, pywraplp.Variable],
+    deadline_s: float,
+) -> pywraplp.Variable:
+    """Start times after every predecessor and a makespan after each rank's last computation,
+    all within ``deadline_s``; returns the makespan variable."""
+    inf = solver.infinity()
     start = {c: solver.NumVar(0, deadline_s, "") for c in dag.topological}
     makespan = solver.NumVar(0, deadline_s, "T")
     for u, v in dag.edges():
@@ -105,17 +150,7 @@ def _solve_window(
         row = solver.Constraint(0, inf)
         for var, coef in ((makespan, 1), (start[order[-1]], -1), (duration[order[-1]], -1)):
             row.SetCoefficient(var, coef)
-    objective.SetCoefficient(makespan, 0.0 if fixed_horizon else p * dag.num_ranks)
-    objective.SetMinimization()
-    solver.SetHint(hint_vars, hint_vals)
-    solver.SetTimeLimit(max(1, int(time_limit_s * 1000)))
-    status = solver.Solve()
-    if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
-        logger.info("MIP polish found no solution (status %s)", status)
-        return None
-    return status == pywraplp.Solver.OPTIMAL, {
-        c: max(xs, key=lambda xo: xo[0].solution_value())[1].freq_mhz for c, xs in choice.items()
-    }
+    return makespan
 
 
 def mip_polish(
