@@ -46,6 +46,7 @@ from fxenergy.pipeline.probe import (
     noise_threshold,
     profile_rows,
 )
+from fxenergy.pipeline.refine import Refiner, all_max_plan, measured_rows, merge_rows
 from fxenergy.pipeline.runner import ClockPlanHook, default_controller
 from fxenergy.runtime import restore
 from fxenergy.runtime.backend import FrequencyBackend
@@ -91,6 +92,10 @@ class EnergySchedule:
         dp_group: this rank's data-parallel peer group, for automatic straggler detection.
         drift_floor: the least relative drift treated as more than noise.
         patience: steps a drift or straggler must last before acting on it.
+        max_refines: re-plans at most from the plan's own measurements (its clocks' second
+            profile point, :mod:`fxenergy.pipeline.refine`) until the measured iteration is
+            within ``max_slowdown`` of the measured all-max one (0: trust the extrapolation).
+        refine_iters: steps each plan runs before it is judged (the last one is measured).
         switch_latency_s: time from a clock request to the clock in force, for the
             switch-aware pass (:mod:`fxenergy.pipeline.switch_aware`: one transition window per
             switch, as the simulator charges it); default: the backend's, else the simulator's
@@ -114,13 +119,17 @@ class EnergySchedule:
         drift_floor: float = 0.05,
         patience: int = 2,
         switch_latency_s: float | None = None,
+        max_refines: int = 3,
+        refine_iters: int = 2,
     ) -> None:
         import torch.distributed as dist
 
         from fxenergy.runtime.factory import get_backend
 
-        if max_slowdown < 0 or profile_iters < 1:
-            raise OnlineProfileError("max_slowdown must be >= 0 and profile_iters >= 1")
+        if max_slowdown < 0 or profile_iters < 1 or refine_iters < 1 or max_refines < 0:
+            raise OnlineProfileError(
+                "max_slowdown and max_refines must be >= 0, profile_iters and refine_iters >= 1"
+            )
         self.schedule = schedule
         self.stages = _stages_of(schedule)
         first = self.stages[0]
@@ -161,6 +170,13 @@ class EnergySchedule:
         self._rows: list[ProfileRow] = []  # this rank's latest one-clock rows
         self._profiling_left = profile_iters  # this rank measures at its reference clock
         self._replan_at: int | None = None
+        self.max_refines, self.refine_iters = max_refines, refine_iters
+        self._refine_at: int | None = None  # the step whose end judges the running plan
+        self.refiner = Refiner(
+            self.dag, self.blocked_power_w, self.backend.simulated, max_slowdown, max_refines
+        )  # rank 0's; what it says is broadcast
+        self._plan_profile: Profile | None = None  # rank 0: what the running plan is made from
+        self._observed: list = []  # rank 0: each rank's SM clock under load while profiling
         self._straggler_s = 0.0  # set_straggler's delay (this rank's wish)
         self._wants_reprofile = False  # this rank's drift detector fired
         self._phase, self._active = "profile", (None, None)
@@ -177,7 +193,7 @@ class EnergySchedule:
 
     @property
     def phase(self) -> str:
-        """What the next step runs: profile, reprofile, planned or straggler."""
+        """What the next step runs: profile, reprofile, refine, planned or straggler."""
         return self._phase
 
     def set_straggler(self, delay_s: float | None) -> None:
@@ -307,7 +323,7 @@ class EnergySchedule:
                 self.hook.set_plan({a: self.reference_mhz for a in self.my_actions()})
             return
         phase, point = self._active
-        self._phase = phase or "planned"
+        self._phase = "refine" if phase == "planned" and self._refine_at is not None else phase
         self.hook.set_plan({a: point.freqs_mhz[a] for a in self.my_actions()})
 
     def _after_step(self, record: IterationRecord) -> None:
@@ -326,6 +342,8 @@ class EnergySchedule:
         elif self._replan_at is not None and self.iteration == self._replan_at:
             self._replan_at = None
             self._plan_collective()
+        elif self._refine_at is not None and self.iteration == self._refine_at:
+            self._refine_collective()
         elif self.plan is not None and self._phase in ("planned", "straggler"):
             assert self.drift is not None
             self._wants_reprofile = self.drift.update(record, self.plan.predicted_s)
@@ -354,7 +372,8 @@ class EnergySchedule:
         gathered: list[Any] = [None] * self.num_ranks
         samples = self.recorder.clock_samples
         observed = statistics.median(samples) if samples else None
-        mine = (self.reference_mhz, self._rows, observed)
+        last = self._profile_records()[-1].to_json()
+        mine = (self.reference_mhz, self._rows, observed, last)
         dist.all_gather_object(gathered, mine, group=self.group)
         result: list[Any] = [None]
         if self.rank == 0:
@@ -364,25 +383,106 @@ class EnergySchedule:
             raise result[0]
         self.plan = result[0]
         self.events.append((self.iteration, "planned from the profile"))
+        self._refine_at = self.iteration + self.refine_iters if self.max_refines else None
+        self.refiner.refines = self.max_refines
         self._active = (None, None)
         self._choose_plan(max(self._straggler_s, self._auto_straggler()))
         self._apply_phase()
 
     def _plan(self, gathered: list[tuple]) -> OnlinePlan | BaseException:
         try:
-            refs = {ref for ref, _, _ in gathered}
+            refs = {g[0] for g in gathered}
             if len(refs) != 1:
                 raise ValueError(f"ranks profiled at different clocks {sorted(refs)}")
-            profile = Profile(tuple(r for _, rows, _ in gathered for r in rows))
-            plan = plan_online(
-                profile, self.dag, self.gpu, refs.pop(), self.blocked_power_w,
-                self.max_slowdown, self.frontier_points, self.polish_s, self.switch_latency_s,
-            )  # fmt: skip
+            profile = Profile(tuple(r for g in gathered for r in g[1]))
+            if self.plan is None:  # the first profile ran every rank at its reference clock
+                self.refiner.set_baseline([g[3] for g in gathered])
+            plan = self._make_plan(profile)
         except Exception as exc:  # every rank raises it, not only rank 0
             return exc
-        if self.save_dir is not None:
-            self._save_run(profile, plan, [obs for _, _, obs in gathered])
+        self._observed = [g[2] for g in gathered]
+        self._save_run(profile, plan)
         return plan
+
+    def _make_plan(self, profile: Profile) -> OnlinePlan:
+        self._plan_profile = profile
+        return plan_online(
+            profile, self.dag, self.gpu, self.reference_mhz, self.blocked_power_w,
+            self.max_slowdown, self.frontier_points, self.polish_s, self.switch_latency_s,
+        )  # fmt: skip
+
+    # --- refinement ---------------------------------------------------------------------------
+    def _refine_collective(self) -> None:
+        """Judge the running plan by its last step; re-plan from the refined profile or settle.
+
+        Every rank adds its rows at the clocks it ran (a second profile point per computation)
+        and its last step's record; rank 0 replays the iteration, compares it with the measured
+        all-max one, and broadcasts (verdict, plan). A step run under a straggler plan is not the
+        steady plan's measurement: then every rank (same phases) waits ``refine_iters`` more.
+        """
+        import torch.distributed as dist
+
+        assert self.plan is not None
+        recs = self.records[-self.refine_iters :]
+        if any(r.phase != "refine" for r in recs):
+            self._refine_at = self.iteration + self.refine_iters
+            return
+        new = measured_rows(
+            recs, self.blocked_power_w, self.plan.predicted_j, self.plan.predicted_s
+        )
+        self._rows = merge_rows(self._rows, new)
+        gathered: list[Any] = [None] * self.num_ranks
+        dist.all_gather_object(gathered, (self._rows, recs[-1].to_json()), group=self.group)
+        result: list[Any] = [None]
+        if self.rank == 0:
+            result[0] = self._judge(gathered)
+        dist.broadcast_object_list(result, src=self._src, group=self.group)
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        verdict, self.plan, what = result[0]
+        self.events.append((self.iteration, what))
+        self._refine_at = self.iteration + self.refine_iters if verdict == "replan" else None
+        self._active = (None, None)
+        self._choose_plan(max(self._straggler_s, self._auto_straggler()))
+        self._apply_phase()
+
+    def _judge(self, gathered: list[tuple]) -> tuple[str, OnlinePlan, str] | BaseException:
+        """Rank 0: (verdict, the plan to run, what happened) for the running plan's step."""
+        try:
+            assert self.plan is not None and self._plan_profile is not None
+            r = self.refiner
+            verdict = r.judge(
+                self.plan, self._plan_profile, [g[1] for g in gathered], self.iteration
+            )
+            what = f"plan measured {r.log[-1]['measured_s'] / r.baseline[0] - 1:+.2%} vs all-max"
+            plan, fallback = self.plan, None
+            if verdict == "replan":
+                plan = self._make_plan(Profile(tuple(x for g in gathered for x in g[0])))
+                verdict = "fallback" if r.seen(plan) else verdict
+            if verdict == "fallback":
+                best = r.best()
+                if best is not None:
+                    plan, self._plan_profile = best.plan, best.profile
+                    what += f"; settled on the best measured plan ({best.time_s:.4g} s)"
+                else:
+                    plan, fallback = (
+                        all_max_plan(
+                            self.plan,
+                            self.dag,
+                            self.reference_mhz,
+                            r.baseline,
+                            self.blocked_power_w,
+                        ),
+                        "all-max",
+                    )
+                    what += "; no plan met the deadline: all-max clocks"
+            else:
+                what += "; re-planned" if verdict == "replan" else "; within the deadline"
+        except Exception as exc:  # every rank raises it, not only rank 0
+            return exc
+        assert self._plan_profile is not None
+        self._save_run(self._plan_profile, plan, fallback)
+        return verdict, plan, what
 
     # --- the run record ----------------------------------------------------------------------
     def _meta(self) -> dict:
@@ -394,9 +494,15 @@ class EnergySchedule:
             **{k: getattr(self, k) for k in _META},
         }  # fmt: skip
 
-    def _save_run(self, profile: Profile, plan: OnlinePlan, observed: list) -> None:
-        assert self.save_dir is not None
-        meta = {**self._meta(), "observed_sm_mhz": observed, "plan": plan.summary}
+    def _save_run(self, profile: Profile, plan: OnlinePlan, fallback: str | None = None) -> None:
+        """Rank 0: the profile the plan in force was made from, the plan, the refinement log."""
+        if self.save_dir is None:
+            return
+        r = self.refiner
+        meta = {
+            **self._meta(), "observed_sm_mhz": self._observed, "plan": plan.summary,
+            "baseline": list(r.baseline), "refinement": r.log, "fallback": fallback,
+        }  # fmt: skip
         save_run(self.save_dir, meta, profile)
 
     def _save_rank(self) -> None:

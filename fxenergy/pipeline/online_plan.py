@@ -14,7 +14,7 @@ import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fxenergy.errors import ProfileError
@@ -38,10 +38,14 @@ def extrapolate_measured(profile: Profile, gpu: str, reference_mhz: int) -> Prof
 
     Calls the public :func:`fxenergy.hardware.extrapolate.extrapolate_profile` with the clock
     read from the GPU; a version of it that only extrapolates from the max clock is told so.
+    A profile refined by the plan's own measurements (rows at several clocks,
+    :mod:`fxenergy.pipeline.refine`) is fitted instead: every computation from all its rows.
     """
     from fxenergy.hardware import extrapolate
     from fxenergy.hardware.specs import get_gpu
 
+    if len({r.freq_mhz for r in profile.rows}) > 1:
+        return extrapolate.extrapolate_profile(profile, gpu)
     if "reference_mhz" in inspect.signature(extrapolate.extrapolate_profile).parameters:
         return extrapolate.extrapolate_profile(profile, gpu, reference_mhz=reference_mhz)
     top = get_gpu(gpu).max_clock_mhz
@@ -71,6 +75,7 @@ class OnlinePlan:
     frontier: tuple[FrontierPoint, ...]
     predicted_s: Mapping[tuple[int, str, int], float]  #: (stage, kind, clock) -> time
     summary: dict  #: ``PipelinePlan.to_json()`` of the steady plan
+    predicted_j: Mapping[tuple[int, str, int], float] = field(default_factory=dict)  #: energy
 
     def select(self, straggler_s: float | None) -> tuple[str, FrontierPoint]:
         """The plan for an iteration a straggler stretches to ``straggler_s`` (None: steady).
@@ -155,6 +160,7 @@ def plan_online(
         ),
         predicted,
         _summary(steady, point, switch_latency_s, energy),
+        {(r.stage, r.instruction, r.freq_mhz): r.energy_j for r in full.rows},
     )
 
 
