@@ -368,5 +368,5 @@ def test_data_parallel_peer_wait_selects_the_straggler_plan(tmp_path):
     mp.start_processes(_dp_worker, args=args, nprocs=4, join=True, start_method="fork")
     for rank in (0, 1):  # the fast pipeline: its ranks wait on their slow peers
         phases = json.loads((tmp_path / f"dp{rank}.json").read_text())["phases"]
-        assert phases[0] == "profile" and phases[1] == "planned"
+        assert phases[0] == "profile" and phases[1] in ("refine", "planned")
         assert phases[-1] == "straggler", phases
