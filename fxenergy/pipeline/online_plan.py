@@ -229,7 +229,21 @@ class RunRecord:
         return cls(meta, read_profile(run_dir / "profile.csv"), tuple(ranks))
 
     def replan(self) -> OnlinePlan:
-        """The plan the run made, made again offline from its saved profile."""
+        """The plan the run settled on, made again offline from its saved (refined) profile.
+
+        A run whose refinement found no plan within the deadline ran all-max clocks
+        (``fallback: "all-max"`` in ``run.json``): that plan, with the measured baseline.
+        """
+        m = self.meta
+        if m.get("fallback") == "all-max":
+            from fxenergy.pipeline.refine import all_max_plan
+
+            plan = self._replan()
+            ref, base = m["reference_mhz"], tuple(m["baseline"])
+            return all_max_plan(plan, self.dag, ref, base, m["blocked_power_w"])  # type: ignore[arg-type]
+        return self._replan()
+
+    def _replan(self) -> OnlinePlan:
         m = self.meta
         return plan_online(
             self.profile,
