@@ -10,7 +10,10 @@ Interleaved1F1B). On every rank: ``profile_iters`` steps are measured with clock
 (:mod:`fxenergy.pipeline.probe`); rank 0 gathers the one-clock rows, extrapolates them with the
 DVFS model from the reference clock read from the GPU, plans the deadline and the frontier, and
 broadcasts them (:mod:`fxenergy.pipeline.online_plan`); every rank then switches clocks at the
-GPU boundary of each computation (:class:`~fxenergy.pipeline.runner.ClockPlanHook`). Each step
+GPU boundary of each computation (:class:`~fxenergy.pipeline.runner.ClockPlanHook`). Each plan's
+first steps are measured at its clocks and judged on rank 0; until the measured iteration keeps
+the deadline the pipeline re-plans from the profile those measurements refine
+(:mod:`fxenergy.pipeline.refine`). Each step
 begins with one tiny all-reduce carrying the straggler time and per-rank drift flags, so every
 rank changes plan at the same step: a drifting rank is re-profiled and the pipeline re-planned; a
 straggler selects the frontier plan for the longer iteration at once. Clocks are restored on
@@ -46,7 +49,7 @@ from fxenergy.pipeline.probe import (
     noise_threshold,
     profile_rows,
 )
-from fxenergy.pipeline.refine import Refiner, all_max_plan, measured_rows, merge_rows
+from fxenergy.pipeline.refine import Refiner, RefineSteps
 from fxenergy.pipeline.runner import ClockPlanHook, default_controller
 from fxenergy.runtime import restore
 from fxenergy.runtime.backend import FrequencyBackend
@@ -75,7 +78,7 @@ def _stages_of(schedule: Any) -> list[Any]:
     raise ScheduleError(f"{type(schedule).__name__} is not a torch.distributed.pipelining schedule")
 
 
-class EnergySchedule:
+class EnergySchedule(RefineSteps):
     """A torch pipeline schedule whose iterations run an energy plan made online.
 
     Args:
@@ -410,79 +413,6 @@ class EnergySchedule:
             profile, self.dag, self.gpu, self.reference_mhz, self.blocked_power_w,
             self.max_slowdown, self.frontier_points, self.polish_s, self.switch_latency_s,
         )  # fmt: skip
-
-    # --- refinement ---------------------------------------------------------------------------
-    def _refine_collective(self) -> None:
-        """Judge the running plan by its last step; re-plan from the refined profile or settle.
-
-        Every rank adds its rows at the clocks it ran (a second profile point per computation)
-        and its last step's record; rank 0 replays the iteration, compares it with the measured
-        all-max one, and broadcasts (verdict, plan). A step run under a straggler plan is not the
-        steady plan's measurement: then every rank (same phases) waits ``refine_iters`` more.
-        """
-        import torch.distributed as dist
-
-        assert self.plan is not None
-        recs = self.records[-self.refine_iters :]
-        if any(r.phase != "refine" for r in recs):
-            self._refine_at = self.iteration + self.refine_iters
-            return
-        new = measured_rows(
-            recs, self.blocked_power_w, self.plan.predicted_j, self.plan.predicted_s
-        )
-        self._rows = merge_rows(self._rows, new)
-        gathered: list[Any] = [None] * self.num_ranks
-        dist.all_gather_object(gathered, (self._rows, recs[-1].to_json()), group=self.group)
-        result: list[Any] = [None]
-        if self.rank == 0:
-            result[0] = self._judge(gathered)
-        dist.broadcast_object_list(result, src=self._src, group=self.group)
-        if isinstance(result[0], BaseException):
-            raise result[0]
-        verdict, self.plan, what = result[0]
-        self.events.append((self.iteration, what))
-        self._refine_at = self.iteration + self.refine_iters if verdict == "replan" else None
-        self._active = (None, None)
-        self._choose_plan(max(self._straggler_s, self._auto_straggler()))
-        self._apply_phase()
-
-    def _judge(self, gathered: list[tuple]) -> tuple[str, OnlinePlan, str] | BaseException:
-        """Rank 0: (verdict, the plan to run, what happened) for the running plan's step."""
-        try:
-            assert self.plan is not None and self._plan_profile is not None
-            r = self.refiner
-            verdict = r.judge(
-                self.plan, self._plan_profile, [g[1] for g in gathered], self.iteration
-            )
-            what = f"plan measured {r.log[-1]['measured_s'] / r.baseline[0] - 1:+.2%} vs all-max"
-            plan, fallback = self.plan, None
-            if verdict == "replan":
-                plan = self._make_plan(Profile(tuple(x for g in gathered for x in g[0])))
-                verdict = "fallback" if r.seen(plan) else verdict
-            if verdict == "fallback":
-                best = r.best()
-                if best is not None:
-                    plan, self._plan_profile = best.plan, best.profile
-                    what += f"; settled on the best measured plan ({best.time_s:.4g} s)"
-                else:
-                    plan, fallback = (
-                        all_max_plan(
-                            self.plan,
-                            self.dag,
-                            self.reference_mhz,
-                            r.baseline,
-                            self.blocked_power_w,
-                        ),
-                        "all-max",
-                    )
-                    what += "; no plan met the deadline: all-max clocks"
-            else:
-                what += "; re-planned" if verdict == "replan" else "; within the deadline"
-        except Exception as exc:  # every rank raises it, not only rank 0
-            return exc
-        assert self._plan_profile is not None
-        self._save_run(self._plan_profile, plan, fallback)
-        return verdict, plan, what
 
     # --- the run record ----------------------------------------------------------------------
     def _meta(self) -> dict:

@@ -18,6 +18,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from fxenergy.hardware.profiles import Profile, ProfileRow
 from fxenergy.pipeline.dag import PipelineDAG
@@ -177,3 +178,99 @@ class Refiner:
         """The measured plan of least energy within the deadline (None: none met it)."""
         fits = [c for c in self.candidates if c.time_s <= self.budget_s]
         return min(fits, key=lambda c: c.energy_j) if fits else None
+
+
+class RefineSteps:
+    """The refinement steps of :class:`~fxenergy.pipeline.online.EnergySchedule` (a mixin: it
+    uses the schedule's plan, records, refiner and collectives)."""
+
+    plan: OnlinePlan | None
+    records: list[IterationRecord]
+    refiner: Refiner
+    _plan_profile: Profile | None
+    _rows: list[ProfileRow]
+    _refine_at: int | None
+    _active: tuple[Any, Any]
+    _straggler_s: float
+    dag: PipelineDAG
+    group: Any
+    rank: int
+    num_ranks: int
+    _src: int
+    refine_iters: int
+    blocked_power_w: float
+    reference_mhz: int
+    events: list[tuple[int, str]]
+    iteration: int
+
+    def _refine_collective(self) -> None:
+        """Judge the running plan by its last step; re-plan from the refined profile or settle.
+
+        Every rank adds its rows at the clocks it ran (a second profile point per computation)
+        and its last step's record; rank 0 replays the iteration, compares it with the measured
+        all-max one, and broadcasts (verdict, plan). A step run under a straggler plan is not the
+        steady plan's measurement: then every rank (same phases) waits ``refine_iters`` more.
+        """
+        import torch.distributed as dist
+
+        assert self.plan is not None
+        recs = self.records[-self.refine_iters :]
+        if any(r.phase != "refine" for r in recs):
+            self._refine_at = self.iteration + self.refine_iters
+            return
+        new = measured_rows(
+            recs, self.blocked_power_w, self.plan.predicted_j, self.plan.predicted_s
+        )
+        self._rows = merge_rows(self._rows, new)
+        gathered: list[Any] = [None] * self.num_ranks
+        dist.all_gather_object(gathered, (self._rows, recs[-1].to_json()), group=self.group)
+        result: list[Any] = [None]
+        if self.rank == 0:
+            result[0] = self._judge(gathered)
+        dist.broadcast_object_list(result, src=self._src, group=self.group)
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        verdict, self.plan, what = result[0]
+        self.events.append((self.iteration, what))
+        self._refine_at = self.iteration + self.refine_iters if verdict == "replan" else None
+        self._active = (None, None)
+        self._choose_plan(max(self._straggler_s, self._auto_straggler()))
+        self._apply_phase()
+
+    def _judge(self, gathered: list[tuple]) -> tuple[str, OnlinePlan, str] | BaseException:
+        """Rank 0: (verdict, the plan to run, what happened) for the running plan's step."""
+        try:
+            assert self.plan is not None and self._plan_profile is not None
+            r = self.refiner
+            verdict = r.judge(
+                self.plan, self._plan_profile, [g[1] for g in gathered], self.iteration
+            )
+            what = f"plan measured {r.log[-1]['measured_s'] / r.baseline[0] - 1:+.2%} vs all-max"
+            plan, fallback = self.plan, None
+            if verdict == "replan":
+                plan = self._make_plan(Profile(tuple(x for g in gathered for x in g[0])))
+                verdict = "fallback" if r.seen(plan) else verdict
+            if verdict == "fallback":
+                best = r.best()
+                if best is not None:
+                    plan, self._plan_profile = best.plan, best.profile
+                    what += f"; settled on the best measured plan ({best.time_s:.4g} s)"
+                else:
+                    plan, fallback = (
+                        all_max_plan(
+                            self.plan,
+                            self.dag,
+                            self.reference_mhz,
+                            r.baseline,
+                            self.blocked_power_w,
+                        ),
+                        "all-max",
+                    )
+                    what += "; no plan met the deadline: all-max clocks"
+            else:
+                what += "; re-planned" if verdict == "replan" else "; within the deadline"
+        except Exception as exc:  # every rank raises it, not only rank 0
+            return exc
+        assert self._plan_profile is not None
+        self._save_run(self._plan_profile, plan, fallback)
+        return verdict, plan, what
