@@ -118,3 +118,47 @@ def test_refiner_keeps_replans_and_falls_back():
     assert refiner.best().plan.steady.freqs_mhz == light
     assert [e["verdict"] for e in refiner.log] == ["replan", "fallback", "keep"]
     assert refiner.log[-1]["measured_s"] <= refiner.budget_s
+
+
+@pytest.fixture
+def one_rank(tmp_path):
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1, timeout=timedelta(60))
+    yield
+    dist.destroy_process_group()
+
+
+def test_refinement_waits_out_a_straggler_and_settles_within_the_deadline(one_rank):
+    import torch
+    from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+
+    from fxenergy.pipeline import energy_schedule
+    from fxenergy.runtime.sim import SimulatedBackend
+
+    torch.manual_seed(0)
+    stage = PipelineStage(torch.nn.Linear(4, 4), 0, 1, torch.device("cpu"))
+    costs = {(0, "forward"): _cost(8000), (0, "backward"): _cost(16000)}
+    sched = energy_schedule(
+        ScheduleGPipe(stage, 4, loss_fn=torch.nn.MSELoss()), gpu=GPU,
+        backend=SimulatedBackend(GPU), sim_costs=costs, max_slowdown=0.05, profile_iters=1,
+        frontier_points=4, refine_iters=1,
+    )  # fmt: skip
+    x, y = torch.randn(8, 4), torch.randn(8, 4)
+    phases = []
+    for step in range(8):
+        sched.set_straggler(0.5 if step == 1 else None)
+        sched.step(x, target=y)
+        phases.append(sched.records[-1].phase)
+    # no judging a straggler step; the first plan (one-point) runs over 5 %, its re-plan within
+    assert phases == ["profile", "straggler", "refine", "refine"] + ["planned"] * 4
+    log = sched.refiner.log
+    assert [e["iteration"] for e in log] == [3, 4]  # judged after steps 2 and 3
+    assert [e["verdict"] for e in log] == ["replan", "keep"]
+    assert log[0]["measured_s"] > log[0]["budget_s"] >= log[1]["measured_s"]
+    steady = [r for r in sched.records if r.phase == "planned"]
+    assert all(r.wall_s <= sched.refiner.budget_s for r in steady)  # one rank: the busy time
+    sched.close()
