@@ -400,6 +400,7 @@ class EnergySchedule(RefineSteps):
             profile = Profile(tuple(r for g in gathered for r in g[1]))
             if self.plan is None:  # the first profile ran every rank at its reference clock
                 self.refiner.set_baseline([g[3] for g in gathered])
+            self.refiner.candidates.clear()  # plans measured on the costs before a re-profile
             plan = self._make_plan(profile)
         except Exception as exc:  # every rank raises it, not only rank 0
             return exc
