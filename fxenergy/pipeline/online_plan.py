@@ -14,7 +14,7 @@ import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fxenergy.errors import ProfileError
@@ -88,6 +88,22 @@ class OnlinePlan:
         fits = [p for p in (self.steady, *self.frontier) if p.iteration_time_s <= straggler_s]
         best = min(fits, key=lambda p: (p.effective_energy_j, p.iteration_time_s))
         return "straggler", best
+
+
+def all_max_plan(
+    plan: OnlinePlan,
+    dag: PipelineDAG,
+    reference_mhz: int,
+    baseline: tuple[float, float],
+    blocked_power_w: float,
+) -> OnlinePlan:
+    """``plan`` with its steady part replaced by every computation at ``reference_mhz``: the
+    clocks the profiling steps ran at, whose iteration measured ``baseline`` (time, energy)."""
+    span_s, energy_j = baseline
+    freqs = dict.fromkeys(dag.topological, reference_mhz)
+    steady = FrontierPoint(span_s, energy_j - blocked_power_w * dag.num_ranks * span_s, freqs)
+    frontier = tuple(p for p in plan.frontier if p.iteration_time_s > span_s)
+    return replace(plan, steady=steady, frontier=frontier)
 
 
 def _point(
@@ -236,8 +252,6 @@ class RunRecord:
         """
         m = self.meta
         if m.get("fallback") == "all-max":
-            from fxenergy.pipeline.refine import all_max_plan
-
             plan = self._replan()
             ref, base = m["reference_mhz"], tuple(m["baseline"])
             return all_max_plan(plan, self.dag, ref, base, m["blocked_power_w"])  # type: ignore[arg-type]

@@ -17,12 +17,12 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from fxenergy.hardware.profiles import Profile, ProfileRow
 from fxenergy.pipeline.dag import PipelineDAG
-from fxenergy.pipeline.online_plan import FrontierPoint, OnlinePlan, replay
+from fxenergy.pipeline.online_plan import OnlinePlan, all_max_plan, replay
 from fxenergy.pipeline.probe import IterationRecord, parse_label
 
 Key = tuple[int, str, int]  #: (stage, kind, clock)
@@ -87,22 +87,6 @@ def merge_rows(old: Sequence[ProfileRow], new: Sequence[ProfileRow]) -> list[Pro
     out = {(r.stage, r.instruction, r.freq_mhz): r for r in old}
     out.update({(r.stage, r.instruction, r.freq_mhz): r for r in new})
     return [out[k] for k in sorted(out)]
-
-
-def all_max_plan(
-    plan: OnlinePlan,
-    dag: PipelineDAG,
-    reference_mhz: int,
-    baseline: tuple[float, float],
-    blocked_power_w: float,
-) -> OnlinePlan:
-    """``plan`` with its steady part replaced by every computation at ``reference_mhz``: the
-    clocks the profiling steps ran at, whose iteration measured ``baseline`` (time, energy)."""
-    span_s, energy_j = baseline
-    freqs = dict.fromkeys(dag.topological, reference_mhz)
-    steady = FrontierPoint(span_s, energy_j - blocked_power_w * dag.num_ranks * span_s, freqs)
-    frontier = tuple(p for p in plan.frontier if p.iteration_time_s > span_s)
-    return replace(plan, steady=steady, frontier=frontier)
 
 
 @dataclass
