@@ -128,14 +128,18 @@ def _timeline_run(rank: int, port: int, args: argparse.Namespace, out: str) -> N
         frontier_points=20, save_dir=out,
     )  # fmt: skip
     x, y = torch.randn(32, 8), torch.randn(32, 8)
-    for step in range(11):
-        if step == 6:
+    for step in range(STEPS):
+        if step == STRAGGLER[0]:
             sched.set_straggler(0.3)
-        if step == 9:
+        if step == STRAGGLER[1]:
             sched.set_straggler(None)
         sched.step(x, target=y)
     sched.close()
     dist.destroy_process_group()
+
+
+#: The timeline run: steps, and when the straggler comes and goes (after the plan settled).
+STEPS, STRAGGLER = 14, (9, 12)
 
 
 def _spawn(fn, args: argparse.Namespace, out: str) -> None:
@@ -187,19 +191,31 @@ def _plot(run, rows: list, path: Path) -> None:
 
     from fxenergy.pipeline.probe import parse_label
 
-    colors = {"profile": "tab:gray", "planned": "tab:green", "straggler": "tab:orange"}
+    colors = {
+        "profile": "tab:gray", "refine": "tab:olive", "planned": "tab:green",
+        "straggler": "tab:orange",
+    }  # fmt: skip
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), layout="constrained")
     ax = axes[0]
     ax.bar([r[0] for r in rows], [r[3] for r in rows], color=[colors.get(r[1], "k") for r in rows])
     from matplotlib.patches import Patch
 
     handles = [Patch(color=c, label=ph) for ph, c in colors.items()]
-    handles.append(ax.axvline(1.5, color="k", ls=":", label="rank 0 plans"))
+    plans = [1.5] + [e["iteration"] - 0.5 for e in run.meta.get("refinement", [])[:-1]]
+    for x in plans:
+        line = ax.axvline(x, color="k", ls=":", label="rank 0 (re-)plans")
+    handles.append(line)
     ax.set_ylabel("energy / iteration (J)")
     ax.set_xlabel("iteration")
-    ax.set_title("one online run (SIMULATED A100, 1F1B 4x8): profile, plan, steady, straggler")
-    ax.legend(handles=handles, ncol=4, fontsize=8, loc="lower left")
-    for ax, index, title in ((axes[1], 4, "steady iteration"), (axes[2], 7, "straggler iteration")):
+    ax.set_title(
+        "one online run (SIMULATED A100, 1F1B 4x8): profile, plan, refine, steady, straggler"
+    )
+    ax.legend(handles=handles, ncol=6, fontsize=8, loc="lower left")
+    steady = STRAGGLER[0] - 1
+    for ax, index, title in (
+        (axes[1], steady, "steady iteration"),
+        (axes[2], STRAGGLER[0], "straggler iteration"),
+    ):
         _gantt(ax, run, index, parse_label)
         ax.set_title(f"{title} {index}: SM clock per computation", fontsize=9)
     import matplotlib.cm as cm

@@ -53,6 +53,14 @@ def run_from_run(args: argparse.Namespace) -> int:
         f"MHz; plan again from its profile: "
         + ("the same plan the run made" if report["same_plan_as_run"] else "ANOTHER plan")
     )
+    for step in m.get("refinement") or []:  # each plan judged by its own measured iteration
+        console.print(
+            f"after iteration {step['iteration']}: plan measured {step['measured_s']:.4f} s "
+            f"({kind}) vs {step['predicted_s']:.4f} s predicted, deadline {step['budget_s']:.4f}"
+            f" s: {step['verdict']}"
+        )
+    if m.get("fallback"):
+        console.print(f"no plan met the deadline as measured: the run fell back to {m['fallback']}")
     observed = [o for o in m.get("observed_sm_mhz") or [] if o is not None]
     if observed:
         console.print(

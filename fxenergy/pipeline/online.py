@@ -10,7 +10,10 @@ Interleaved1F1B). On every rank: ``profile_iters`` steps are measured with clock
 (:mod:`fxenergy.pipeline.probe`); rank 0 gathers the one-clock rows, extrapolates them with the
 DVFS model from the reference clock read from the GPU, plans the deadline and the frontier, and
 broadcasts them (:mod:`fxenergy.pipeline.online_plan`); every rank then switches clocks at the
-GPU boundary of each computation (:class:`~fxenergy.pipeline.runner.ClockPlanHook`). Each step
+GPU boundary of each computation (:class:`~fxenergy.pipeline.runner.ClockPlanHook`). Each plan's
+first steps are measured at its clocks and judged on rank 0; until the measured iteration keeps
+the deadline the pipeline re-plans from the profile those measurements refine
+(:mod:`fxenergy.pipeline.refine`). Each step
 begins with one tiny all-reduce carrying the straggler time and per-rank drift flags, so every
 rank changes plan at the same step: a drifting rank is re-profiled and the pipeline re-planned; a
 straggler selects the frontier plan for the longer iteration at once. Clocks are restored on
@@ -46,6 +49,7 @@ from fxenergy.pipeline.probe import (
     noise_threshold,
     profile_rows,
 )
+from fxenergy.pipeline.refine import Refiner, RefineSteps
 from fxenergy.pipeline.runner import ClockPlanHook, default_controller
 from fxenergy.runtime import restore
 from fxenergy.runtime.backend import FrequencyBackend
@@ -74,7 +78,7 @@ def _stages_of(schedule: Any) -> list[Any]:
     raise ScheduleError(f"{type(schedule).__name__} is not a torch.distributed.pipelining schedule")
 
 
-class EnergySchedule:
+class EnergySchedule(RefineSteps):
     """A torch pipeline schedule whose iterations run an energy plan made online.
 
     Args:
@@ -91,6 +95,10 @@ class EnergySchedule:
         dp_group: this rank's data-parallel peer group, for automatic straggler detection.
         drift_floor: the least relative drift treated as more than noise.
         patience: steps a drift or straggler must last before acting on it.
+        max_refines: re-plans at most from the plan's own measurements (its clocks' second
+            profile point, :mod:`fxenergy.pipeline.refine`) until the measured iteration is
+            within ``max_slowdown`` of the measured all-max one (0: trust the extrapolation).
+        refine_iters: steps each plan runs before it is judged (the last one is measured).
         switch_latency_s: time from a clock request to the clock in force, for the
             switch-aware pass (:mod:`fxenergy.pipeline.switch_aware`: one transition window per
             switch, as the simulator charges it); default: the backend's, else the simulator's
@@ -114,13 +122,17 @@ class EnergySchedule:
         drift_floor: float = 0.05,
         patience: int = 2,
         switch_latency_s: float | None = None,
+        max_refines: int = 3,
+        refine_iters: int = 2,
     ) -> None:
         import torch.distributed as dist
 
         from fxenergy.runtime.factory import get_backend
 
-        if max_slowdown < 0 or profile_iters < 1:
-            raise OnlineProfileError("max_slowdown must be >= 0 and profile_iters >= 1")
+        if max_slowdown < 0 or profile_iters < 1 or refine_iters < 1 or max_refines < 0:
+            raise OnlineProfileError(
+                "max_slowdown and max_refines must be >= 0, profile_iters and refine_iters >= 1"
+            )
         self.schedule = schedule
         self.stages = _stages_of(schedule)
         first = self.stages[0]
@@ -161,6 +173,13 @@ class EnergySchedule:
         self._rows: list[ProfileRow] = []  # this rank's latest one-clock rows
         self._profiling_left = profile_iters  # this rank measures at its reference clock
         self._replan_at: int | None = None
+        self.max_refines, self.refine_iters = max_refines, refine_iters
+        self._refine_at: int | None = None  # the step whose end judges the running plan
+        self.refiner = Refiner(
+            self.dag, self.blocked_power_w, self.backend.simulated, max_slowdown, max_refines
+        )  # rank 0's; what it says is broadcast
+        self._plan_profile: Profile | None = None  # rank 0: what the running plan is made from
+        self._observed: list = []  # rank 0: each rank's SM clock under load while profiling
         self._straggler_s = 0.0  # set_straggler's delay (this rank's wish)
         self._wants_reprofile = False  # this rank's drift detector fired
         self._phase, self._active = "profile", (None, None)
@@ -177,7 +196,7 @@ class EnergySchedule:
 
     @property
     def phase(self) -> str:
-        """What the next step runs: profile, reprofile, planned or straggler."""
+        """What the next step runs: profile, reprofile, refine, planned or straggler."""
         return self._phase
 
     def set_straggler(self, delay_s: float | None) -> None:
@@ -307,7 +326,7 @@ class EnergySchedule:
                 self.hook.set_plan({a: self.reference_mhz for a in self.my_actions()})
             return
         phase, point = self._active
-        self._phase = phase or "planned"
+        self._phase = "refine" if phase == "planned" and self._refine_at is not None else phase
         self.hook.set_plan({a: point.freqs_mhz[a] for a in self.my_actions()})
 
     def _after_step(self, record: IterationRecord) -> None:
@@ -326,6 +345,8 @@ class EnergySchedule:
         elif self._replan_at is not None and self.iteration == self._replan_at:
             self._replan_at = None
             self._plan_collective()
+        elif self._refine_at is not None and self.iteration == self._refine_at:
+            self._refine_collective()
         elif self.plan is not None and self._phase in ("planned", "straggler"):
             assert self.drift is not None
             self._wants_reprofile = self.drift.update(record, self.plan.predicted_s)
@@ -354,7 +375,8 @@ class EnergySchedule:
         gathered: list[Any] = [None] * self.num_ranks
         samples = self.recorder.clock_samples
         observed = statistics.median(samples) if samples else None
-        mine = (self.reference_mhz, self._rows, observed)
+        last = self._profile_records()[-1].to_json()
+        mine = (self.reference_mhz, self._rows, observed, last)
         dist.all_gather_object(gathered, mine, group=self.group)
         result: list[Any] = [None]
         if self.rank == 0:
@@ -364,25 +386,34 @@ class EnergySchedule:
             raise result[0]
         self.plan = result[0]
         self.events.append((self.iteration, "planned from the profile"))
+        self._refine_at = self.iteration + self.refine_iters if self.max_refines else None
+        self.refiner.refines = self.max_refines
         self._active = (None, None)
         self._choose_plan(max(self._straggler_s, self._auto_straggler()))
         self._apply_phase()
 
     def _plan(self, gathered: list[tuple]) -> OnlinePlan | BaseException:
         try:
-            refs = {ref for ref, _, _ in gathered}
+            refs = {g[0] for g in gathered}
             if len(refs) != 1:
                 raise ValueError(f"ranks profiled at different clocks {sorted(refs)}")
-            profile = Profile(tuple(r for _, rows, _ in gathered for r in rows))
-            plan = plan_online(
-                profile, self.dag, self.gpu, refs.pop(), self.blocked_power_w,
-                self.max_slowdown, self.frontier_points, self.polish_s, self.switch_latency_s,
-            )  # fmt: skip
+            profile = Profile(tuple(r for g in gathered for r in g[1]))
+            if self.plan is None:  # the first profile ran every rank at its reference clock
+                self.refiner.set_baseline([g[3] for g in gathered])
+            self.refiner.candidates.clear()  # plans measured on the costs before a re-profile
+            plan = self._make_plan(profile)
         except Exception as exc:  # every rank raises it, not only rank 0
             return exc
-        if self.save_dir is not None:
-            self._save_run(profile, plan, [obs for _, _, obs in gathered])
+        self._observed = [g[2] for g in gathered]
+        self._save_run(profile, plan)
         return plan
+
+    def _make_plan(self, profile: Profile) -> OnlinePlan:
+        self._plan_profile = profile
+        return plan_online(
+            profile, self.dag, self.gpu, self.reference_mhz, self.blocked_power_w,
+            self.max_slowdown, self.frontier_points, self.polish_s, self.switch_latency_s,
+        )  # fmt: skip
 
     # --- the run record ----------------------------------------------------------------------
     def _meta(self) -> dict:
@@ -394,9 +425,15 @@ class EnergySchedule:
             **{k: getattr(self, k) for k in _META},
         }  # fmt: skip
 
-    def _save_run(self, profile: Profile, plan: OnlinePlan, observed: list) -> None:
-        assert self.save_dir is not None
-        meta = {**self._meta(), "observed_sm_mhz": observed, "plan": plan.summary}
+    def _save_run(self, profile: Profile, plan: OnlinePlan, fallback: str | None = None) -> None:
+        """Rank 0: the profile the plan in force was made from, the plan, the refinement log."""
+        if self.save_dir is None:
+            return
+        r = self.refiner
+        meta = {
+            **self._meta(), "observed_sm_mhz": self._observed, "plan": plan.summary,
+            "baseline": list(r.baseline), "refinement": r.log, "fallback": fallback,
+        }  # fmt: skip
         save_run(self.save_dir, meta, profile)
 
     def _save_rank(self) -> None:

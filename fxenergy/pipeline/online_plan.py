@@ -14,7 +14,7 @@ import inspect
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fxenergy.errors import ProfileError
@@ -38,10 +38,14 @@ def extrapolate_measured(profile: Profile, gpu: str, reference_mhz: int) -> Prof
 
     Calls the public :func:`fxenergy.hardware.extrapolate.extrapolate_profile` with the clock
     read from the GPU; a version of it that only extrapolates from the max clock is told so.
+    A profile refined by the plan's own measurements (rows at several clocks,
+    :mod:`fxenergy.pipeline.refine`) is fitted instead: every computation from all its rows.
     """
     from fxenergy.hardware import extrapolate
     from fxenergy.hardware.specs import get_gpu
 
+    if len({r.freq_mhz for r in profile.rows}) > 1:
+        return extrapolate.extrapolate_profile(profile, gpu)
     if "reference_mhz" in inspect.signature(extrapolate.extrapolate_profile).parameters:
         return extrapolate.extrapolate_profile(profile, gpu, reference_mhz=reference_mhz)
     top = get_gpu(gpu).max_clock_mhz
@@ -71,6 +75,7 @@ class OnlinePlan:
     frontier: tuple[FrontierPoint, ...]
     predicted_s: Mapping[tuple[int, str, int], float]  #: (stage, kind, clock) -> time
     summary: dict  #: ``PipelinePlan.to_json()`` of the steady plan
+    predicted_j: Mapping[tuple[int, str, int], float] = field(default_factory=dict)  #: energy
 
     def select(self, straggler_s: float | None) -> tuple[str, FrontierPoint]:
         """The plan for an iteration a straggler stretches to ``straggler_s`` (None: steady).
@@ -83,6 +88,22 @@ class OnlinePlan:
         fits = [p for p in (self.steady, *self.frontier) if p.iteration_time_s <= straggler_s]
         best = min(fits, key=lambda p: (p.effective_energy_j, p.iteration_time_s))
         return "straggler", best
+
+
+def all_max_plan(
+    plan: OnlinePlan,
+    dag: PipelineDAG,
+    reference_mhz: int,
+    baseline: tuple[float, float],
+    blocked_power_w: float,
+) -> OnlinePlan:
+    """``plan`` with its steady part replaced by every computation at ``reference_mhz``: the
+    clocks the profiling steps ran at, whose iteration measured ``baseline`` (time, energy)."""
+    span_s, energy_j = baseline
+    freqs = dict.fromkeys(dag.topological, reference_mhz)
+    steady = FrontierPoint(span_s, energy_j - blocked_power_w * dag.num_ranks * span_s, freqs)
+    frontier = tuple(p for p in plan.frontier if p.iteration_time_s > span_s)
+    return replace(plan, steady=steady, frontier=frontier)
 
 
 def _point(
@@ -155,6 +176,7 @@ def plan_online(
         ),
         predicted,
         _summary(steady, point, switch_latency_s, energy),
+        {(r.stage, r.instruction, r.freq_mhz): r.energy_j for r in full.rows},
     )
 
 
@@ -223,7 +245,19 @@ class RunRecord:
         return cls(meta, read_profile(run_dir / "profile.csv"), tuple(ranks))
 
     def replan(self) -> OnlinePlan:
-        """The plan the run made, made again offline from its saved profile."""
+        """The plan the run settled on, made again offline from its saved (refined) profile.
+
+        A run whose refinement found no plan within the deadline ran all-max clocks
+        (``fallback: "all-max"`` in ``run.json``): that plan, with the measured baseline.
+        """
+        m = self.meta
+        if m.get("fallback") == "all-max":
+            plan = self._replan()
+            ref, base = m["reference_mhz"], tuple(m["baseline"])
+            return all_max_plan(plan, self.dag, ref, base, m["blocked_power_w"])  # type: ignore[arg-type]
+        return self._replan()
+
+    def _replan(self) -> OnlinePlan:
         m = self.meta
         return plan_online(
             self.profile,
