@@ -216,9 +216,6 @@ def evaluate_pipeline(
     return PlanEvaluation(makespan, horizon, compute, blocked, tuple(busy), starts, slack, path)
 
 
-evaluate = evaluate_pipeline  #: old name (house2, issue 12); callers move to evaluate_pipeline
-
-
 def _critical_path(
     dag: PipelineDAG, start: dict, finish: dict, makespan: float
 ) -> tuple[Computation, ...]:

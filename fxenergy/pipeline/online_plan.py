@@ -25,7 +25,7 @@ from fxenergy.pipeline.dag import (
     PipelinePlan,
     StageCosts,
     build_dag,
-    evaluate,
+    evaluate_pipeline,
 )
 from fxenergy.pipeline.probe import parse_label
 from fxenergy.pipeline.switch_aware import rank_windows, reduce_switches, switched_evaluation
@@ -350,9 +350,9 @@ def compare_run(run: RunRecord) -> dict:
     costs = StageCosts.from_profile(full, dag.num_stages, m["blocked_power_w"])
     plan = run.replan()
     latency, freqs = m.get("switch_latency_s", 0.0), plan.steady.freqs_mhz
-    steady = evaluate(dag, costs, freqs)
+    steady = evaluate_pipeline(dag, costs, freqs)
     switched = switched_evaluation(dag, costs, freqs, latency)
-    top = evaluate(dag, costs, {c: m["reference_mhz"] for c in dag.topological})
+    top = evaluate_pipeline(dag, costs, {c: m["reference_mhz"] for c in dag.topological})
     ranks = []
     for r, order in enumerate(dag.rank_orders):
         busy, energy = _rank_means(run, r, "planned")
