@@ -64,21 +64,33 @@ def plan_graph(
 def _with_global_clock(
     gp: GraphProblem, result: ScheduleResult, max_slowdown: float
 ) -> ScheduleResult:
+    """:func:`with_global_clock` on a graph's problem and its exact float twin."""
+    return with_global_clock(gp.problem, gp.exact, result, max_slowdown)
+
+
+def with_global_clock(
+    problem: Problem, exact: Problem | None, result: ScheduleResult, max_slowdown: float
+) -> ScheduleResult:
     """The better of the solver's plan and the best single global clock (what Zeus-style
-    tuning finds): a cyclic plan at one clock never switches, which the windowed solver may miss.
+    tuning finds), one clock meeting both the solver's deadline and, when ``exact`` (the same
+    problem in unrounded floats) is given, ``(1 + max_slowdown)`` x the all-max time there.
+
+    The single place the planner and :func:`fxenergy.training.cycle.plan_cycle` make this
+    guarantee: the plan returned is never worse than the best such clock under
+    :func:`~fxenergy.schedule.validate.evaluate`.
     """
-    best, problem = result, gp.problem
+    best = result
     if result.objective != "energy":
         return result  # peak memory and switch counts do not improve with one lower clock
     exact_limit = None
-    if gp.exact is not None:
-        exact_limit = (1 + max_slowdown) * evaluate(gp.exact, Solution.original(gp.exact)).time
+    if exact is not None:
+        exact_limit = (1 + max_slowdown) * evaluate(exact, Solution.original(exact)).time
     for c in range(1, problem.num_clocks):
         sol = Solution.original(problem, c)
         ev = evaluate(problem, sol)
         if ev.time > result.deadline or ev.peak_memory > result.memory_bound:
             continue
-        if exact_limit is not None and evaluate(gp.exact, sol).time > exact_limit * (1 + 1e-12):
+        if exact_limit is not None and evaluate(exact, sol).time > exact_limit * (1 + 1e-12):
             continue
         if ev.energy < best.evaluation.energy:
             check(problem, sol)
