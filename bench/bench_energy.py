@@ -32,8 +32,9 @@ from fxenergy.runtime.sim import SimulatedBackend
 from fxenergy.schedule.build import build_problem
 from fxenergy.schedule.problem import Solution
 from fxenergy.schedule.solve import solve
-from fxenergy.schedule.validate import deadline, evaluate
+from fxenergy.schedule.validate import evaluate
 from fxenergy.training import EnergyBackend
+from fxenergy.training.cycle import step_costs
 
 BUDGETS = (0.0, 0.01, 0.05)
 GPUS = ("A100-SXM4-80GB", "H100-SXM5")
@@ -74,29 +75,35 @@ def references(be: EnergyBackend, gpu: str, budget: float, time_limit_s: float) 
     cyc = be.active_cycle
     assert cyc is not None
     gms = [be.graphs[g].graph_module for g in cyc.sequence]
+    costs = step_costs(gms)  # the power cap acts on the whole step, as for our plan
     model = get_dvfs_model(gpu)
-    first = build_problem(gms[0], model)
+    first = build_problem(gms[0], model, cycle=costs)
     units = (first.problem.time_unit_s, first.problem.energy_unit_j)
-    problems = [build_problem(g, model, first.problem.clocks_mhz, units=units) for g in gms]
-    p = concat_problems([gp.problem for gp in problems]).problem
-    base = evaluate(p, Solution.original(p))
-    limit = deadline(p, budget, base.time)
+    problems = [
+        build_problem(g, model, first.problem.clocks_mhz, units=units, cycle=costs) for g in gms
+    ]
+    exact = concat_problems([gp.exact for gp in problems]).problem  # seconds and joules
+    base = evaluate(exact, Solution.original(exact))
+    limit = (1 + budget) * base.time * (1 + 1e-12)
     best = min(
-        (evaluate(p, Solution.original(p, c)).energy, p.clocks_mhz[c])
-        for c in range(p.num_clocks)
-        if evaluate(p, Solution.original(p, c)).time <= limit
+        (evaluate(exact, Solution.original(exact, c)).energy, exact.clocks_mhz[c])
+        for c in range(exact.num_clocks)
+        if evaluate(exact, Solution.original(exact, c)).time <= limit
     )
+    zero_model = get_dvfs_model(gpu, switch_latency_s=0.0)
     zero = concat_problems(
-        [build_problem(g, get_dvfs_model(gpu, switch_latency_s=0.0), p.clocks_mhz, units=units)
-         .problem for g in gms]
+        [build_problem(g, zero_model, exact.clocks_mhz, units=units, cycle=costs).problem
+         for g in gms]
     ).problem  # fmt: skip
     upper = solve(zero, budget, time_limit_s=time_limit_s, progress=False)
-    zero_e = min(upper.evaluation.energy, best[0])
+    zbase = evaluate(zero, Solution.original(zero))
+    best_units = best[0] / zero.energy_unit_j
+    zero_e = min(upper.evaluation.energy, best_units)
     return {
         "global": 1 - best[0] / base.energy,
         "global_mhz": best[1],
-        "perop": 1 - zero_e / base.energy,
-        "perop_bound": 1 - upper.bound / base.energy if upper.bound else float("nan"),
+        "perop": 1 - zero_e / zbase.energy,
+        "perop_bound": 1 - upper.bound / zbase.energy if upper.bound else float("nan"),
     }
 
 

@@ -298,3 +298,38 @@ def test_issue_ahead_sends_at_once_when_the_boundary_has_passed() -> None:
     ahead.run(anchor, requests)
     assert ahead.late == 1 and ctl.backend.current_clock_mhz == 900
     assert clock.t < 0.1  # it did not wait for the predicted 0.49 s
+
+
+def test_carried_clock_lands_after_the_runtime_exits() -> None:
+    """A runtime that keeps its clock for the next call (restore_on_exit=False) leaves while the
+    GPU is still working: the switch queued at its last boundary is applied when the GPU gets
+    there (not dropped), and the next runtime's thread starts after it."""
+    from fxenergy.runtime.session import FrequencyRuntime, RuntimePartition
+
+    backend = RecordingBackend()
+    events: list[ManualEvent] = []
+
+    def factory() -> ManualEvent:
+        events.append(ManualEvent())
+        return events[-1]
+
+    parts = [RuntimePartition(0, 1200), RuntimePartition(1, 900)]  # no timeline: at boundaries
+    rt = FrequencyRuntime(
+        backend, parts, event_factory=factory, threaded=True, restore_on_exit=False
+    )
+    with rt:
+        rt.enter_partition(0)
+        rt.enter_partition(1)
+    assert backend.calls == []  # the host left before the GPU reached either boundary
+    events[0].complete()
+    _wait_for(rt.controller, 1)
+    events[1].complete()
+    _wait_for(rt.controller, 2)
+    assert _outcomes(rt.controller) == [(1200, "applied"), (900, "applied")]
+    assert backend.current_clock_mhz == 900  # carried into the next call
+    with rt:  # entering again waits for the finished thread, then runs as before
+        rt.enter_partition(0)
+    events[2].complete()
+    _wait_for(rt.controller, 3)
+    assert backend.current_clock_mhz == 1200
+    rt.controller.restore()

@@ -132,10 +132,18 @@ class SwitchController:
         self._dropping = False  # close(drain=False): what is still queued or waiting is dropped
         self._closed = False
         self._error: BaseException | None = None
+        self._finishing: threading.Thread | None = None  # finish(): applying the rest
 
     # --- host side -----------------------------------------------------------------------------
     def start(self) -> None:
-        """(Re)open for requests and start the controller thread (threaded mode); idempotent."""
+        """(Re)open for requests and start the controller thread (threaded mode); idempotent.
+
+        After :meth:`finish`, waits for the finishing thread to apply what it still holds (the
+        GPU reaching the previous run's last boundaries), so two threads never share a queue.
+        """
+        if self._finishing is not None:
+            self._finishing.join()
+            self._finishing = None
         if self._thread is None:
             self._stopping = self._dropping = self._closed = False
             self._last_switch_s = None
@@ -192,6 +200,21 @@ class SwitchController:
                 log.info("fxenergy: clock controller still waiting on the GPU after %ss", timeout)
             self._thread = None
         if self._pending is not None:
+            self._record(self._pending, "dropped")
+            self._pending = None
+
+    def finish(self) -> None:
+        """Stop taking requests, but apply what is queued as the GPU reaches it, without waiting
+        here: the thread ends when its queue is empty. For a runtime that carries its clock into
+        the next call (``restore_on_exit=False``): a switch still queued at the end of a graph
+        must land, or the next graph starts at the wrong clock (``close(drain=False)`` would
+        drop it; ``close()`` would block the host until the GPU gets there)."""
+        if self.threaded and self._thread is not None:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify()
+            self._finishing, self._thread = self._thread, None
+        if self._pending is not None:  # synchronous mode: a dwell-delayed request
             self._record(self._pending, "dropped")
             self._pending = None
 

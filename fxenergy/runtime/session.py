@@ -298,10 +298,12 @@ class FrequencyRuntime:
         try:
             if exc_type is None:
                 self._finish_work()
-            if self._ahead is None or self.restore_on_exit:
+            if self.restore_on_exit:
                 if self._ahead is not None:
                     self._ahead.finish()  # clocks are reset below: the rest is moot
                 self.controller.close(drain=False)  # the work is over: what is queued is moot
+            else:  # the clock carries into the next call: what is queued must still land
+                self.controller.finish()
             self._end = self._reading()
         finally:
             if self._token is not None:

@@ -41,7 +41,7 @@ from fxenergy.runtime import FrequencyBackend, get_backend, restore
 from fxenergy.runtime.session import FrequencyRuntime, RuntimeSummary
 from fxenergy.training.aot import aot_autograd, boxed, ensure_values
 from fxenergy.training.breaks import GraphBreak, graph_break_of
-from fxenergy.training.cycle import CyclePlan, StepRun, baseline_plan, plan_cycle
+from fxenergy.training.cycle import CyclePlan, StepRun, baseline_plan, plan_cycle, step_costs
 
 log = logging.getLogger("fxenergy.training")
 
@@ -166,10 +166,9 @@ class EnergyBackend:
     # --- running ---------------------------------------------------------------------------------
     def _runner(self, record: CompiledGraph) -> Callable[..., Any]:
         def run(*args: Any) -> Any:
-            plan, module = self._next(record.index)
-            rt = FrequencyRuntime.from_plan(
-                plan, self.frequency_backend, module, restore_on_exit=False
-            )
+            plan, module, kwargs = self._next(record.index)
+            kwargs.setdefault("restore_on_exit", False)
+            rt = FrequencyRuntime.from_plan(plan, self.frequency_backend, module, **kwargs)
             try:
                 with rt:
                     out = module(*args)
@@ -220,8 +219,9 @@ class EnergyBackend:
             self._active = self._cycle(seq)
         self._step = []
 
-    def _next(self, g: int) -> tuple[Plan, torch.fx.GraphModule]:
-        """The plan and module for this call of graph ``g``; closes a cycle when one is seen."""
+    def _next(self, g: int) -> tuple[Plan, torch.fx.GraphModule, dict[str, Any]]:
+        """The plan, module and runtime arguments (the cycle's costs and the next graph's first
+        clock) for this call of graph ``g``; closes a cycle when one is seen."""
         if self._in_step:
             return self._next_in_step(g)
         cyc = self._active
@@ -242,22 +242,22 @@ class EnergyBackend:
         self._record.append(g)
         record = self.graphs[g]
         assert record.recording_module is not None
-        return record.plans[0], record.recording_module
+        return record.plans[0], record.recording_module, {}
 
-    def _next_in_step(self, g: int) -> tuple[Plan, torch.fx.GraphModule]:
+    def _next_in_step(self, g: int) -> tuple[Plan, torch.fx.GraphModule, dict[str, Any]]:
         self._step_seq.append(g)
         k, cyc = len(self._step_seq) - 1, self._active
         if cyc is not None and self._step_ok and k < len(cyc.sequence) and cyc.sequence[k] == g:
-            return cyc.plans[k], cyc.modules[k]
+            return cyc.plans[k], cyc.modules[k], cyc.runtime_kwargs(k)
         self._step_ok = False  # off the plan: the rest of this step records at the max clock
         record = self.graphs[g]
         assert record.recording_module is not None
-        return record.plans[0], record.recording_module
+        return record.plans[0], record.recording_module, {}
 
-    def _position(self, cyc: CyclePlan) -> tuple[Plan, torch.fx.GraphModule]:
+    def _position(self, cyc: CyclePlan) -> tuple[Plan, torch.fx.GraphModule, dict[str, Any]]:
         k = self._pos
         self._pos = (k + 1) % len(cyc.sequence)
-        return cyc.plans[k], cyc.modules[k]
+        return cyc.plans[k], cyc.modules[k], cyc.runtime_kwargs(k)
 
     def _finish_call(self, summary: RuntimeSummary) -> None:
         cyc = self._active
@@ -316,6 +316,7 @@ class EnergyBackend:
             solve_time_s=result.solve_time_s,
             notes=result.notes,
             modules=tuple(apply_plan(gm, p) for gm, p in zip(gms, plans, strict=True)),
+            costs=step_costs(gms),
         )
         for g, plan in zip(sequence, plans, strict=True):
             self.graphs[g].plan = plan

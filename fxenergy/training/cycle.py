@@ -4,10 +4,12 @@
 builds their problems on one set of clocks and units, concatenates them
 (:func:`fxenergy.plans.cycle.concat_problems`), solves the cyclic problem once
 (:func:`fxenergy.schedule.solve.solve`, then the planner's best-global-clock check) and splits the
-solution back into one :class:`~fxenergy.plans.plan.Plan` per call position. The totals are
-re-evaluated (:func:`fxenergy.schedule.validate.evaluate`) on the same problem built with units a
-million times finer, so the predicted seconds and joules are the DVFS model's to ~1e-12, which
-is what the simulator charges.
+solution back into one :class:`~fxenergy.plans.plan.Plan` per call position. Every graph's
+problem is built with ``cycle=`` all the step's costs (:func:`~fxenergy.schedule.build.
+build_problem`): the power cap averages over the whole step and the transition windows are the
+step's, as the runtime's ``cycle=`` tells the simulator. The plan is solved on integer units and
+re-evaluated (:func:`fxenergy.schedule.validate.evaluate`) on the exact float problem, so the
+predicted seconds and joules are what the simulator charges.
 """
 
 from __future__ import annotations
@@ -21,19 +23,18 @@ import torch
 import torch.distributed
 import torch.fx
 
+from fxenergy.graph import meta
+from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware.dvfs import DVFSModel, get_dvfs_model
-from fxenergy.plans.cycle import CycleProblem, concat_problems, entry_clocks, split_solution
+from fxenergy.plans.cycle import CycleProblem, concat_problems, split_solution
 from fxenergy.plans.plan import Plan, PlanMetrics, PlanPartition, graph_fingerprint
-from fxenergy.plans.planner import _with_global_clock, annotate
+from fxenergy.plans.planner import annotate, with_global_clock
 from fxenergy.schedule.build import GraphProblem, build_problem
 from fxenergy.schedule.problem import Problem, Solution
 from fxenergy.schedule.solve import ScheduleResult, solve
-from fxenergy.schedule.validate import evaluate, peak_memory
+from fxenergy.schedule.validate import Evaluation, evaluate, peak_memory
 
 T = TypeVar("T")
-
-#: the exact-accounting problem's units are this many times finer than the solver's
-_FINE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class CyclePlan:
     notes: tuple[str, ...]
     modules: tuple[torch.fx.GraphModule, ...] = ()
     runs: list[StepRun] = field(default_factory=list)
+    costs: tuple[CostRecord, ...] = ()
+
+    def runtime_kwargs(self, position: int) -> dict[str, Any]:
+        """What the runtime of call ``position`` needs to run its share of the cycle: the
+        step's costs (cap and windows) and the next graph's first clock (issue-ahead)."""
+        nxt = self.plans[(position + 1) % len(self.plans)]
+        first = nxt.partitions[0].clock_mhz if nxt.partitions else None
+        return {"cycle": self.costs, "next_clock_mhz": first, "restore_on_exit": False}
 
     @property
     def energy_saving(self) -> float:
@@ -86,23 +95,29 @@ class CyclePlan:
         return self.predicted.time_s / b - 1.0 if b else 0.0
 
 
+def step_costs(gms: Sequence[torch.fx.GraphModule]) -> tuple[CostRecord, ...]:
+    """Every task's cost of ``gms`` in call order (a graph called twice counts twice): the
+    cycle the power cap averages over."""
+    tasks = (n for g in gms for n in g.graph.nodes if n.op not in ("placeholder", "output"))
+    return tuple(n.meta[meta.COST] for n in tasks)
+
+
 def _problems(
     gms: Sequence[torch.fx.GraphModule], model: DVFSModel, clocks: Sequence[int] | None
-) -> tuple[list[GraphProblem], list[GraphProblem]]:
-    """Each distinct graph's problem on common clocks, with coarse (solver) and fine units."""
+) -> list[GraphProblem]:
+    """Each call's problem on common clocks and integer units, the cap acting on the cycle."""
+    costs = step_costs(gms)
     distinct = list({id(g): g for g in gms}.values())
-    own = {id(g): build_problem(g, model, clocks) for g in distinct}
+    own = {id(g): build_problem(g, model, clocks, cycle=costs) for g in distinct}
     first = own[id(distinct[0])].problem
     units = (
-        sum(own[id(g)].problem.time_unit_s for g in distinct),
-        sum(own[id(g)].problem.energy_unit_j for g in distinct),
+        sum(own[id(g)].problem.time_unit_s for g in gms),
+        sum(own[id(g)].problem.energy_unit_j for g in gms),
     )
-    fine_units = (units[0] / _FINE, units[1] / _FINE)
-    coarse, fine = {}, {}
-    for g in distinct:
-        coarse[id(g)] = build_problem(g, model, first.clocks_mhz, units=units)
-        fine[id(g)] = build_problem(g, model, first.clocks_mhz, units=fine_units)
-    return [coarse[id(g)] for g in gms], [fine[id(g)] for g in gms]
+    common = {
+        id(g): build_problem(g, model, first.clocks_mhz, units=units, cycle=costs) for g in distinct
+    }
+    return [common[id(g)] for g in gms]
 
 
 def baseline_plan(gm: torch.fx.GraphModule, gpu: str, switch_latency_s: float) -> Plan:
@@ -129,43 +144,57 @@ def baseline_plan(gm: torch.fx.GraphModule, gpu: str, switch_latency_s: float) -
     )
 
 
+def _graph_windows(cycle: CycleProblem, ev: Evaluation) -> dict[int, tuple[float, float, int]]:
+    """Task id (in the cycle) -> (window time, window energy, switches) of the transition
+    windows hosted by the cycle partition ending with that task: the window runs at the end of
+    that task's graph's partition (issue-ahead), so that graph carries it."""
+    out: dict[int, tuple[float, float, int]] = {}
+    m = len(ev.partitions)
+    for i, part in enumerate(ev.partitions):
+        switch = int(part.clock != ev.partitions[(i + 1) % m].clock)
+        out[part.tasks[-1]] = (part.window_time, part.window_energy, switch)
+    return out
+
+
 def _local_plan(
     gm: torch.fx.GraphModule,
     gp: GraphProblem,
+    span: tuple[int, int],
     sol: Solution,
-    entry: int,
+    windows: dict[int, tuple[float, float, int]],
     result: ScheduleResult,
     where: str,
     max_slowdown: float,
 ) -> Plan:
-    """One graph's plan from its slice of the cycle's solution (fine units)."""
-    p: Problem = gp.problem
-    parts: list[PlanPartition] = []
+    """One graph's plan from its slice of the cycle's solution (exact seconds and joules)."""
+    assert gp.exact is not None
+    p: Problem = gp.exact
     runs: list[tuple[int, list[int]]] = []
     for t in sol.order:
         if runs and runs[-1][0] == sol.clocks[t]:
             runs[-1][1].append(t)
         else:
             runs.append((sol.clocks[t], [t]))
-    switches, current = 0, entry
+    parts: list[PlanPartition] = []
+    switches = 0
     for i, (clock, tasks) in enumerate(runs):
-        switches += clock != current
-        current = clock
+        wt, we, n = windows.get(span[0] + tasks[-1], (0.0, 0.0, 0))
+        switches += n
         parts.append(
             PlanPartition(
                 index=i,
                 clock_mhz=p.clocks_mhz[clock],
                 nodes=tuple(gp.names[t] for t in tasks),
-                time_s=p.seconds(sum(p.tasks[t].durations[clock] for t in tasks)),
-                energy_j=p.joules(sum(p.tasks[t].energies[clock] for t in tasks)),
+                time_s=sum(p.tasks[t].durations[clock] for t in tasks) + wt,
+                energy_j=sum(p.tasks[t].energies[clock] for t in tasks) + we,
             )
         )
-    # per-graph shares of the cycle: the work of its partitions plus the switches that start
-    # them (the cycle's totals, from evaluate(), are the authority; these add up to them)
+    # per-graph shares of the cycle: its partitions plus the windows they host (the cycle's
+    # totals, from evaluate(), are the authority; these add up to them)
     base = evaluate(p, Solution.original(p))
     predicted = PlanMetrics(
-        sum(x.time_s for x in parts) + switches * p.seconds(p.switch.latency),
-        sum(x.energy_j for x in parts) + switches * p.joules(p.switch.energy),
+        sum(x.time_s for x in parts),
+        sum(x.energy_j for x in parts),
         peak_memory(p, sol.order),
         switches,
     )
@@ -187,7 +216,7 @@ def _local_plan(
             "clocks_mhz": list(p.clocks_mhz),
             "tasks": p.num_tasks,
             "cyclic": True,
-            "entry_clock_mhz": p.clocks_mhz[entry],
+            "entry_clock_mhz": p.clocks_mhz[runs[0][0]] if runs else None,
         },
     )
 
@@ -206,27 +235,28 @@ def plan_cycle(
 
     Returns:
         The cycle problem (solver units), the solver's result on it, one plan per call position,
-        and the cycle's (predicted, baseline) metrics in the DVFS model's seconds and joules.
+        and the cycle's (predicted, baseline) metrics in the DVFS model's seconds and joules,
+        evaluated on the exact float problem.
     """
     gms = [annotate(g, gpu) for g in gms]
     model = get_dvfs_model(gpu, switch_latency_s=switch_latency_s)
-    coarse, fine = _problems(gms, model, clocks_mhz)
-    cycle = concat_problems([g.problem for g in coarse])
-    fine_cycle = concat_problems([g.problem for g in fine])
+    gps = _problems(gms, model, clocks_mhz)
+    cycle = concat_problems([g.problem for g in gps])
+    exact = concat_problems([g.exact for g in gps if g.exact is not None])
 
     def decide() -> ScheduleResult:
-        return _decide(cycle.problem, fine_cycle.problem, max_slowdown, objective, time_limit_s)
+        return _decide(cycle.problem, exact.problem, max_slowdown, objective, time_limit_s)
 
     result = same_on_every_rank(decide)
-    sols = split_solution(fine_cycle, result.solution)
-    entries = entry_clocks(fine_cycle, result.solution)
+    sols = split_solution(exact, result.solution)
+    ev = evaluate(exact.problem, result.solution)
+    windows = _graph_windows(exact, ev)
     where = [f"graph {k + 1} of a {len(gms)}-graph cycle" for k in range(len(gms))]
     plans = [
-        _local_plan(gm, fine[k], sols[k], entries[k], result, where[k], max_slowdown)
+        _local_plan(gm, gps[k], exact.spans[k], sols[k], windows, result, where[k], max_slowdown)
         for k, gm in enumerate(gms)
     ]
-    ev = evaluate(fine_cycle.problem, result.solution)
-    base = evaluate(fine_cycle.problem, Solution.original(fine_cycle.problem))
+    base = evaluate(exact.problem, Solution.original(exact.problem))
     return (
         cycle,
         result,
@@ -263,63 +293,55 @@ def same_on_every_rank(decide: Callable[[], T]) -> T:
     return value
 
 
-def _fits(fine: Problem, solution: Solution, max_slowdown: float) -> bool:
-    """Whether ``solution`` meets the deadline in (nearly) exact seconds."""
-    ev, base = evaluate(fine, solution), evaluate(fine, Solution.original(fine))
+def _fits(exact: Problem, solution: Solution, max_slowdown: float) -> bool:
+    """Whether ``solution`` meets the deadline in exact seconds."""
+    ev, base = evaluate(exact, solution), evaluate(exact, Solution.original(exact))
     return ev.time_s <= (1.0 + max_slowdown) * base.time_s * (1 + 1e-12)
 
 
 def _decide(
-    coarse: Problem, fine: Problem, max_slowdown: float, objective: str, time_limit_s: float
+    coarse: Problem, exact: Problem, max_slowdown: float, objective: str, time_limit_s: float
 ) -> ScheduleResult:
-    """Solve on the solver's units, then re-check the plan in (nearly) exact seconds.
-
-    The solver's integer units round every task (to 1/4,000,000 of the totals), so a plan that
-    fills the deadline in units can miss it by up to half a unit per task in seconds. Such a plan
-    is refused; the problem is solved again with the budget tightened by that rounding margin,
-    and if that plan misses too, the best single clock that meets the deadline exactly (or the
-    maximum clock) is used. The notes say which.
-    """
-    base_units = evaluate(coarse, Solution.original(coarse)).time
-    margin = 0.5 * coarse.num_tasks / base_units if base_units else 0.0
-    notes: list[str] = []
-    result = None
-    for budget in dict.fromkeys((max_slowdown, max(0.0, max_slowdown - margin))):
-        result = solve(
-            coarse,
-            max_slowdown=budget,
-            objective=objective,  # type: ignore[arg-type]
-            time_limit_s=time_limit_s,
-            progress=False,
-        )
-        result = _with_global_clock(coarse, result)
-        if _fits(fine, result.solution, max_slowdown):
-            if budget != max_slowdown:
-                notes.append(f"planned at a {100 * budget:.3g}% budget: unit rounding margin")
-            return dataclasses.replace(result, notes=(*result.notes, *notes))
-        notes.append(f"the plan at a {100 * budget:.3g}% budget misses the deadline once unrounded")
-    assert result is not None
-    return _best_exact_clock(coarse, fine, result, max_slowdown, notes)
+    """Solve on the solver's units against the exact deadline (``solve(..., exact=)``), then
+    take the best single global clock if it is better (:func:`with_global_clock`, as the
+    planner does). A plan that still misses the exact deadline is refused for the best single
+    clock that meets it (or the maximum clock); the notes say so."""
+    result = solve(
+        coarse,
+        max_slowdown=max_slowdown,
+        objective=objective,  # type: ignore[arg-type]
+        time_limit_s=time_limit_s,
+        progress=False,
+        exact=exact,
+    )
+    result = with_global_clock(coarse, exact, result, max_slowdown)
+    if _fits(exact, result.solution, max_slowdown):
+        return result
+    return _best_exact_clock(coarse, exact, result, max_slowdown)
 
 
 def _best_exact_clock(
-    coarse: Problem, fine: Problem, result: ScheduleResult, max_slowdown: float, notes: list[str]
+    coarse: Problem, exact: Problem, result: ScheduleResult, max_slowdown: float
 ) -> ScheduleResult:
     """The lowest-energy single clock that meets the deadline in exact seconds."""
-    best = Solution.original(fine)
-    for c in range(1, fine.num_clocks):
-        sol = Solution.original(fine, c)
+    best = Solution.original(exact)
+    for c in range(1, exact.num_clocks):
+        sol = Solution.original(exact, c)
         if (
-            _fits(fine, sol, max_slowdown)
-            and evaluate(fine, sol).energy < evaluate(fine, best).energy
+            _fits(exact, sol, max_slowdown)
+            and evaluate(exact, sol).energy < evaluate(exact, best).energy
         ):
             best = sol
-    mhz = fine.clocks_mhz[best.clocks[0] if best.clocks else 0]
+    mhz = exact.clocks_mhz[best.clocks[0] if best.clocks else 0]
     return dataclasses.replace(
         result,
         solution=best,
         evaluation=evaluate(coarse, best),
-        status="GLOBAL-CLOCK" if mhz != fine.clocks_mhz[0] else "BASELINE",
+        status="GLOBAL-CLOCK" if mhz != exact.clocks_mhz[0] else "BASELINE",
         gap=None,
-        notes=(*result.notes, *notes, f"one clock, {mhz} MHz, meets the deadline exactly"),
+        notes=(
+            *result.notes,
+            "the plan misses the deadline once unrounded",
+            f"one clock, {mhz} MHz, meets the deadline exactly",
+        ),
     )
