@@ -23,20 +23,10 @@ from dataclasses import dataclass
 
 from fxenergy.errors import FxEnergyError, ProfileError
 from fxenergy.hardware.dvfs import DVFSModel, Work
-from fxenergy.hardware.power_params import PowerParams, get_power_params
+from fxenergy.hardware.power_params import FIT_FIELDS, PowerParams, get_power_params
 from fxenergy.hardware.profiles import Profile, ProfileRow
 from fxenergy.hardware.specs import GPUSpec, get_gpu
 
-#: Board parameters the fit moves; the rest stay at their published values.
-FIT_FIELDS = (
-    "static_power_w",
-    "compute_dyn_w",
-    "stall_dyn_w",
-    "knee_mhz",
-    "v_min_ratio",
-    "power_cap_w",
-    "cap_sharpness",
-)
 _BOUNDS = {
     "static_power_w": (10.0, 300.0),
     "compute_dyn_w": (50.0, 2000.0),

@@ -102,7 +102,8 @@ class PowerParams:
 
 
 # --- calibrations: fitted to measured clock sweeps (bench/calibrate_dvfs.py, docs/dvfs.md) ---
-_FIT_FIELDS = (
+#: Board parameters a fit to a measured sweep moves (the rest stay at their published values).
+FIT_FIELDS = (
     "static_power_w",
     "compute_dyn_w",
     "stall_dyn_w",
@@ -110,8 +111,9 @@ _FIT_FIELDS = (
     "v_min_ratio",
     "power_cap_w",
     "cap_sharpness",
-    "typical_compute_share",
 )
+#: What a calibration records: the fitted parameters and the board's typical compute share.
+_CALIBRATED_FIELDS = (*FIT_FIELDS, "typical_compute_share")
 _CALIBRATIONS: dict[str, tuple[str, dict[str, float]]] = {
     "A100-SXM4-80GB": (
         "Perseus gpt3-175b+a100_sxm_bf16 (608 rows, 855-1410 MHz; fit 0.93 % time / 1.17 % "
@@ -222,7 +224,7 @@ def _shape(spec: GPUSpec, donor: GPUSpec, fit: dict[str, float]) -> dict[str, tu
     tag = f"uncalibrated: shape borrowed from {donor.name}"
     if _same_die(spec, donor):
         same = f"{tag} (same die: same watts and MHz)"
-        out = {k: (fit[k], same) for k in _FIT_FIELDS if k != "power_cap_w"}
+        out = {k: (fit[k], same) for k in _CALIBRATED_FIELDS if k != "power_cap_w"}
         out["static_power_w"] = (fit["static_power_w"], same)
         return out
     d_c = fit["compute_dyn_w"] * spec.tdp_w / donor.tdp_w
@@ -275,7 +277,7 @@ def _derive(spec: GPUSpec, force_donor: str | None = None) -> PowerParams:
     where, fit = _CALIBRATIONS[donor_name]
     donor = get_gpu(donor_name)
     if own:
-        values = {k: (fit[k], f"calibrated on {where}") for k in _FIT_FIELDS}
+        values = {k: (fit[k], f"calibrated on {where}") for k in _CALIBRATED_FIELDS}
     else:
         values = _shape(spec, donor, fit)
         values["power_cap_w"] = (spec.tdp_w, _CAP_SRC_TDP)

@@ -96,8 +96,28 @@ class PlanMetrics:
     switches: int = 0
 
 
+class Savings:
+    """``energy_saving`` and ``slowdown`` of anything with ``predicted`` and ``baseline``
+    :class:`PlanMetrics` (a plan, a training cycle, the graphs of a model with breaks)."""
+
+    predicted: PlanMetrics
+    baseline: PlanMetrics
+
+    @property
+    def energy_saving(self) -> float:
+        """Fraction of the baseline (all-max) energy saved (predicted)."""
+        b = self.baseline.energy_j
+        return 1.0 - self.predicted.energy_j / b if b else 0.0
+
+    @property
+    def slowdown(self) -> float:
+        """Predicted time over the baseline (all-max) time, minus one."""
+        b = self.baseline.time_s
+        return self.predicted.time_s / b - 1.0 if b else 0.0
+
+
 @dataclass(frozen=True)
-class Plan:
+class Plan(Savings):
     """An op order and an SM clock per partition for one graph on one GPU.
 
     ``predicted`` and ``baseline`` (original order, every op at the maximum clock) come from the
@@ -120,18 +140,6 @@ class Plan:
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     nodes: tuple[NodeCost, ...] = ()  #: per-node predictions in plan order (may be empty)
-
-    @property
-    def energy_saving(self) -> float:
-        """Fraction of the baseline energy saved (predicted)."""
-        b = self.baseline.energy_j
-        return 1.0 - self.predicted.energy_j / b if b else 0.0
-
-    @property
-    def slowdown(self) -> float:
-        """Predicted time over the baseline time, minus one."""
-        b = self.baseline.time_s
-        return self.predicted.time_s / b - 1.0 if b else 0.0
 
     def clock_of(self) -> dict[str, int]:
         """SM clock of every planned node, by node name."""

@@ -27,7 +27,7 @@ from fxenergy.graph import meta
 from fxenergy.graph.meta import CostRecord
 from fxenergy.hardware.dvfs import DVFSModel, get_dvfs_model
 from fxenergy.plans.cycle import CycleProblem, concat_problems, split_solution
-from fxenergy.plans.plan import Plan, PlanMetrics, PlanPartition, graph_fingerprint
+from fxenergy.plans.plan import Plan, PlanMetrics, PlanPartition, Savings, graph_fingerprint
 from fxenergy.plans.planner import annotate, with_global_clock
 from fxenergy.schedule.build import GraphProblem, build_problem
 from fxenergy.schedule.problem import Problem, Solution
@@ -48,7 +48,7 @@ class StepRun:
 
 
 @dataclass
-class CyclePlan:
+class CyclePlan(Savings):
     """One planned cycle: the graphs in call order and each position's plan.
 
     Attributes:
@@ -81,18 +81,6 @@ class CyclePlan:
         nxt = self.plans[(position + 1) % len(self.plans)]
         first = nxt.partitions[0].clock_mhz if nxt.partitions else None
         return {"cycle": self.costs, "next_clock_mhz": first, "restore_on_exit": False}
-
-    @property
-    def energy_saving(self) -> float:
-        """Predicted fraction of the all-max energy saved per cycle."""
-        b = self.baseline.energy_j
-        return 1.0 - self.predicted.energy_j / b if b else 0.0
-
-    @property
-    def slowdown(self) -> float:
-        """Predicted cycle time over the all-max time, minus one."""
-        b = self.baseline.time_s
-        return self.predicted.time_s / b - 1.0 if b else 0.0
 
 
 def step_costs(gms: Sequence[torch.fx.GraphModule]) -> tuple[CostRecord, ...]:

@@ -21,14 +21,14 @@ import torch
 from torch import nn
 
 from fxenergy.graph.capture_log import capture_log_path, torch_logs_to, verbose_capture
-from fxenergy.plans.plan import Plan, PlanMetrics
+from fxenergy.plans.plan import Plan, PlanMetrics, Savings
 from fxenergy.training.backend import EnergyBackend
 from fxenergy.training.breaks import describe_breaks
 from fxenergy.training.cycle import StepRun
 
 
 @dataclass(frozen=True)
-class CyclePlanSummary:
+class CyclePlanSummary(Savings):
     """The plans of one call of a model with graph breaks: one :class:`Plan` per graph run."""
 
     gpu: str
@@ -37,18 +37,6 @@ class CyclePlanSummary:
     predicted: PlanMetrics
     baseline: PlanMetrics
     breaks: tuple[str, ...]
-
-    @property
-    def energy_saving(self) -> float:
-        """Predicted fraction of the all-max energy of one call saved."""
-        b = self.baseline.energy_j
-        return 1.0 - self.predicted.energy_j / b if b else 0.0
-
-    @property
-    def slowdown(self) -> float:
-        """Predicted time of one call over the all-max time, minus one."""
-        b = self.baseline.time_s
-        return self.predicted.time_s / b - 1.0 if b else 0.0
 
     def to_json(self) -> str:
         """Every graph's plan and the breaks, as JSON (for reading; not loadable as one Plan)."""
