@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import torch.fx
 
 from fxenergy.errors import FxEnergyError
 from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
+from fxenergy.plans.plan import Savings
 from fxenergy.plans.planner import DEFAULT_GPU, annotate, plan_graph
 
 DEFAULT_SLOWDOWNS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.10, 0.15, 0.20)
@@ -46,9 +47,25 @@ def frontier(
     budget meets a looser one too, so the frontier keeps the better of the two.
     """
     gm = annotate(gm, gpu)
+
+    def plan_at(s: float) -> tuple[Savings, int, str]:
+        plan = plan_graph(gm, gpu, s, switch_latency_s=switch_latency_s, time_limit_s=time_limit_s)
+        return plan, len(plan.partitions), plan.status
+
+    return frontier_points(slowdowns, plan_at)
+
+
+def frontier_points(
+    slowdowns: Sequence[float], plan_at: Callable[[float], tuple[Savings, int, str]]
+) -> list[FrontierPoint]:
+    """The frontier from any planner: ``plan_at(budget)`` gives (plan, partitions, status).
+
+    Used for one graph (:func:`frontier`) and for the one-cycle plans of a model with graph
+    breaks (the CLI re-plans its cycle at each budget).
+    """
     points: list[FrontierPoint] = []
     for s in sorted(slowdowns):
-        plan = plan_graph(gm, gpu, s, switch_latency_s=switch_latency_s, time_limit_s=time_limit_s)
+        plan, partitions, status = plan_at(s)
         point = FrontierPoint(
             max_slowdown=s,
             time_s=plan.predicted.time_s,
@@ -56,8 +73,8 @@ def frontier(
             slowdown=plan.slowdown,
             energy_saving=plan.energy_saving,
             switches=plan.predicted.switches,
-            partitions=len(plan.partitions),
-            status=plan.status,
+            partitions=partitions,
+            status=status,
         )
         if points and points[-1].energy_j <= point.energy_j:
             point = replace(points[-1], max_slowdown=s)
