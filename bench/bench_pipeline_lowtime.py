@@ -9,7 +9,7 @@ slowest to the fastest schedule, one frontier point per quantum. Every plan of b
 scored by fxenergy's single evaluator (``fxenergy.pipeline.dag.evaluate_pipeline``).
 
     python bench/bench_pipeline_lowtime.py \
-        --profile ../shared/data/perseus/gpt3-175b+a100_sxm_bf16.csv
+        --profile tests/data/perseus/gpt3-175b+a100_sxm_bf16.csv
 
 Prints a markdown table (energy at deadlines 0/1/2/5% above the shortest iteration, frontier
 wall time). 4-stage DAGs use stages 0, 3, 5, 7 of an 8-stage profile (first, two middle, last).
@@ -157,7 +157,7 @@ def table(rows: list[dict]) -> Iterator[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="../shared/data/perseus/gpt3-175b+a100_sxm_bf16.csv")
+    ap.add_argument("--profile", default="tests/data/perseus/gpt3-175b+a100_sxm_bf16.csv")
     ap.add_argument("--shapes", default="4x8,8x16,8x32")
     ap.add_argument("--blocked-power-w", type=float, default=83.64)
     ap.add_argument("--points", type=int, default=40, help="fxenergy frontier points")

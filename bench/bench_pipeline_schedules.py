@@ -28,8 +28,8 @@ from fxenergy.pipeline.placement import plan_with_placement
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
 PROFILES = {"A100": "gpt3-175b+a100_sxm_bf16.csv", "A40": "gpt3-175b+a40_bf16.csv"}
-#: the shared data folder next to the repository (/work/shared/data/perseus here)
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "perseus"
+#: the measured Perseus profiles shipped with the tests
+DATA_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "perseus"
 SLOWDOWNS = (0.0, 0.01, 0.02, 0.05)
 P_BLOCKED = 83.64  # W, A100 blocked on P2P (Perseus artifact); used for both GPUs
 

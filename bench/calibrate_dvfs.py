@@ -26,7 +26,7 @@ from fxenergy.hardware.power_params import get_power_params
 from fxenergy.hardware.profiles import Profile, read_profile
 from fxenergy.hardware.specs import get_gpu
 
-DATA = Path(__file__).resolve().parents[1] / "../shared/data/perseus"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "perseus"
 SHARED = {
     "A40": DATA / "gpt3-175b+a40_bf16.csv",
     "A100-SXM4-80GB": DATA / "gpt3-175b+a100_sxm_bf16.csv",

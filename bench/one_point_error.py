@@ -29,7 +29,7 @@ from fxenergy.hardware.extrapolate import (
 from fxenergy.hardware.power_params import borrowed_power_params
 from fxenergy.hardware.profiles import Profile, read_profile
 
-DATA = Path(__file__).resolve().parents[1] / "../shared/data/perseus"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "perseus"
 PROFILES = {
     "A100-SXM4-80GB": DATA / "gpt3-175b+a100_sxm_bf16.csv",
     "A40": DATA / "gpt3-175b+a40_bf16.csv",

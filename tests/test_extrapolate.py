@@ -24,7 +24,7 @@ from fxenergy.hardware.extrapolate import (
 )
 from fxenergy.hardware.profiles import Profile, ProfileRow, read_profile, write_profile
 
-SHARED = Path(__file__).resolve().parents[2] / "shared/data/perseus/gpt3-175b+a100_sxm_bf16.csv"
+SHARED = Path(__file__).parent / "data" / "perseus" / "gpt3-175b+a100_sxm_bf16.csv"
 A40_SHARED = SHARED.with_name("gpt3-175b+a40_bf16.csv")
 A100 = "A100-SXM4-80GB"
 ONE = Profile(
@@ -157,7 +157,6 @@ def _rms(xs: list[float]) -> float:
     return math.sqrt(sum(x * x for x in xs) / len(xs))
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared Perseus profile not present")
 def test_one_point_error_on_the_measured_profile() -> None:
     """Measured GPT-3 / A100 profile: docs/dvfs.md reports these numbers."""
     profile = read_profile(SHARED)
@@ -168,7 +167,6 @@ def test_one_point_error_on_the_measured_profile() -> None:
         assert max(map(abs, t)) < 0.05 and max(map(abs, e)) < 0.05, ref
 
 
-@pytest.mark.skipif(not A40_SHARED.exists(), reason="shared Perseus profile not present")
 def test_one_point_error_on_the_a40_profile() -> None:
     """A40: the max-clock row is at the cap; the recommended reference is below it."""
     profile = read_profile(A40_SHARED)
