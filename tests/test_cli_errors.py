@@ -173,7 +173,7 @@ def test_capture_hint_names_cli_options() -> None:
 
 
 def test_gpu_names_are_printed_canonically() -> None:
-    from fxenergy.cli._common import resolve_gpu
+    from fxenergy.cli._common import canonical_gpu
 
-    assert resolve_gpu("h100-sxm5") == "H100-SXM5"
-    assert resolve_gpu("a100 sxm4 80gb") == "A100-SXM4-80GB"
+    assert canonical_gpu("h100-sxm5") == "H100-SXM5"
+    assert canonical_gpu("a100 sxm4 80gb") == "A100-SXM4-80GB"

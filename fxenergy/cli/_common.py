@@ -96,7 +96,7 @@ def parse_slowdown(text: str) -> float:
     return value
 
 
-def resolve_gpu(name: str) -> str:
+def canonical_gpu(name: str) -> str:
     """The spec table's name for ``name`` (any case or NVML spelling), or a one-line error that
     suggests every GPU whose name contains it (``A100`` -> both A100s)."""
     from fxenergy.hardware.specs import get_gpu, known_gpus

@@ -9,9 +9,9 @@ from rich.table import Table
 from fxenergy.cli._common import (
     UsageError,
     add_command,
+    canonical_gpu,
     check_output_path,
     parse_slowdown,
-    resolve_gpu,
 )
 from fxenergy.cli.optimize import add_planning_arguments
 from fxenergy.cli.report import MODEL_HELP, add_model_arguments, capture_model
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
     from fxenergy.plans.frontier import frontier, plot, write_json
 
-    args.gpu = resolve_gpu(args.gpu)
+    args.gpu = canonical_gpu(args.gpu)
     check_output_path(args.out, "--out")
     check_output_path(args.plot, "--plot")
     try:

@@ -9,9 +9,9 @@ from typing import Any
 from fxenergy.cli._common import (
     UsageError,
     add_command,
+    canonical_gpu,
     check_output_path,
     parse_slowdown,
-    resolve_gpu,
 )
 from fxenergy.cli.report import MODEL_HELP, add_model_arguments, capture_model, example_inputs
 from fxenergy.cost.annotate import DEFAULT_GPU
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from fxenergy.runtime import get_backend
 
     # Everything that can be refused is refused before the (long) capture and solve.
-    args.gpu = resolve_gpu(args.gpu)
+    args.gpu = canonical_gpu(args.gpu)
     for option in ("out", "trace", "timeline"):
         check_output_path(getattr(args, option), f"--{option}")
     saved = None

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from fxenergy.cli._common import UsageError, add_command, parse_shape, resolve_gpu
+from fxenergy.cli._common import UsageError, add_command, canonical_gpu, parse_shape
 from fxenergy.errors import CaptureError
 from fxenergy.models import make_input
 from fxenergy.models.loader import LoadedModel, load_model
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     from fxenergy.report import analyze, build_report, render_json, render_tables
 
     if args.gpu is not None:
-        args.gpu = resolve_gpu(args.gpu)  # fail fast (listing the known GPUs) before a capture
+        args.gpu = canonical_gpu(args.gpu)  # fail fast (listing the known GPUs) before a capture
     try:
         gm, title = capture_model(args)
     except CaptureError as err:  # graph breaks: one report per graph (branch `cycle`, issue 15)
