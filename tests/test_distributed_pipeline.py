@@ -18,6 +18,7 @@ from fxenergy.hardware.profiles import read_profile
 from fxenergy.pipeline.dag import StageCosts, build_dag
 from fxenergy.pipeline.runner import action_label, expected_switches, rank_plan_from_json
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+from tests.pipeline_steps import run_steps
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"
 RANKS, MICROBATCHES, STEPS = 2, 4, 2
@@ -47,7 +48,7 @@ def _train(rank: int, schedule: str, stages: int, plan: dict | None) -> dict:
     import torch
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleInterleaved1F1B
 
-    from fxenergy.pipeline.runner import ClockPlanHook, rank_plan_from_json
+    from fxenergy.pipeline.runner import rank_plan_from_json
     from fxenergy.runtime.factory import get_backend
 
     torch.manual_seed(0)
@@ -63,23 +64,9 @@ def _train(rank: int, schedule: str, stages: int, plan: dict | None) -> dict:
     opt = torch.optim.SGD(params, lr=0.1)
     x, y = torch.randn(8, 8), torch.randn(8, 8)
     backend = get_backend("sim", gpu="A100-SXM4-80GB")
-    initial = backend.current_clock_mhz
     fingerprint = build_dag(schedule, stages, MICROBATCHES, RANKS).fingerprint
     rank_plan = rank_plan_from_json(plan, rank, fingerprint) if plan else []
-    hook = ClockPlanHook(pipe_stages, rank_plan, backend, reset_on_exit=False)
-    losses: list[float] = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        step_losses: list = []
-        if plan:
-            with hook:
-                sched.step(x, target=y, losses=step_losses)
-        else:
-            sched.step(x, target=y, losses=step_losses)
-        opt.step()
-        losses += [float(v.detach()) for v in step_losses]
-    trace = [[e.label, e.to_mhz] for e in backend.trace]
-    return {"losses": losses, "requests": hook.requests, "trace": trace, "initial": initial}
+    return run_steps(pipe_stages, sched, rank_plan, opt, backend, (x, y), STEPS, bool(plan))
 
 
 def _worker(rank: int, port: int, plans: dict, out_dir: str) -> None:

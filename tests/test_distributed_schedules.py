@@ -21,6 +21,7 @@ from fxenergy.pipeline.orders import stage_rank
 from fxenergy.pipeline.placement import place_weight_gradients
 from fxenergy.pipeline.runner import action_label, expected_switches, rank_plan_from_json
 from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+from tests.pipeline_steps import run_steps
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"
 RANKS, MICROBATCHES, STEPS = 2, 4, 2
@@ -73,7 +74,6 @@ def _train(rank: int, case: str, plan: dict | None) -> dict:
     from torch.distributed.pipelining import PipelineStage
 
     from fxenergy.pipeline.placement import load_rank_orders, placed_dag_from_json
-    from fxenergy.pipeline.runner import ClockPlanHook
     from fxenergy.runtime.factory import get_backend
 
     schedule, stages = CASES[case]
@@ -85,7 +85,6 @@ def _train(rank: int, case: str, plan: dict | None) -> dict:
     opt = torch.optim.SGD([p for i in mine for p in blocks[i].parameters()], lr=0.1)
     x, y = torch.randn(8, 8), torch.randn(8, 8)
     backend = get_backend("sim", gpu="A100-SXM4-80GB")
-    initial = backend.current_clock_mhz
     rank_plan = []
     if plan:
         dag = build_dag(schedule, stages, MICROBATCHES, RANKS)
@@ -93,20 +92,7 @@ def _train(rank: int, case: str, plan: dict | None) -> dict:
         placed = placed_dag_from_json(plan, dag)
         if placed is not dag:
             load_rank_orders(sched, placed)
-    hook = ClockPlanHook(pipe, rank_plan, backend, reset_on_exit=False)
-    losses: list[float] = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        step_losses: list = []
-        if plan:
-            with hook:
-                sched.step(x, target=y, losses=step_losses)
-        else:
-            sched.step(x, target=y, losses=step_losses)
-        opt.step()
-        losses += [float(v.detach()) for v in step_losses]
-    trace = [[e.label, e.to_mhz] for e in backend.trace]
-    return {"losses": losses, "requests": hook.requests, "trace": trace, "initial": initial}
+    return run_steps(pipe, sched, rank_plan, opt, backend, (x, y), STEPS, bool(plan))
 
 
 def _worker(rank: int, port: int, plans: dict, out_dir: str) -> None:
