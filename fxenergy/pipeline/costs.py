@@ -31,6 +31,28 @@ class ClockOption:
 
 
 @dataclass(frozen=True)
+class ClockSplit:
+    """A computation run at two clocks: its last ``share`` of work at ``then_mhz``.
+
+    The computation starts at its planned clock and switches to ``then_mhz`` once
+    ``1 - share`` of its work is done, so its time and energy are the ``share``-weighted mix
+    of the two clocks' measured ones: the LP relaxation's point between two hull vertices,
+    made real (with discrete clocks the optimum uses at most two adjacent ones per task:
+    Ishihara & Yasuura, ISLPED 1998).
+    """
+
+    then_mhz: int
+    share: float  #: fraction of the work run at ``then_mhz``, in (0, 1)
+    #: when the second clock takes over, seconds after the computation starts (the first
+    #: part's time at the first clock); what a runtime times the switch by
+    after_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share < 1.0:
+            raise ValueError(f"a clock split's share must lie in (0, 1), got {self.share}")
+
+
+@dataclass(frozen=True)
 class StageCosts:
     """Per (stage, kind) clock options, and the power a GPU draws while blocked."""
 
@@ -101,6 +123,22 @@ class StageCosts:
             raise ProfileError(
                 f"no profile row for stage {c[0]} {c[1]} at {freq_mhz} MHz"
             ) from None
+
+    def split(self, c: Computation, freq_mhz: int, then_mhz: int, share: float) -> ClockSplit:
+        """``c`` started at ``freq_mhz`` with its last ``share`` of work at ``then_mhz``."""
+        return ClockSplit(then_mhz, share, (1 - share) * self.option(c, freq_mhz).time_s)
+
+    def run(self, c: Computation, freq_mhz: int, split: ClockSplit | None = None) -> ClockOption:
+        """Time and energy of ``c`` at ``freq_mhz``, or split between it and a second clock."""
+        first = self.option(c, freq_mhz)
+        if split is None:
+            return first
+        then, w = self.option(c, split.then_mhz), split.share
+        return ClockOption(
+            freq_mhz,
+            (1 - w) * first.time_s + w * then.time_s,
+            (1 - w) * first.energy_j + w * then.energy_j,
+        )
 
     def fastest(self, c: Computation) -> ClockOption:
         return min(self.options[(c[0], c[1])].values(), key=lambda o: (o.time_s, -o.freq_mhz))

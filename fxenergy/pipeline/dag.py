@@ -27,7 +27,7 @@ from itertools import pairwise
 
 import networkx as nx
 
-from fxenergy.pipeline.costs import ClockOption, StageCosts  # noqa: F401 (re-exported)
+from fxenergy.pipeline.costs import ClockOption, ClockSplit, StageCosts  # noqa: F401 (re-exported)
 from fxenergy.pipeline.orders import (
     LETTER,
     Action,
@@ -183,11 +183,16 @@ def evaluate_pipeline(
     costs: StageCosts,
     freqs_mhz: Mapping[Computation, int],
     horizon_s: float = 0.0,
+    splits: Mapping[Computation, ClockSplit] | None = None,
 ) -> PlanEvaluation:
-    """Time, energy, slack and critical path of running ``dag`` at the given clocks."""
+    """Time, energy, slack and critical path of running ``dag`` at the given clocks.
+
+    ``splits`` runs part of some computations at a second clock (:class:`ClockSplit`).
+    """
     order = dag.topological
     _, preds, succs = dag.index_arrays
-    picked = [costs.option(c, freqs_mhz[c]) for c in order]
+    splits = splits or {}
+    picked = [costs.run(c, freqs_mhz[c], splits.get(c)) for c in order]
     dur = [o.time_s for o in picked]
     n = len(order)
     start, finish = [0.0] * n, [0.0] * n
@@ -259,6 +264,8 @@ class PipelinePlan:
     #: "hint", "max-clock" or "fastest" ("+placed": with re-placed Ws)
     method: str
     lower_bound_j: float | None = None  #: LP relaxation bound at this deadline (None: unknown)
+    #: computations that switch to a second clock partway (``--split-clocks``); empty: none
+    splits: Mapping[Computation, ClockSplit] = field(default_factory=dict, repr=False)
 
     @property
     def savings(self) -> float:
@@ -269,6 +276,14 @@ class PipelinePlan:
         """(computation, clock) for one rank, in the order the rank runs them."""
         return [(c, self.freqs_mhz[c]) for c in self.dag.rank_orders[rank]]
 
+    def rank_splits(self, rank: int) -> dict[Computation, ClockSplit]:
+        """The split computations of one rank (for the runner's ``ClockPlanHook``)."""
+        return {c: self.splits[c] for c in self.dag.rank_orders[rank] if c in self.splits}
+
+    def durations(self, costs: StageCosts) -> dict[Computation, float]:
+        """Each computation's planned time (s), splits included."""
+        return {c: costs.run(c, f, self.splits.get(c)).time_s for c, f in self.freqs_mhz.items()}
+
     def stage_rows(self, costs: StageCosts) -> list[dict]:
         """Per stage: clock range, busy time, energy, critical computations and largest slack."""
         rows = []
@@ -276,14 +291,16 @@ class PipelinePlan:
         for s in range(self.dag.num_stages):
             comps = [c for c in self.dag.topological if c[0] == s]
             clocks = [self.freqs_mhz[c] for c in comps]
+            clocks += [self.splits[c].then_mhz for c in comps if c in self.splits]
+            runs = [costs.run(c, self.freqs_mhz[c], self.splits.get(c)) for c in comps]
             rows.append(
                 {
                     "stage": s,
                     "rank": self.dag.rank_of[comps[0]],
                     "min_clock_mhz": min(clocks),
                     "max_clock_mhz": max(clocks),
-                    "busy_s": sum(costs.option(c, self.freqs_mhz[c]).time_s for c in comps),
-                    "energy_j": sum(costs.option(c, self.freqs_mhz[c]).energy_j for c in comps),
+                    "busy_s": sum(o.time_s for o in runs),
+                    "energy_j": sum(o.energy_j for o in runs),
                     "critical": sum(ev.slack_s[c] <= 1e-9 * ev.iteration_time_s for c in comps),
                     "max_slack_s": max(ev.slack_s[c] for c in comps),
                 }
@@ -295,6 +312,7 @@ class PipelinePlan:
         ev = self.evaluation
         return {
             "schema": "fxenergy.pipeline-plan/1",
+            "split_computations": len(self.splits),
             "schedule": self.dag.schedule,
             "num_stages": self.dag.num_stages,
             "num_microbatches": self.dag.num_microbatches,
@@ -312,15 +330,16 @@ class PipelinePlan:
             "lower_bound_j": self.lower_bound_j,
             "critical_path": [label(c) for c in ev.critical_path],
             "ranks": [
-                [
-                    {
-                        "action": label(c),
-                        "freq_mhz": f,
-                        "start_s": ev.start_s[c],
-                        "slack_s": ev.slack_s[c],
-                    }
-                    for c, f in self.rank_plan(r)
-                ]
-                for r in range(self.dag.num_ranks)
+                [self._entry(c, f) for c, f in self.rank_plan(r)] for r in range(self.dag.num_ranks)
             ],
         }
+
+    def _entry(self, c: Computation, f: int) -> dict:
+        ev = self.evaluation
+        entry = {"action": label(c), "freq_mhz": f, "start_s": ev.start_s[c]}
+        entry["slack_s"] = ev.slack_s[c]
+        if c in self.splits:
+            entry["then_mhz"] = self.splits[c].then_mhz
+            entry["then_share"] = self.splits[c].share
+            entry["then_after_s"] = self.splits[c].after_s
+        return entry

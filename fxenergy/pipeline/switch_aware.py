@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from fxenergy.pipeline.costs import StageCosts
+from fxenergy.pipeline.costs import ClockSplit, StageCosts
 from fxenergy.pipeline.dag import Computation, PipelineDAG
 from fxenergy.schedule.switch import window_cost
 
@@ -50,33 +50,61 @@ def switch_window(profile: Profile, latency_s: float, prev: int, new: int) -> tu
     return window_cost(latency_s, *profile(new), *profile(prev))
 
 
+def split_window(
+    profile: Profile, latency_s: float, first: int, split: ClockSplit
+) -> tuple[float, float]:
+    """Extra (time, energy) of the switch inside a split computation.
+
+    The switch's time within the computation is known (``split.after_s`` after its start), so
+    the runtime issues it ``latency`` ahead: the window is the tail of the first part, at the
+    slower and hungrier clock. A first part shorter than the latency cannot host it; that
+    switch lands late (the window is the head of the second part).
+    """
+    if latency_s <= 0:
+        return 0.0, 0.0
+    if split.after_s >= latency_s:
+        return window_cost(latency_s, *profile(first), *profile(split.then_mhz))
+    return window_cost(latency_s, *profile(split.then_mhz), *profile(first))
+
+
+def last_clock(c: Computation, freqs: Mapping[Computation, int], splits: Mapping) -> int:
+    """The clock a computation ends at (its split's second clock, if split)."""
+    return splits[c].then_mhz if c in splits else freqs[c]
+
+
 def switched_evaluation(
     dag: PipelineDAG,
     costs: StageCosts,
     freqs: Mapping[Computation, int],
     latency_s: float,
     profiles: list[Profile] | None = None,
+    splits: Mapping[Computation, ClockSplit] | None = None,
 ) -> tuple[float, float]:
     """(iteration time, energy) with a late switch's window at every clock change.
 
     In steady state a rank's first computation follows the previous iteration's last one, so
-    the first switch of an iteration is counted against the rank's last clock.
+    the first switch of an iteration is counted against the rank's last clock. A split
+    computation adds the window of its own switch (:func:`split_window`).
     """
     index, preds, _ = dag.index_arrays
     profiles = profiles or [rank_profile(order, costs) for order in dag.rank_orders]
+    splits = splits or {}
     dur = [0.0] * len(index)
     energy = 0.0
     busy = []
     for order, profile in zip(dag.rank_orders, profiles, strict=True):
-        prev, total = freqs[order[-1]], 0.0
+        prev, total = last_clock(order[-1], freqs, splits), 0.0
         for c in order:
             f = freqs[c]
-            o = costs.option(c, f)
+            o = costs.run(c, f, splits.get(c))
             dt, de = switch_window(profile, latency_s, prev, f)
+            if c in splits:
+                st, se = split_window(profile, latency_s, f, splits[c])
+                dt, de = dt + st, de + se
             dur[index[c]] = o.time_s + dt
             energy += o.energy_j + de
             total += o.time_s + dt
-            prev = f
+            prev = last_clock(c, freqs, splits)
         busy.append(total)
     finish = [0.0] * len(dur)
     for k in range(len(dur)):

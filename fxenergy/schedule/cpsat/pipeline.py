@@ -211,6 +211,9 @@ class PipelinePlanner:
         straggler_s: plan for an iteration that a slower pipeline stretches to this long.
         polish_s: CP-SAT time per plan (0 keeps the LP + greedy plan).
         workers: CP-SAT workers.
+        split_clocks: also consider the LP optimum itself, made real by running each
+            computation the LP put between two clocks partly at each (:class:`ClockSplit`):
+            a plan at the LP bound, with one more clock switch per split computation.
     """
 
     def __init__(
@@ -221,9 +224,10 @@ class PipelinePlanner:
         straggler_s: float | None = None,
         polish_s: float = 1.0,
         workers: int = 2,
+        split_clocks: bool = False,
     ) -> None:
         self.dag, self.costs, self.polish_s, self.workers = dag, costs, polish_s, workers
-        self.straggler_s = straggler_s
+        self.straggler_s, self.split_clocks = straggler_s, split_clocks
         self.fastest = fastest_plan(dag, costs)
         self.shortest_s = evaluate_pipeline(dag, costs, self.fastest).iteration_time_s
         self.all_max = max_clock_plan(dag, costs)
@@ -298,12 +302,17 @@ class PipelinePlanner:
             bound = lp[1] + (idle_const if self.straggler_s else 0.0)
         if self.polish_s > 0:
             best = self._polish(best, deadline_s, horizon, lp is not None)
+        if self.split_clocks and lp is not None:
+            split = self.lp.split_plan(deadline_s)
+            if split is not None:
+                best = self._better(best, split[0], "lp-split", deadline_s, horizon, split[1])
         logger.info(
             "deadline %.6g s: kept the %s plan, %.1f J (all-max-clock %.1f J, LP bound %s J)",
             deadline_s, best[2], best[1].energy_j, base.energy_j,
             "n/a" if bound is None else f"{bound:.1f}",
         )  # fmt: skip
-        return PipelinePlan(self.dag, best[0], best[1], base, deadline_s, best[2], bound)
+        splits = best[3] if len(best) > 3 else {}
+        return PipelinePlan(self.dag, best[0], best[1], base, deadline_s, best[2], bound, splits)
 
     def _polish(self, best: tuple, deadline_s: float, horizon: float, have_lp: bool) -> tuple:
         """Improve the best plan: exact-time MIP (SCIP) near the LP optimum, else CP-SAT."""
@@ -330,11 +339,19 @@ class PipelinePlanner:
     def _baseline_at(self, horizon: float) -> PlanEvaluation:
         return self.baseline if horizon <= self.all_max_s else self._evaluated("max-clock", horizon)
 
-    def _better(self, best: tuple, freqs: dict, method: str, deadline_s: float, horizon: float):
+    def _better(
+        self,
+        best: tuple,
+        freqs: dict,
+        method: str,
+        deadline_s: float,
+        horizon: float,
+        splits: dict | None = None,
+    ) -> tuple:
         """The candidate if it meets the deadline in real time and uses less energy."""
-        ev = evaluate_pipeline(self.dag, self.costs, freqs, horizon_s=horizon)
+        ev = evaluate_pipeline(self.dag, self.costs, freqs, horizon_s=horizon, splits=splits)
         if ev.iteration_time_s <= deadline_s * (1 + 1e-12) and ev.energy_j < best[1].energy_j:
-            return (freqs, ev, method)
+            return (freqs, ev, method, splits or {})
         return best
 
     def frontier(self, points: int = 40, polish_s: float = 0.0) -> list[PipelinePlan]:

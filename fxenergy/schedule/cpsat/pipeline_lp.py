@@ -20,7 +20,7 @@ from fxenergy.schedule.hull import lower_hull
 from fxenergy.schedule.pipeline_sweep import SlackTracker, slow_down_greedily
 
 if TYPE_CHECKING:  # types only: schedule/ does not import pipeline/ at run time
-    from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
+    from fxenergy.pipeline.dag import ClockSplit, Computation, PipelineDAG, StageCosts
 
 
 class PipelineLP:
@@ -181,6 +181,56 @@ class PipelineLP:
             if best is None:
                 return None
             pick[best] -= 1
+        return None
+
+    def split_plan(
+        self, deadline_s: float
+    ) -> tuple[dict[Computation, int], dict[Computation, ClockSplit]] | None:
+        """The last optimum itself: each computation between two hull vertices is *split*.
+
+        A computation whose LP duration lies between hull vertices ``a`` (faster) and ``b``
+        starts at ``a`` and runs the share ``(d - t_a) / (t_b - t_a)`` of its work at ``b``, so
+        its time and energy are the LP's. GLOP's tolerance can leave the schedule a hair past
+        the deadline; shares on the critical path are then trimmed until it fits.
+
+        Returns:
+            Clocks and splits, or None (the trimming could not meet the deadline).
+        """
+        freqs: dict[Computation, int] = {}
+        splits: dict[Computation, ClockSplit] = {}
+        for c, d in self.dur.items():
+            i, hull, t = self._vertex_below(c), self._hull[c], d.solution_value()
+            freqs[c] = hull[i].freq_mhz
+            if i + 1 < len(hull):
+                share = (t - hull[i].time_s) / (hull[i + 1].time_s - hull[i].time_s)
+                if share >= 1 - 1e-9:
+                    freqs[c] = hull[i + 1].freq_mhz
+                elif share > 1e-9:
+                    splits[c] = self.costs.split(c, freqs[c], hull[i + 1].freq_mhz, share)
+        return self._trim(freqs, splits, deadline_s)
+
+    def _trim(
+        self, freqs: dict, splits: dict, deadline_s: float
+    ) -> tuple[dict[Computation, int], dict[Computation, ClockSplit]] | None:
+        order = self.dag.topological
+        _, preds, succs = self.dag.index_arrays
+        for _ in range(64):
+            dur = [self.costs.run(c, freqs[c], splits.get(c)).time_s for c in order]
+            finish, latest = _longest(dur, preds, succs)
+            over = max(finish) - deadline_s * (1 + 1e-13)
+            if over <= 0:
+                return freqs, splits
+            crit = [c for k, c in enumerate(order) if latest[k] - finish[k] <= 1e-12 * finish[k]]
+            crit = [c for c in crit if c in splits]
+            if not crit:
+                return None
+            for c in crit:  # every critical split gives back the overrun (a hair each)
+                a, b = self.costs.option(c, freqs[c]), self.costs.option(c, splits[c].then_mhz)
+                share = splits[c].share - 2 * over / (b.time_s - a.time_s)
+                if share <= 1e-9:
+                    del splits[c]
+                else:
+                    splits[c] = self.costs.split(c, freqs[c], splits[c].then_mhz, share)
         return None
 
     def durations(self) -> dict[Computation, float]:
