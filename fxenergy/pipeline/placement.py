@@ -151,13 +151,12 @@ def plan_with_placement(planner: Any, deadline_s: float | None = None) -> Any:
     from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
     plan = planner.plan(deadline_s)
-    dur = {c: planner.costs.option(c, f).time_s for c, f in plan.freqs_mhz.items()}
-    placed = place_weight_gradients(planner.dag, dur)
+    placed = place_weight_gradients(planner.dag, plan.durations(planner.costs))
     if placed is planner.dag:
         return plan
     other = PipelinePlanner(
         placed, planner.costs, straggler_s=planner.straggler_s,
-        polish_s=planner.polish_s, workers=planner.workers,
+        polish_s=planner.polish_s, workers=planner.workers, split_clocks=planner.split_clocks,
     )  # fmt: skip
     if other.shortest_s > plan.deadline_s:
         return plan  # the re-placed order cannot meet this deadline at all

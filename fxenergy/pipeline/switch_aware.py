@@ -13,7 +13,9 @@ rank does not know beforehand; the late switch is what the hook can promise.
 
 :func:`switched_evaluation` evaluates a plan with those windows; :func:`reduce_switches` merges
 runs of equal clocks on a rank into a neighbouring run (one switch fewer per move) while that
-meets the deadline or lowers the energy. With ``latency_s = 0`` it returns the plan unchanged.
+meets the deadline or lowers the energy; :func:`drop_unpaid_splits` undoes the clock splits
+(:class:`~fxenergy.pipeline.costs.ClockSplit`) whose own switch costs more than it saves. With
+``latency_s = 0`` both return the plan unchanged.
 """
 
 from __future__ import annotations
@@ -176,12 +178,51 @@ def rank_windows(
     costs: StageCosts,
     freqs: Mapping[Computation, int],
     latency_s: float,
+    splits: Mapping[Computation, ClockSplit] | None = None,
 ) -> tuple[float, float]:
     """Extra (time, energy) of one rank's switch windows per steady iteration (it starts at its
     last clock), as :func:`switched_evaluation` charges them."""
     profile = rank_profile(order, costs)
-    prev, t, e = freqs[order[-1]], 0.0, 0.0
+    splits = splits or {}
+    prev, t, e = last_clock(order[-1], freqs, splits), 0.0, 0.0
     for c in order:
         dt, de = switch_window(profile, latency_s, prev, freqs[c])
-        t, e, prev = t + dt, e + de, freqs[c]
+        if c in splits:
+            st, se = split_window(profile, latency_s, freqs[c], splits[c])
+            dt, de = dt + st, de + se
+        t, e, prev = t + dt, e + de, last_clock(c, freqs, splits)
     return t, e
+
+
+def drop_unpaid_splits(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    freqs: Mapping[Computation, int],
+    splits: Mapping[Computation, ClockSplit],
+    deadline_s: float,
+    latency_s: float,
+) -> tuple[dict[Computation, int], dict[Computation, ClockSplit]]:
+    """Splits whose switch windows cost more than they save, undone.
+
+    Each split in turn (least work at the second clock first) is tried whole at its first
+    clock (faster) and whole at its second; a move is kept when it improves (time over
+    ``deadline_s``, energy) with every window priced. With ``latency_s = 0`` nothing changes.
+    """
+    out_f, out_s = dict(freqs), dict(splits)
+    if latency_s <= 0 or not splits:
+        return out_f, out_s
+    profiles = [rank_profile(order, costs) for order in dag.rank_orders]
+
+    def key(f: Mapping, s: Mapping) -> tuple[float, float]:
+        t, e = switched_evaluation(dag, costs, f, latency_s, profiles, s)
+        return (max(0.0, t - deadline_s * (1 + 1e-12)), e)
+
+    best = key(out_f, out_s)
+    for c in sorted(splits, key=lambda c: splits[c].share):
+        rest = {k: v for k, v in out_s.items() if k != c}
+        for clock in (out_f[c], splits[c].then_mhz):
+            trial = {**out_f, c: clock}
+            if (k := key(trial, rest)) < best:
+                out_f, out_s, best = trial, rest, k
+                break
+    return out_f, out_s
