@@ -20,6 +20,7 @@ meets the deadline or lowers the energy; :func:`drop_unpaid_splits` undoes the c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 from fxenergy.pipeline.costs import ClockSplit, StageCosts
@@ -74,23 +75,17 @@ def last_clock(c: Computation, freqs: Mapping[Computation, int], splits: Mapping
     return splits[c].then_mhz if c in splits else freqs[c]
 
 
-def switched_evaluation(
+def switched_durations(
     dag: PipelineDAG,
     costs: StageCosts,
     freqs: Mapping[Computation, int],
     latency_s: float,
-    profiles: list[Profile] | None = None,
-    splits: Mapping[Computation, ClockSplit] | None = None,
-) -> tuple[float, float]:
-    """(iteration time, energy) with a late switch's window at every clock change.
-
-    In steady state a rank's first computation follows the previous iteration's last one, so
-    the first switch of an iteration is counted against the rank's last clock. A split
-    computation adds the window of its own switch (:func:`split_window`).
-    """
-    index, preds, _ = dag.index_arrays
-    profiles = profiles or [rank_profile(order, costs) for order in dag.rank_orders]
-    splits = splits or {}
+    profiles: list[Profile],
+    splits: Mapping[Computation, ClockSplit],
+) -> tuple[list[float], float, list[float]]:
+    """Each computation's time with its windows (topological order), the compute energy with
+    windows, and each rank's busy time (see :func:`switched_evaluation`)."""
+    index = dag.index_arrays[0]
     dur = [0.0] * len(index)
     energy = 0.0
     busy = []
@@ -108,6 +103,28 @@ def switched_evaluation(
             total += o.time_s + dt
             prev = last_clock(c, freqs, splits)
         busy.append(total)
+    return dur, energy, busy
+
+
+def switched_evaluation(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    freqs: Mapping[Computation, int],
+    latency_s: float,
+    profiles: list[Profile] | None = None,
+    splits: Mapping[Computation, ClockSplit] | None = None,
+    horizon_s: float = 0.0,
+) -> tuple[float, float]:
+    """(iteration time, energy) with a late switch's window at every clock change.
+
+    In steady state a rank's first computation follows the previous iteration's last one, so
+    the first switch of an iteration is counted against the rank's last clock. A split
+    computation adds the window of its own switch (:func:`split_window`). Blocked energy is
+    counted to ``max(iteration, horizon_s)`` (a straggler's horizon), as the evaluator does.
+    """
+    _, preds, _ = dag.index_arrays
+    profiles = profiles or [rank_profile(order, costs) for order in dag.rank_orders]
+    dur, energy, busy = switched_durations(dag, costs, freqs, latency_s, profiles, splits or {})
     finish = [0.0] * len(dur)
     for k in range(len(dur)):
         start = 0.0
@@ -116,13 +133,18 @@ def switched_evaluation(
                 start = finish[q]
         finish[k] = start + dur[k]
     span = max(finish)
-    return span, energy + costs.blocked_power_w * sum(span - b for b in busy)
+    until = max(span, horizon_s)
+    return span, energy + costs.blocked_power_w * sum(until - b for b in busy)
 
 
-def _segments(order: tuple[Computation, ...], freqs: Mapping[Computation, int]) -> list[list]:
+def _segments(
+    order: tuple[Computation, ...], freqs: Mapping[Computation, int], splits: Mapping
+) -> list[list]:
+    """Runs of one clock on a rank; a split computation ends its run (it changes clock)."""
     runs: list[list] = []
     for c in order:
-        if runs and freqs[runs[-1][0]] == freqs[c]:
+        prev = runs[-1][-1] if runs else None
+        if prev is not None and prev not in splits and freqs[prev] == freqs[c]:
             runs[-1].append(c)
         else:
             runs.append([c])
@@ -136,41 +158,112 @@ def reduce_switches(
     deadline_s: float,
     latency_s: float,
 ) -> dict[Computation, int]:
-    """``freqs`` with runs of clocks merged where transition windows make that cheaper or faster.
+    """``freqs`` with runs of clocks merged where transition windows make that cheaper or faster
+    (:func:`fit_switches` of a plan without splits)."""
+    return fit_switches(dag, costs, freqs, {}, deadline_s, latency_s)[0]
 
-    Sweeps every rank's runs of equal clocks and gives a run its left neighbour's, its right
-    neighbour's or the fastest clock, keeping a move as soon as it improves (time over
-    ``deadline_s``, energy) — both with windows — until a sweep finds nothing. Each move removes
-    a switch or speeds a run up, so the all-fastest plan (no switch) is always reachable.
+
+def fit_switches(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    freqs: Mapping[Computation, int],
+    splits: Mapping[Computation, ClockSplit],
+    deadline_s: float,
+    latency_s: float,
+) -> tuple[dict[Computation, int], dict[Computation, ClockSplit]]:
+    """A plan's switches cut where transition windows make that cheaper or faster.
+
+    Undoes the splits that do not pay (:func:`drop_unpaid_splits`), then sweeps every rank's
+    runs of equal clocks and gives a run its left neighbour's, its right neighbour's, its next
+    faster or the fastest clock (a split inside a reassigned run is undone), keeping a move as
+    soon as it improves (time over ``deadline_s``, energy) — both with windows — until a sweep
+    finds nothing. Each move removes a switch or speeds a run up, so the all-fastest plan (no
+    switch) is always reachable. With ``latency_s = 0`` the plan comes back unchanged.
     """
-    out = dict(freqs)
+    out, cut = drop_unpaid_splits(dag, costs, freqs, splits, deadline_s, latency_s)
     if latency_s <= 0:
-        return out
+        return out, cut
     profiles = [rank_profile(order, costs) for order in dag.rank_orders]
+    out, cut = _crash(dag, costs, out, cut, deadline_s, latency_s, profiles)
 
-    def key(plan: Mapping[Computation, int]) -> tuple[float, float]:
-        t, e = switched_evaluation(dag, costs, plan, latency_s, profiles)
+    def key(plan: Mapping[Computation, int], split: Mapping) -> tuple[float, float]:
+        t, e = switched_evaluation(dag, costs, plan, latency_s, profiles, split)
         return (max(0.0, t - deadline_s * (1 + 1e-12)), e)
 
-    best = key(out)
+    best = key(out, cut)
     improved = True
     while improved:
         improved = False
         for order in dag.rank_orders:
             i = 0
-            while i < len(runs := _segments(order, out)):
+            while i < len(runs := _segments(order, out, cut)):
                 run = runs[i]
-                targets = [out[runs[j][0]] for j in (i - 1, i + 1) if 0 <= j < len(runs)]
-                targets.append(costs.fastest(run[0]).freq_mhz)
-                for f in dict.fromkeys(targets):
-                    if f == out[run[0]]:
-                        continue
+                for f in _run_moves(costs, runs, i, out, cut):
                     trial = {**out, **dict.fromkeys(run, f)}
-                    if (k := key(trial)) < best:
-                        out, best, improved = trial, k, True
+                    rest = {c: v for c, v in cut.items() if c not in run}
+                    if (k := key(trial, rest)) < best:
+                        out, cut, best, improved = trial, rest, k, True
                         break
                 i += 1
-    return out
+    return out, cut
+
+
+def _run_moves(costs: StageCosts, runs: list[list], i: int, out: Mapping, cut: Mapping) -> list:
+    """Clocks run ``i`` may take: its neighbours' (merging a switch away), its next faster one,
+    the fastest; its own when the run ends in a split (undoing the split)."""
+    run = runs[i]
+    targets = [last_clock(runs[i - 1][-1], out, cut)] if i > 0 else []
+    targets += [out[runs[i + 1][0]]] if i + 1 < len(runs) else []
+    targets += [_faster(costs, run[0], out[run[0]]), costs.fastest(run[0]).freq_mhz]
+    own = out[run[0]]
+    return [f for f in dict.fromkeys(targets) if f != own or run[-1] in cut]
+
+
+def _crash(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    out: dict,
+    cut: dict,
+    deadline_s: float,
+    latency_s: float,
+    profiles: list[Profile],
+) -> tuple[dict, dict]:
+    """While the iteration with windows overruns ``deadline_s``: the move on a critical run that
+    costs least energy per second gained (the time-cost trade-off's crashing step)."""
+    from fxenergy.schedule.cpsat.pipeline_lp import finish_times
+
+    index, preds, succs = dag.index_arrays
+    for _ in range(4 * len(index)):
+        dur, _, _ = switched_durations(dag, costs, out, latency_s, profiles, cut)
+        finish, latest = finish_times(dur, preds, succs)
+        span = max(finish)
+        if span <= deadline_s * (1 + 1e-12):
+            break
+        tight = {c for c, k in index.items() if latest[k] - finish[k] <= 1e-9 * span}
+        base_e = switched_evaluation(dag, costs, out, latency_s, profiles, cut)[1]
+        pick, price = None, math.inf
+        for order in dag.rank_orders:
+            runs = _segments(order, out, cut)
+            for i, run in enumerate(runs):
+                if not tight.intersection(run):
+                    continue
+                for f in _run_moves(costs, runs, i, out, cut):
+                    trial = {**out, **dict.fromkeys(run, f)}
+                    rest = {c: v for c, v in cut.items() if c not in run}
+                    t, e = switched_evaluation(dag, costs, trial, latency_s, profiles, rest)
+                    if t < span * (1 - 1e-12) and (e - base_e) / (span - t) < price:
+                        pick, price = (trial, rest), (e - base_e) / (span - t)
+        if pick is None:
+            break
+        out, cut = pick
+    return out, cut
+
+
+def _faster(costs: StageCosts, c: Computation, freq_mhz: int) -> int:
+    """The next faster candidate clock of ``c`` than ``freq_mhz`` (itself if none)."""
+    now = costs.option(c, freq_mhz).time_s
+    quicker = [o for o in costs.candidates(c) if o.time_s < now]
+    return quicker[-1].freq_mhz if quicker else freq_mhz
 
 
 def rank_windows(

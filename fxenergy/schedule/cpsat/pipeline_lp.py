@@ -166,7 +166,7 @@ class PipelineLP:
         _, preds, succs = self.dag.index_arrays
         for _ in range(len(order) * 4):
             dur = [self._hull[c][pick[c]].time_s for c in order]
-            finish, latest = _longest(dur, preds, succs)
+            finish, latest = finish_times(dur, preds, succs)
             span = max(finish)
             if span <= deadline_s * (1 + 1e-12):
                 return {c: self._hull[c][pick[c]].freq_mhz for c in order}
@@ -216,7 +216,7 @@ class PipelineLP:
         _, preds, succs = self.dag.index_arrays
         for _ in range(64):
             dur = [self.costs.run(c, freqs[c], splits.get(c)).time_s for c in order]
-            finish, latest = _longest(dur, preds, succs)
+            finish, latest = finish_times(dur, preds, succs)
             over = max(finish) - deadline_s * (1 + 1e-13)
             if over <= 0:
                 return freqs, splits
@@ -242,7 +242,7 @@ class PipelineLP:
         return max([0] + [k for k, o in enumerate(self._hull[c]) if o.time_s <= t * (1 + 1e-9)])
 
 
-def _longest(dur: list[float], preds: list, succs: list) -> tuple[list[float], list[float]]:
+def finish_times(dur: list[float], preds: list, succs: list) -> tuple[list[float], list[float]]:
     """Earliest finish and latest finish (against the makespan) of each computation."""
     n = len(dur)
     finish = [0.0] * n
