@@ -14,14 +14,16 @@ def run_steps(
     batch: tuple[Any, Any],
     steps: int,
     planned: bool,
+    splits: dict | None = None,
 ) -> dict:
-    """``steps`` training steps of ``sched`` (under a :class:`ClockPlanHook` when ``planned``):
-    the losses, the clocks the hook asked for, the backend's switch trace, the starting clock."""
+    """``steps`` training steps of ``sched`` (under a :class:`ClockPlanHook` when ``planned``,
+    with the plan's clock ``splits``): the losses, the clocks the hook asked for, the backend's
+    switch trace, the starting clock."""
     from fxenergy.pipeline.runner import ClockPlanHook
 
     x, y = batch
     initial = backend.current_clock_mhz
-    hook = ClockPlanHook(stages, rank_plan, backend, reset_on_exit=False)
+    hook = ClockPlanHook(stages, rank_plan, backend, reset_on_exit=False, splits=splits)
     losses: list[float] = []
     for _ in range(steps):
         opt.zero_grad()

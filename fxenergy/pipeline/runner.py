@@ -11,8 +11,14 @@ switch of the one switch model (:mod:`fxenergy.schedule.switch`): its transition
 head of the computation that follows, as :mod:`fxenergy.pipeline.switch_aware` prices it. The
 schedule, its communication and its numerics are untouched.
 
+A *split* computation (:class:`~fxenergy.pipeline.costs.ClockSplit`) switches a second time,
+inside itself: that request is timed ``after_s - latency`` after the GPU reaches the boundary
+(issued ahead, so the second clock is in force at the split point; at once when the first part
+is shorter than the latency: a late switch), labelled ``1F3~``. A newer boundary the GPU reaches
+first supersedes it.
+
     plan = PipelinePlanner(dag, costs).plan()
-    with ClockPlanHook(stage, plan.rank_plan(rank), backend):
+    with ClockPlanHook(stage, plan.rank_plan(rank), backend, splits=plan.rank_splits(rank)):
         schedule.step(x, target=y)
 """
 
@@ -20,11 +26,13 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
 from fxenergy.errors import FxEnergyError, PlanMismatchError
+from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S
+from fxenergy.pipeline.costs import ClockSplit
 from fxenergy.pipeline.orders import KIND_OF, LETTER, Action
 from fxenergy.runtime.backend import FrequencyBackend
 from fxenergy.runtime.controller import SwitchController, cuda_event_factory
@@ -78,8 +86,14 @@ class ClockPlanHook:
         controller: applies the switches (default: :func:`default_controller`); a controller
             passed in is started here but not closed (its owner closes it).
         observer: told before and after each computation (after the clock request).
+        splits: computations of ``plan`` that switch to a second clock partway
+            (``PipelinePlan.rank_splits(rank)``).
+        switch_latency_s: time from a clock request to the clock in force, to time a split's
+            second switch by (default: the backend's, else the DVFS model's default).
 
-    ``requests`` lists every ``(label, clock)`` asked of the backend, in order.
+    ``requests`` lists every ``(label, clock)`` asked of the backend, in order (a split's
+    second clock as ``"1F3~"``); ``late_splits`` counts second switches issued at the boundary
+    because the first part was shorter than the latency.
     """
 
     def __init__(
@@ -91,23 +105,44 @@ class ClockPlanHook:
         *,
         controller: SwitchController | None = None,
         observer: ComputeObserver | None = None,
+        splits: Mapping[Action, ClockSplit] | None = None,
+        switch_latency_s: float | None = None,
     ) -> None:
         self.stages: Sequence[Any] = stages if isinstance(stages, (list, tuple)) else [stages]
         self.backend = backend
         self.reset_on_exit = reset_on_exit
         self.observer = observer
         self.requests: list[tuple[str, int]] = []
+        self.late_splits = 0
+        latency = getattr(backend, "switch_latency_s", DEFAULT_SWITCH_LATENCY_S)
+        self.switch_latency_s = latency if switch_latency_s is None else switch_latency_s
         self._own_controller = controller is None
         self.controller = controller or default_controller(backend)
         self._saved: list[tuple[Any, str, Any]] = []
-        self.set_plan(plan)
+        self.set_plan(plan, splits)
 
-    def set_plan(self, plan: Iterable[tuple[Action, int]] | dict[Action, int] | None) -> None:
-        """Use another plan from the next computation on (None: leave the clock alone)."""
+    def set_plan(
+        self,
+        plan: Iterable[tuple[Action, int]] | dict[Action, int] | None,
+        splits: Mapping[Action, ClockSplit] | None = None,
+    ) -> None:
+        """Use another plan (and its splits) from the next computation on (None: leave the
+        clock alone).
+
+        Raises:
+            PlanMismatchError: a split names a computation the plan has no clock for.
+        """
         if plan is None:
             self.clocks: dict[Action, int] | None = None
         else:
             self.clocks = dict(plan.items() if isinstance(plan, dict) else plan)
+        self.splits: dict[Action, ClockSplit] = dict(splits or {})
+        stray = [a for a in self.splits if self.clocks is None or a not in self.clocks]
+        if stray:
+            raise PlanMismatchError(
+                f"the clock splits name {', '.join(action_label(a) for a in stray)}, which the "
+                "plan has no clock for; pass the splits of the same plan and rank"
+            )
 
     def _switch(self, stage_index: int, kind: str, mb: int) -> Action:
         action: Action = (stage_index, kind, mb)  # type: ignore[assignment]
@@ -122,7 +157,18 @@ class ClockPlanHook:
             ) from None
         self.requests.append((action_label(action), mhz))
         self.controller.request(mhz, label=action_label(action))  # at the GPU boundary
+        if (split := self.splits.get(action)) is not None:
+            self._request_split(action, split)
         return action
+
+    def _request_split(self, action: Action, split: ClockSplit) -> None:
+        """The second clock, timed ``latency`` ahead of the split point (late if it can't be)."""
+        label = action_label(action) + "~"
+        ahead = split.after_s >= self.switch_latency_s
+        self.late_splits += not ahead
+        delay = max(split.after_s - self.switch_latency_s, 0.0)
+        self.requests.append((label, split.then_mhz))
+        self.controller.request(split.then_mhz, label=label, ahead=ahead, delay_s=delay)
 
     def _wrap(self, stage: Any, method: str, kind: str) -> None:
         original = getattr(stage, method)
@@ -175,6 +221,21 @@ class ClockPlanHook:
             self.backend.reset()
 
 
+def _check_fingerprint(doc: dict, fingerprint: str) -> None:
+    if fingerprint not in (doc.get("dag_fingerprint"), doc.get("placed_from")):
+        raise PlanMismatchError(
+            f"the plan was made for a {doc.get('schedule')} pipeline of "
+            f"{doc.get('num_stages')} stages x {doc.get('num_microbatches')} microbatches "
+            f"(fingerprint {doc.get('dag_fingerprint')}), not this one ({fingerprint}); "
+            "plan again with `fxenergy pipeline` for this schedule and shape"
+        )
+
+
+def _action_of(entry: dict) -> Action:
+    stage, kind, mb = re.fullmatch(r"(\d+)([FBIW])(\d+)", entry["action"]).groups()  # type: ignore[union-attr]
+    return (int(stage), KIND_OF[kind], int(mb))  # type: ignore[return-value]
+
+
 def rank_plan_from_json(doc: dict, rank: int, fingerprint: str) -> list[tuple[Action, int]]:
     """One rank's ``(action, clock)`` list from ``PipelinePlan.to_json()`` output.
 
@@ -186,29 +247,47 @@ def rank_plan_from_json(doc: dict, rank: int, fingerprint: str) -> list[tuple[Ac
     Raises:
         PlanMismatchError: the plan was made for another schedule or shape.
     """
-    if fingerprint not in (doc.get("dag_fingerprint"), doc.get("placed_from")):
-        raise PlanMismatchError(
-            f"the plan was made for a {doc.get('schedule')} pipeline of "
-            f"{doc.get('num_stages')} stages x {doc.get('num_microbatches')} microbatches "
-            f"(fingerprint {doc.get('dag_fingerprint')}), not this one ({fingerprint}); "
-            "plan again with `fxenergy pipeline` for this schedule and shape"
+    _check_fingerprint(doc, fingerprint)
+    return [(_action_of(e), int(e["freq_mhz"])) for e in doc["ranks"][rank]]
+
+
+def rank_splits_from_json(doc: dict, rank: int, fingerprint: str) -> dict[Action, ClockSplit]:
+    """One rank's clock splits from ``PipelinePlan.to_json()`` output (empty: none).
+
+    Args:
+        doc: the saved plan (a split entry has ``then_mhz``, ``then_share``, ``then_after_s``).
+        rank: this process's pipeline rank.
+        fingerprint: ``build_dag(...).fingerprint`` of the pipeline about to run.
+
+    Raises:
+        PlanMismatchError: the plan was made for another schedule or shape.
+    """
+    _check_fingerprint(doc, fingerprint)
+    return {
+        _action_of(e): ClockSplit(
+            int(e["then_mhz"]), float(e["then_share"]), float(e.get("then_after_s", 0.0))
         )
-    out: list[tuple[Action, int]] = []
-    for entry in doc["ranks"][rank]:
-        stage, kind, mb = re.fullmatch(r"(\d+)([FBIW])(\d+)", entry["action"]).groups()
-        out.append(((int(stage), KIND_OF[kind], int(mb)), int(entry["freq_mhz"])))  # type: ignore[arg-type]
-    return out
+        for e in doc["ranks"][rank]
+        if "then_mhz" in e
+    }
 
 
 def expected_switches(
-    plan: Iterable[tuple[Action, int]], initial_mhz: int, steps: int = 1
+    plan: Iterable[tuple[Action, int]],
+    initial_mhz: int,
+    steps: int = 1,
+    splits: Mapping[Action, ClockSplit] | None = None,
 ) -> list[int]:
-    """Clock changes a backend that skips no-op switches carries out for ``steps`` iterations."""
+    """Clock changes a backend that skips no-op switches carries out for ``steps`` iterations
+    (a split computation's second clock included, right after its first)."""
     out: list[int] = []
     current = initial_mhz
+    splits = splits or {}
     for _ in range(steps):
-        for _, mhz in plan:
-            if mhz != current:
-                out.append(mhz)
-                current = mhz
+        for action, mhz in plan:
+            clocks = (mhz, splits[action].then_mhz) if action in splits else (mhz,)
+            for f in clocks:
+                if f != current:
+                    out.append(f)
+                    current = f
     return out

@@ -12,12 +12,18 @@ reached the boundary), then asks the backend for the clock. Timing model, in ord
 3. **No-ops.** A request for the clock already in force is skipped (NVML is not called).
 4. **Minimum dwell.** A switch less than ``min_dwell_s`` after the previous switch *started* is
    delayed until the dwell has passed; meanwhile a newer completed request supersedes it.
+5. **Timed requests.** A request made with ``delay_s`` (a clock split's second clock: the switch
+   inside a computation) is applied ``delay_s`` after the GPU reaches its point in the stream.
+   It is not a boundary: it never supersedes the requests before it, and a newer *boundary*
+   request the GPU reaches while it waits supersedes it (the computation ended sooner than
+   planned: its second clock is no longer wanted).
 
 Under the simulator the controller acts synchronously in virtual time (``threaded=False``): there
 is no GPU to overlap with, and it keeps runs deterministic. Work is accounted per partition
 there, so a delayed switch can only take effect at the next boundary; by then the newer request
 supersedes it, i.e. a switch within the dwell is dropped. A request still pending at close is
-dropped too (there is no work left to run at its clock).
+dropped too (there is no work left to run at its clock). A timed request is applied at once there
+(its delay counts towards the dwell), issued ahead when asked so.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ log = logging.getLogger("fxenergy.runtime")
 
 Outcome = Literal["applied", "noop", "superseded", "dropped"]
 _KEEP_DECISIONS = 4096
+_POLL_S = 0.0005  #: how often a waiting thread looks at newer boundary events
 
 
 class EventLike(Protocol):
@@ -70,12 +77,17 @@ def cuda_event_factory() -> EventLike:
 @dataclass(frozen=True)
 class SwitchRequest:
     """One boundary's wish for a clock (``ahead``: issued ahead of the boundary, so the
-    transition window is the previous work's tail; a simulator accounts it so)."""
+    transition window is the previous work's tail; a simulator accounts it so).
+
+    ``delay_s`` (None: a boundary request) makes it *timed*: due that long after the GPU reaches
+    the point in the stream where it was made.
+    """
 
     seq: int
     clock_mhz: int
     label: str = ""
     ahead: bool = False
+    delay_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class Decision:
 class _Queued:
     request: SwitchRequest
     event: EventLike
+    seen_s: float | None = None  #: backend time the thread first saw the event complete
 
 
 class SwitchController:
@@ -151,10 +164,23 @@ class SwitchController:
             self._thread = threading.Thread(target=self._run, name="fxenergy-clocks", daemon=True)
             self._thread.start()
 
-    def request(self, clock_mhz: int, label: str = "", ahead: bool = False) -> SwitchRequest:
-        """Ask for ``clock_mhz`` from this point of the stream on; returns at once."""
+    def request(
+        self, clock_mhz: int, label: str = "", ahead: bool = False, delay_s: float | None = None
+    ) -> SwitchRequest:
+        """Ask for ``clock_mhz`` from this point of the stream on; returns at once.
+
+        Args:
+            clock_mhz: the clock wanted.
+            label: names the request in decisions and the backend's trace.
+            ahead: issued ahead of the point where the clock is wanted (a simulator accounts
+                the transition window on the work before it).
+            delay_s: make it a timed request, due ``delay_s`` seconds after the GPU reaches
+                this point (None: a boundary request, due at once).
+        """
         self.raise_if_failed()
-        req = SwitchRequest(self._seq, int(clock_mhz), label, ahead)
+        if delay_s is not None and not delay_s >= 0:
+            raise ValueError(f"delay_s must be >= 0 seconds, got {delay_s}")
+        req = SwitchRequest(self._seq, int(clock_mhz), label, ahead, delay_s)
         self._seq += 1
         if not self.threaded:
             self._request_now(req)
@@ -240,6 +266,12 @@ class SwitchController:
             return 0.0
         return self._last_switch_s + self.min_dwell_s - self.backend.now_s()
 
+    def _due_in_s(self, item: _Queued) -> float:
+        """How long until a timed request is due (0 for a boundary request)."""
+        if item.request.delay_s is None or item.seen_s is None:
+            return 0.0
+        return item.seen_s + item.request.delay_s - self.backend.now_s()
+
     def _apply(self, req: SwitchRequest) -> None:
         with self._backend_lock:
             if self._closed:
@@ -261,7 +293,7 @@ class SwitchController:
         if self._pending is not None:
             self._record(self._pending, "superseded")
             self._pending = None
-        if not self._is_noop(req) and self._dwell_left_s() > 0:
+        if not self._is_noop(req) and self._dwell_left_s() - (req.delay_s or 0.0) > 0:
             self._pending = req  # delayed: the next boundary supersedes it, or close drops it
             return
         self._apply(req)
@@ -271,15 +303,11 @@ class SwitchController:
         try:
             while (item := self._next()) is not None:
                 item.event.synchronize()  # the GPU reached this boundary
-                req = self._newest_done(item.request)
-                while self._must_wait(req) and (wait := self._dwell_left_s()) > 0:
-                    with self._cond:
-                        self._cond.wait(wait)
-                    req = self._newest_done(req)
+                item = self._wait(self._newest_done(item))
                 if self._abandoned():
-                    self._record(req, "dropped")
+                    self._record(item.request, "dropped")
                     continue
-                self._apply(req)
+                self._apply(item.request)
         except BaseException as exc:  # surfaced on the host thread by raise_if_failed
             log.error("fxenergy: clock controller stopped: %s", exc)
             self._error = exc
@@ -290,13 +318,40 @@ class SwitchController:
                 self._cond.wait()
             return self._queue.popleft() if self._queue else None
 
-    def _newest_done(self, req: SwitchRequest) -> SwitchRequest:
-        """Skip to the newest queued request whose boundary has already been reached."""
+    def _newest_done(self, item: _Queued) -> _Queued:
+        """Skip to the newest queued boundary request the GPU has already reached.
+
+        What it skips is superseded (a timed request among them too: its computation is over).
+        Reached events are time-stamped here: a timed request's delay counts from that stamp.
+        """
         with self._cond:
-            while self._queue and self._queue[0].event.query():
-                self._record(req, "superseded")
-                req = self._queue.popleft().request
-        return req
+            now = self.backend.now_s()
+            if item.seen_s is None:
+                item.seen_s = now
+            newest = -1
+            for k, queued in enumerate(self._queue):
+                if not queued.event.query():
+                    break  # the stream reaches events in order: none after this one is done
+                if queued.seen_s is None:
+                    queued.seen_s = now
+                if queued.request.delay_s is None:
+                    newest = k
+            for _ in range(newest + 1):
+                self._record(item.request, "superseded")
+                item = self._queue.popleft()
+        return item
+
+    def _wait(self, item: _Queued) -> _Queued:
+        """Wait until a timed request is due and the dwell has passed; a newer boundary reached
+        meanwhile supersedes it (looked at every ``_POLL_S`` while requests are queued)."""
+        while self._must_wait(item.request):
+            wait = max(self._due_in_s(item), self._dwell_left_s())
+            if wait <= 0:
+                break
+            with self._cond:
+                self._cond.wait(min(wait, _POLL_S) if self._queue else wait)
+            item = self._newest_done(item)
+        return item
 
     def _must_wait(self, req: SwitchRequest) -> bool:
         return not self._abandoned() and not self._is_noop(req)  # a no-op needs no dwell
