@@ -85,7 +85,7 @@ def test_frontier_of_a_model_with_graph_breaks(tmp_path, capsys) -> None:
     )
     out = tmp_path / "f.json"
     argv = ["frontier", f"{file}:Branchy", "--input-shape", "32,64", "--slowdowns", "0,2%,10%",
-            "--time-limit", "3", "--out", str(out)]  # fmt: skip
+            "--time-limit", "3", "--out", str(out), "--plot", str(tmp_path / "f.png")]  # fmt: skip
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "graph break" in text.lower() or "graphs" in text
