@@ -140,9 +140,108 @@ def test_cli_split_clocks(tmp_path, capsys):
         "pipeline", str(DATA), "--microbatches", "8", "--schedule", "1F1B",
         "--blocked-power-w", "83.64", "--polish-s", "0", "--split-clocks", "--out", str(out),
     ]  # fmt: skip
-    assert main(argv) == 0
+    assert main([*argv, "--switch-latency-ms", "0"]) == 0  # switches free: the LP optimum
     text = capsys.readouterr().out
     assert "(lp-split)" in text and "clock splits:" in text and "gap 0.000%" in text
-    assert "SIMULATED" in text
+    assert "planned as free" in text and "SIMULATED" in text
     doc = json.loads(out.read_text())
-    assert doc["split_computations"] > 0
+    assert doc["split_computations"] > 0 and "switch_latency_s" not in doc
+    assert main(argv) == 0  # the default latency: the deadline is met with windows priced
+    text = capsys.readouterr().out
+    assert "with clock-switch windows (10 ms latency" in text and "SIMULATED" in text
+    doc = json.loads(out.read_text())
+    assert doc["switch_latency_s"] == 0.01
+    assert doc["iteration_time_with_switches_s"] <= doc["deadline_s"] * (1 + 1e-12)
+    assert doc["energy_with_switches_j"] < doc["baseline_energy_j"]
+
+
+GPU = "A100-SXM4-80GB"
+
+
+def _sim_costs(dag):
+    """Per (stage, kind) work, and its profile rows from the simulator's own DVFS model."""
+    from fxenergy.graph.meta import CostRecord
+    from fxenergy.hardware.dvfs import get_dvfs_model
+    from fxenergy.hardware.profiles import Profile, ProfileRow
+
+    model = get_dvfs_model(GPU)
+
+    def cost_of(gflop: float) -> CostRecord:
+        flops = int(gflop * 1e9)
+        return CostRecord(flops, flops // 2, int(4e9), int(2e9), "bfloat16", (), (), 400, flops)
+
+    cost = {(s, k): cost_of(g * (1.5 if s == 2 else 1.0)) for s in range(dag.num_stages)
+            for k, g in (("forward", 40000), ("backward", 80000))}  # fmt: skip
+    rows = [ProfileRow(s, k, f, model.time_s(c, f), model.energy_j(c, f))
+            for (s, k), c in cost.items() for f in model.clocks_mhz()]  # fmt: skip
+    return cost, StageCosts.from_profile(Profile(tuple(rows)), dag.num_stages, 83.64)
+
+
+def _simulate(dag, cost, freqs, splits, latency):
+    """Every rank's clock sequence on its own simulated GPU: a late switch at each boundary, a
+    split's switch issued ahead inside its computation; the second (steady) iteration's
+    computation times, then the DAG's iteration and energy with blocked power."""
+    from fxenergy.runtime.sim import SimulatedBackend
+
+    dur, energy = {}, 0.0
+    for order in dag.rank_orders:
+        gpu = SimulatedBackend(GPU, latency)
+        for it in range(2):  # the second iteration starts at the clock the first ended on
+            for c in order:
+                t0, e0 = gpu.now_s(), gpu.energy_j()
+                gpu.set_clock(freqs[c])
+                whole = cost[(c[0], c[1])]
+                if c in splits:
+                    gpu.execute(whole, share=1 - splits[c].share)
+                    gpu.switch_ahead(splits[c].then_mhz)  # issued ahead: the first part's tail
+                    gpu.execute(whole, share=splits[c].share)
+                else:
+                    gpu.execute(whole)
+                dur[c], e = gpu.now_s() - t0, gpu.energy_j() - e0
+                energy += e if it else 0.0
+    finish: dict = {}
+    for c in dag.topological:
+        finish[c] = max((finish[p] for p in dag.predecessors[c]), default=0.0) + dur[c]
+    span = max(finish.values())
+    blocked = 83.64 * sum(span - sum(dur[c] for c in o) for o in dag.rank_orders)
+    return span, energy + blocked
+
+
+def test_split_plan_windows_are_what_the_simulator_charges():
+    """Hand-made clocks and splits (switches everywhere): the simulator charges exactly what
+    ``switched_evaluation`` says."""
+    dag = build_dag("1F1B", 4, 6)
+    cost, costs = _sim_costs(dag)
+    clocks = (1410, 1200, 990)
+    freqs = {c: clocks[(c[0] + c[2]) % 3] for c in dag.topological}
+    splits = {
+        c: costs.split(c, freqs[c], 1095, (0.25, 0.5)[c[2] % 2])
+        for c in dag.topological
+        if c[2] % 3 == 1 and freqs[c] != 1095
+    }
+    assert len(splits) > 4
+    got = switched_evaluation(dag, costs, freqs, 0.01, splits=splits)
+    assert got == pytest.approx(_simulate(dag, cost, freqs, splits, 0.01), rel=1e-9)
+
+
+@pytest.mark.parametrize("split_clocks", [False, True])
+def test_windowed_plan_runs_as_planned_at_the_default_latency(split_clocks):
+    """``plan_with_windows`` at the default 10 ms: the simulated GPUs reproduce the plan's
+    iteration and energy, the deadline holds, and it still saves energy."""
+    from fxenergy.hardware.dvfs import DEFAULT_SWITCH_LATENCY_S as latency
+    from fxenergy.pipeline.windowed import plan_with_windows
+
+    dag = build_dag("1F1B", 4, 6)
+    cost, costs = _sim_costs(dag)
+    planner = PipelinePlanner(dag, costs, polish_s=0, split_clocks=split_clocks)
+    deadline = planner.all_max_s * 1.02
+    free = planner.plan(deadline)
+    windowed = plan_with_windows(planner, deadline, latency)
+    plan = windowed.plan
+    span, energy = _simulate(dag, cost, plan.freqs_mhz, plan.splits, latency)
+    assert (span, energy) == pytest.approx((windowed.iteration_time_s, windowed.energy_j), rel=1e-9)
+    assert span <= deadline * (1 + 1e-12) and windowed.switches > 0
+    assert windowed.savings > 0.01
+    # The switch-free plan, run the same way, overruns: what the windows cost it.
+    raw = _simulate(dag, cost, free.freqs_mhz, free.splits, latency)
+    assert raw[0] > deadline

@@ -75,6 +75,31 @@ def last_clock(c: Computation, freqs: Mapping[Computation, int], splits: Mapping
     return splits[c].then_mhz if c in splits else freqs[c]
 
 
+def rank_durations(
+    order: tuple[Computation, ...],
+    costs: StageCosts,
+    profile: Profile,
+    latency_s: float,
+    freqs: Mapping[Computation, int],
+    splits: Mapping[Computation, ClockSplit],
+) -> tuple[list[float], float]:
+    """One rank's computation times with their windows (in its order), and its compute energy
+    with windows; the rank starts at its last clock (steady state)."""
+    prev, energy = last_clock(order[-1], freqs, splits), 0.0
+    dur = []
+    for c in order:
+        f = freqs[c]
+        o = costs.run(c, f, splits.get(c))
+        dt, de = switch_window(profile, latency_s, prev, f)
+        if c in splits:
+            st, se = split_window(profile, latency_s, f, splits[c])
+            dt, de = dt + st, de + se
+        dur.append(o.time_s + dt)
+        energy += o.energy_j + de
+        prev = last_clock(c, freqs, splits)
+    return dur, energy
+
+
 def switched_durations(
     dag: PipelineDAG,
     costs: StageCosts,
@@ -90,19 +115,11 @@ def switched_durations(
     energy = 0.0
     busy = []
     for order, profile in zip(dag.rank_orders, profiles, strict=True):
-        prev, total = last_clock(order[-1], freqs, splits), 0.0
-        for c in order:
-            f = freqs[c]
-            o = costs.run(c, f, splits.get(c))
-            dt, de = switch_window(profile, latency_s, prev, f)
-            if c in splits:
-                st, se = split_window(profile, latency_s, f, splits[c])
-                dt, de = dt + st, de + se
-            dur[index[c]] = o.time_s + dt
-            energy += o.energy_j + de
-            total += o.time_s + dt
-            prev = last_clock(c, freqs, splits)
-        busy.append(total)
+        times, e = rank_durations(order, costs, profile, latency_s, freqs, splits)
+        for c, t in zip(order, times, strict=True):
+            dur[index[c]] = t
+        energy += e
+        busy.append(sum(times))
     return dur, energy, busy
 
 
@@ -229,10 +246,15 @@ def _crash(
     profiles: list[Profile],
 ) -> tuple[dict, dict]:
     """While the iteration with windows overruns ``deadline_s``: the move on a critical run that
-    costs least energy per second gained (the time-cost trade-off's crashing step)."""
+    costs least energy per second gained (the time-cost trade-off's crashing step).
+
+    Moves are priced from their own rank (time gained on its critical computations, energy
+    with the blocked-power change); the few best are then scored exactly.
+    """
     from fxenergy.schedule.cpsat.pipeline_lp import finish_times
 
     index, preds, succs = dag.index_arrays
+    p, ranks = costs.blocked_power_w, dag.num_ranks
     for _ in range(4 * len(index)):
         dur, _, _ = switched_durations(dag, costs, out, latency_s, profiles, cut)
         finish, latest = finish_times(dur, preds, succs)
@@ -240,9 +262,9 @@ def _crash(
         if span <= deadline_s * (1 + 1e-12):
             break
         tight = {c for c, k in index.items() if latest[k] - finish[k] <= 1e-9 * span}
-        base_e = switched_evaluation(dag, costs, out, latency_s, profiles, cut)[1]
-        pick, price = None, math.inf
-        for order in dag.rank_orders:
+        ranked = []
+        for order, profile in zip(dag.rank_orders, profiles, strict=True):
+            old, old_e = rank_durations(order, costs, profile, latency_s, out, cut)
             runs = _segments(order, out, cut)
             for i, run in enumerate(runs):
                 if not tight.intersection(run):
@@ -250,13 +272,43 @@ def _crash(
                 for f in _run_moves(costs, runs, i, out, cut):
                     trial = {**out, **dict.fromkeys(run, f)}
                     rest = {c: v for c, v in cut.items() if c not in run}
-                    t, e = switched_evaluation(dag, costs, trial, latency_s, profiles, rest)
-                    if t < span * (1 - 1e-12) and (e - base_e) / (span - t) < price:
-                        pick, price = (trial, rest), (e - base_e) / (span - t)
+                    new, new_e = rank_durations(order, costs, profile, latency_s, trial, rest)
+                    pairs = zip(order, old, new, strict=True)
+                    gain = sum(a - b for c, a, b in pairs if c in tight)
+                    if gain > 1e-12 * span:
+                        de = new_e - old_e - p * (ranks * gain + sum(new) - sum(old))
+                        ranked.append((de / gain, len(ranked), trial, rest))
+        pick = _best_exact(dag, costs, out, cut, latency_s, profiles, sorted(ranked), span)
         if pick is None:
             break
         out, cut = pick
     return out, cut
+
+
+def _best_exact(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    out: dict,
+    cut: dict,
+    latency_s: float,
+    profiles: list[Profile],
+    ranked: list,
+    span: float,
+    chunk: int = 6,
+) -> tuple[dict, dict] | None:
+    """The exactly cheapest (per second gained) of the best-estimated moves: the first chunk of
+    ``ranked`` in which any move shortens the iteration (a parallel critical path can make an
+    estimate's gain vanish), else the next chunk."""
+    base_e = switched_evaluation(dag, costs, out, latency_s, profiles, cut)[1]
+    for lo in range(0, len(ranked), chunk):
+        pick, price = None, math.inf
+        for _, _, trial, rest in ranked[lo : lo + chunk]:
+            t, e = switched_evaluation(dag, costs, trial, latency_s, profiles, rest)
+            if t < span * (1 - 1e-12) and (e - base_e) / (span - t) < price:
+                pick, price = (trial, rest), (e - base_e) / (span - t)
+        if pick is not None:
+            return pick
+    return None
 
 
 def _faster(costs: StageCosts, c: Computation, freq_mhz: int) -> int:

@@ -63,6 +63,9 @@ def plan_with_windows(
 ) -> WindowedPlan:
     """The least-energy plan found that meets ``deadline_s`` with its switch windows priced.
 
+    With ``planner.split_clocks`` the search also starts from plans without splits (a split's
+    own window can cost more than it saves) and keeps the better.
+
     Args:
         planner: a :class:`~fxenergy.schedule.cpsat.pipeline.PipelinePlanner` (its
             ``split_clocks`` and polish settings apply).
@@ -70,6 +73,21 @@ def plan_with_windows(
         latency_s: switch latency (s); 0 plans switch-free (the plan comes back unchanged).
         replans: at most this many re-plans at a deadline tightened by the last overrun.
     """
+    split = planner.split_clocks
+    best = _search(planner, deadline_s, latency_s, replans)
+    if split and latency_s > 0:
+        planner.split_clocks = False
+        try:
+            other = _search(planner, deadline_s, latency_s, replans)
+        finally:
+            planner.split_clocks = split
+        if _key(other, deadline_s) < _key(best, deadline_s):
+            best = other
+    return best
+
+
+def _search(planner: Any, deadline_s: float, latency_s: float, replans: int) -> WindowedPlan:
+    """Plan, fit the switches, re-plan at a deadline tightened by the overrun; the best kept."""
     costs, horizon = planner.costs, planner.straggler_s or 0.0
     best: WindowedPlan | None = None
     target, made = deadline_s, 0

@@ -173,13 +173,19 @@ class SimulatedBackend(FrequencyBackend):
         parts = [self._cost_at(c, mhz) for c in self._executed]
         return sum(t for t, _ in parts), sum(e for _, e in parts)
 
-    def execute(self, cost: CostRecord, label: str = "") -> WorkRecord:
-        """Run ``cost`` at the current clock: advance virtual time and energy by the model."""
+    def execute(self, cost: CostRecord, label: str = "", share: float = 1.0) -> WorkRecord:
+        """Run ``cost`` at the current clock: advance virtual time and energy by the model.
+
+        ``share`` < 1 runs that part of the work (a computation split across a clock switch);
+        the work counts once, whole, in what transition windows are costed from.
+        """
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must lie in (0, 1], got {share}")
         if self._cycle is None and cost not in self._executed_set:
             self._executed.append(cost)
             self._executed_set.add(cost)
         time_s, energy_j = self._cost_at(cost, self._current)
-        return self._advance(time_s, energy_j, label)
+        return self._advance(share * time_s, share * energy_j, label)
 
     def idle(self, seconds: float, label: str = "idle") -> WorkRecord:
         """Stay idle for ``seconds`` at the model's idle power."""
