@@ -26,7 +26,7 @@ import networkx as nx
 
 from fxenergy.hardware.profiles import read_profile
 from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts, build_dag, evaluate_pipeline
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+from fxenergy.pipeline.planner import PipelinePlanner
 
 SLOWDOWNS = (0.0, 0.01, 0.02, 0.05)
 FOUR_STAGES = (0, 3, 5, 7)

@@ -26,9 +26,9 @@ from fxenergy.hardware.profiles import read_profile
 from fxenergy.pipeline.dag import StageCosts, build_dag
 from fxenergy.pipeline.orders import SCHEDULES, SINGLE_STAGE
 from fxenergy.pipeline.placement import plan_with_placement
+from fxenergy.pipeline.planner import PipelinePlanner
 from fxenergy.pipeline.switch_aware import switched_evaluation
 from fxenergy.pipeline.windowed import plan_with_windows
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
 PROFILES = {"A100": "gpt3-175b+a100_sxm_bf16.csv", "A40": "gpt3-175b+a40_bf16.csv"}
 #: the measured Perseus profiles shipped with the tests

@@ -16,8 +16,8 @@ import pytest
 
 from fxenergy.hardware.profiles import read_profile
 from fxenergy.pipeline.dag import StageCosts, build_dag
+from fxenergy.pipeline.planner import PipelinePlanner
 from fxenergy.pipeline.runner import action_label, expected_switches, rank_plan_from_json
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 from tests.pipeline_steps import run_steps
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"

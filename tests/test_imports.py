@@ -40,9 +40,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     # The pass registry finds its built-in plugins by importing the package that holds them
     # (registered_passes/get_pass); no code of graph/ depends on a pass. Design exception.
     ("fxenergy.graph.pass_infra", "fxenergy.passes"): "house: plugin discovery",
-    # Branch zb (issue 14): the pipeline CP-SAT model should take plain data from
-    # schedule/ (or move under pipeline/); remove when zb is merged.
-    ("fxenergy.schedule.cpsat.pipeline", "fxenergy.pipeline.dag"): "zb",
 }
 #: Known circles (the modules in them), each naming who removes it.
 ALLOWED_CIRCLES: dict[frozenset[str], str] = {}

@@ -273,7 +273,7 @@ def _profile_and_dag():
 def test_plan_online_without_switch_cost_is_the_planners_plan():
     from fxenergy.pipeline.dag import StageCosts
     from fxenergy.pipeline.online_plan import plan_online
-    from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+    from fxenergy.pipeline.planner import PipelinePlanner
 
     profile, dag = _profile_and_dag()
     online = plan_online(profile, dag, GPU, 1410, 83.64, 0.01, 4)
@@ -286,8 +286,8 @@ def test_plan_online_without_switch_cost_is_the_planners_plan():
 
 def test_reduce_switches_meets_the_deadline_with_windows():
     from fxenergy.pipeline.dag import StageCosts
+    from fxenergy.pipeline.planner import PipelinePlanner
     from fxenergy.pipeline.switch_aware import reduce_switches, switched_evaluation
-    from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
     profile, dag = _profile_and_dag()
     costs = StageCosts.from_profile(extrapolate_measured(profile, GPU, 1410), 4, 83.64)

@@ -25,8 +25,8 @@ from fxenergy.pipeline.orders import (
     torch_rank_orders,
     validate_orders,
 )
+from fxenergy.pipeline.planner import PipelinePlanner
 from fxenergy.pipeline.runner import rank_plan_from_json
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"
 P_BLOCKED = 83.64  # W, A100 blocked on P2P (Perseus artifact)

@@ -17,7 +17,7 @@ from fxenergy.pipeline.dag import (
     fastest_plan,
     max_clock_plan,
 )
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+from fxenergy.pipeline.planner import PipelinePlanner
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"
 

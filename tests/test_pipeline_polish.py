@@ -9,7 +9,7 @@ from ortools.linear_solver import pywraplp
 
 from fxenergy.hardware.profiles import read_profile
 from fxenergy.pipeline.dag import StageCosts, build_dag, evaluate_pipeline
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+from fxenergy.pipeline.planner import PipelinePlanner
 from fxenergy.schedule.cpsat.pipeline_mip import mip_polish
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"

@@ -13,7 +13,7 @@ from fxenergy.hardware.profiles import Profile, ProfileRow, read_profile
 from fxenergy.pipeline.dag import StageCosts, build_dag, evaluate_pipeline, label, max_clock_plan
 from fxenergy.pipeline.orders import SCHEDULES, ScheduleError, validate_orders
 from fxenergy.pipeline.placement import pending_cap, place_weight_gradients, plan_with_placement
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+from fxenergy.pipeline.planner import PipelinePlanner
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"
 MULTI = [s for s in SCHEDULES if s not in ("GPipe", "1F1B")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from fxenergy.pipeline.dag import StageCosts, build_dag
+from fxenergy.pipeline.planner import PipelinePlanner
 from fxenergy.pipeline.stage_costs import profile_from_stage_modules
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
 CLOCKS = (1410, 1200, 1005, 810)
 

@@ -11,6 +11,7 @@ from fxenergy.errors import PlanMismatchError
 from fxenergy.hardware.profiles import read_profile
 from fxenergy.pipeline.costs import ClockSplit
 from fxenergy.pipeline.dag import StageCosts, build_dag
+from fxenergy.pipeline.planner import PipelinePlanner
 from fxenergy.pipeline.runner import (
     ClockPlanHook,
     expected_switches,
@@ -19,7 +20,6 @@ from fxenergy.pipeline.runner import (
 )
 from fxenergy.runtime.controller import SwitchController
 from fxenergy.runtime.sim import SimulatedBackend
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 from tests.test_runtime_controller import (
     ManualEvent,
     RecordingBackend,

@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
     from fxenergy.cli import console
     from fxenergy.pipeline.dag import StageCosts, build_dag
     from fxenergy.pipeline.placement import plan_with_placement
+    from fxenergy.pipeline.planner import PipelinePlanner
     from fxenergy.pipeline.windowed import plan_with_windows
-    from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 
     if args.from_run is not None:
         return run_from_run(args)

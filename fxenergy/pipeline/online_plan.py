@@ -153,7 +153,7 @@ def plan_online(
     switch model at every change, :mod:`fxenergy.pipeline.switch_aware`), every plan then goes
     through :func:`~fxenergy.pipeline.switch_aware.reduce_switches`.
     """
-    from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+    from fxenergy.pipeline.planner import PipelinePlanner
 
     full = extrapolate_measured(measured, gpu, reference_mhz)
     costs = StageCosts.from_profile(full, dag.num_stages, blocked_power_w)

@@ -143,12 +143,12 @@ def plan_with_placement(planner: Any, deadline_s: float | None = None) -> Any:
     iteration. A DAG without W comes back as ``planner.plan(deadline_s)``.
 
     Args:
-        planner: a :class:`~fxenergy.schedule.cpsat.pipeline.PipelinePlanner`.
+        planner: a :class:`~fxenergy.pipeline.planner.PipelinePlanner`.
         deadline_s: as for ``planner.plan``.
     """
     from dataclasses import replace
 
-    from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
+    from fxenergy.pipeline.planner import PipelinePlanner
 
     plan = planner.plan(deadline_s)
     placed = place_weight_gradients(planner.dag, plan.durations(planner.costs))

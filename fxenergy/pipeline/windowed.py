@@ -1,6 +1,6 @@
 """Pipeline plans that meet their deadline with every clock switch's window priced.
 
-:class:`~fxenergy.schedule.cpsat.pipeline.PipelinePlanner` plans as Perseus does, with switches
+:class:`~fxenergy.pipeline.planner.PipelinePlanner` plans as Perseus does, with switches
 free. On a GPU a switch has a transition window (the one switch model,
 :mod:`fxenergy.schedule.switch`; :mod:`fxenergy.pipeline.switch_aware` prices it for a
 pipeline), so a switch-free plan that fills every slack runs past a tight deadline.
@@ -67,7 +67,7 @@ def plan_with_windows(
     own window can cost more than it saves) and keeps the better.
 
     Args:
-        planner: a :class:`~fxenergy.schedule.cpsat.pipeline.PipelinePlanner` (its
+        planner: a :class:`~fxenergy.pipeline.planner.PipelinePlanner` (its
             ``split_clocks`` and polish settings apply).
         deadline_s: iteration time limit (s), windows included.
         latency_s: switch latency (s); 0 plans switch-free (the plan comes back unchanged).
