@@ -9,8 +9,8 @@ from ortools.linear_solver import pywraplp
 
 from fxenergy.hardware.profiles import read_profile
 from fxenergy.pipeline.dag import StageCosts, build_dag, evaluate_pipeline
-from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 from fxenergy.schedule.cpsat import pipeline_mip
+from fxenergy.schedule.cpsat.pipeline import PipelinePlanner
 from fxenergy.schedule.cpsat.pipeline_lns import NeighbourhoodSearch, solve_neighbourhood
 from fxenergy.schedule.cpsat.pipeline_mip import mip_polish
 
