@@ -8,8 +8,10 @@ duration is ``sum(x_o * t_o)``), so the hint is feasible, every solution meets t
 deadline, and the solver's LP relaxation is ours (the bound the plan is measured against).
 
 Each computation's clocks are restricted to a window of its candidates around the LP's
-duration (plus the hint's clock): the LP says where the optimum lies, and the smaller model is
-what lets branch-and-bound close the gap within a second or two.
+duration, the two hull vertices around it (what the LP mixes) and the hint's clock: the LP says
+where the optimum lies, and the smaller model is what lets branch-and-bound close the gap within
+a second or two. The last part of the time goes to a large-neighbourhood search
+(:mod:`fxenergy.schedule.cpsat.pipeline_lns`).
 """
 
 from __future__ import annotations
