@@ -8,8 +8,10 @@ duration is ``sum(x_o * t_o)``), so the hint is feasible, every solution meets t
 deadline, and the solver's LP relaxation is ours (the bound the plan is measured against).
 
 Each computation's clocks are restricted to a window of its candidates around the LP's
-duration (plus the hint's clock): the LP says where the optimum lies, and the smaller model is
-what lets branch-and-bound close the gap within a second or two.
+duration, the two hull vertices around it (what the LP mixes) and the hint's clock: the LP says
+where the optimum lies, and the smaller model is what lets branch-and-bound close the gap within
+a second or two. The last part of the time goes to a large-neighbourhood search
+(:mod:`fxenergy.schedule.cpsat.pipeline_lns`).
 """
 
 from __future__ import annotations
@@ -21,22 +23,35 @@ from typing import TYPE_CHECKING
 
 from ortools.linear_solver import pywraplp
 
+from fxenergy.schedule.cpsat.pipeline_lns import NeighbourhoodSearch, bracket, exact_gap
+
 if TYPE_CHECKING:  # types only: schedule/ does not import pipeline/ at run time
     from fxenergy.pipeline.costs import ClockOption
     from fxenergy.pipeline.dag import Computation, PipelineDAG, StageCosts
 
 logger = logging.getLogger(__name__)
 
+#: share of the polish time for the whole-plan window MIPs; the rest goes to neighbourhoods
+#: (measured on the A40 GPT-3 plans: the window finds the big moves, sub-MIPs the rest)
+WINDOW_SHARE = 0.7
+
 
 def _window(
-    opts: list[ClockOption], lp_time_s: float | None, hint_mhz: int | None, width: int
+    opts: list[ClockOption],
+    lp_time_s: float | None,
+    hint_mhz: int | None,
+    width: int,
+    blocked_power_w: float = 0.0,
 ) -> list[ClockOption]:
-    """Candidates within ``width`` of the LP duration's neighbours, and the hinted one."""
+    """Candidates within ``width`` of the LP duration's neighbours, the hull vertices around
+    it (what the LP mixes; computations sharing slack can mix them too) and the hinted one."""
     if lp_time_s is None:
         return opts
     below = max([0] + [i for i, o in enumerate(opts) if o.time_s <= lp_time_s * (1 + 1e-9)])
     lo, hi = max(0, below - width), min(len(opts) - 1, below + 1 + width)
-    keep = set(range(lo, hi + 1)) | {i for i, o in enumerate(opts) if o.freq_mhz == hint_mhz}
+    ends = bracket(opts, lp_time_s, blocked_power_w)
+    keep = set(range(lo, hi + 1))
+    keep |= {i for i, o in enumerate(opts) if o.freq_mhz == hint_mhz or o.freq_mhz in ends}
     hinted = [o for o in opts if o.freq_mhz == hint_mhz]
     if width <= 1 and hinted and abs(hinted[0].time_s - lp_time_s) <= 1e-9 * lp_time_s:
         return hinted  # the LP and the hint agree on this clock: kept in the first window
@@ -88,7 +103,7 @@ def _solve_window(
         [1.0 if o.freq_mhz == hint_by_var[id(x)] else 0.0 for x, o in pairs],
     )
     solver.SetTimeLimit(max(1, int(time_limit_s * 1000)))
-    status = solver.Solve()
+    status = solver.Solve(exact_gap())
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         logger.info("MIP polish found no solution (status %s)", status)
         return None
@@ -116,7 +131,7 @@ def _clock_choices(
     duration: dict[Computation, pywraplp.Variable] = {}
     for c in dag.topological:
         lp_t = None if lp_times_s is None else lp_times_s[c]
-        opts = _window(costs.candidates(c), lp_t, hint.get(c), width)
+        opts = _window(costs.candidates(c), lp_t, hint.get(c), width, costs.blocked_power_w)
         d = solver.NumVar(opts[0].time_s, opts[-1].time_s, "")
         one, link = solver.Constraint(1, 1), solver.Constraint(0, 0)
         link.SetCoefficient(d, -1)
@@ -162,16 +177,42 @@ def mip_polish(
     *,
     time_limit_s: float = 1.0,
     fixed_horizon: bool = False,
+    window_share: float = WINDOW_SHARE,
 ) -> dict[Computation, int] | None:
-    """Exact-time MIP polish with a widening window, within ``time_limit_s`` in all.
+    """Exact-time MIP polish within ``time_limit_s`` in all: windows, then neighbourhoods.
 
-    Starts with each computation's clocks restricted to one candidate either side of the LP
-    duration; whenever SCIP proves that window optimal with time left, the window doubles
-    (finally: every candidate), hinted with the best plan so far.
+    First (``window_share`` of the time) the whole plan, each computation's clocks restricted
+    to a window around the LP duration; whenever SCIP proves a window optimal with time left,
+    the window doubles (finally: every candidate), hinted with the best plan so far. The rest
+    of the time goes to a :class:`NeighbourhoodSearch` from the best plan: small sub-MIPs that
+    SCIP solves to optimality, each improving a part of the plan.
 
     Returns:
-        The best clocks found, or None (no SCIP, or nothing found).
+        The best clocks found (never worse than ``hint`` in the MIP's energy), or None (no
+        SCIP, or nothing found).
     """
+    end = time.perf_counter() + time_limit_s
+    best = _widen(
+        dag, costs, deadline_s, hint, lp_times_s,
+        time_limit_s=time_limit_s * window_share, fixed_horizon=fixed_horizon,
+    )  # fmt: skip
+    if best is None and pywraplp.Solver.CreateSolver("SCIP") is None:
+        return None
+    search = NeighbourhoodSearch(dag, costs, deadline_s, lp_times_s, fixed_horizon=fixed_horizon)
+    return search.run(search.better(hint, best), end - time.perf_counter())
+
+
+def _widen(
+    dag: PipelineDAG,
+    costs: StageCosts,
+    deadline_s: float,
+    hint: Mapping[Computation, int],
+    lp_times_s: Mapping[Computation, float] | None,
+    *,
+    time_limit_s: float,
+    fixed_horizon: bool,
+) -> dict[Computation, int] | None:
+    """The widening-window MIPs of :func:`mip_polish`: the best clocks found, or None."""
     deadline = time.perf_counter() + time_limit_s
     best, width = None, 1
     while True:
