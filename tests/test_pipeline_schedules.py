@@ -88,6 +88,15 @@ def test_split_backward_measured_or_derived():
         StageCosts.from_profile(_profile(False), 2, 50.0, input_share=1.5)
 
 
+def test_split_backward_of_an_extrapolated_profile_says_so():
+    from fxenergy.hardware.extrapolate import extrapolate_profile
+
+    one_clock = Profile(tuple(r for r in _profile(True).rows if r.freq_mhz == 1400))
+    full = extrapolate_profile(one_clock, "A100-SXM4-80GB")
+    costs = StageCosts.from_profile(full, 2, 50.0)
+    assert costs.backward_split == "measured, extrapolated to other clocks by the DVFS model"
+
+
 def test_torch_ir_order_of_zbv_is_what_its_runtime_lowers():
     from fxenergy.pipeline.orders import torch_pipeline_order
 

@@ -279,7 +279,8 @@ def profile_from_fits(
                 continue
             t, e = predict(fit, model, f)
             out.append(ProfileRow(stage, instr, int(f), t, e))
-    return Profile(tuple(out))
+    source = measured.source if measured else "measured"
+    return Profile(tuple(out), f"{source}, extrapolated to other clocks by the DVFS model")
 
 
 def one_point_errors(

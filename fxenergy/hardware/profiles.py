@@ -44,6 +44,9 @@ class Profile:
     """A set of rows, indexed by (stage, instruction) and clock."""
 
     rows: tuple[ProfileRow, ...]
+    #: where the rows come from: "measured" (a CSV, a run), or e.g. "predicted (cost model +
+    #: DVFS model)"; says what a split backward read from the rows is
+    source: str = "measured"
 
     def stages(self) -> list[int]:
         return sorted({r.stage for r in self.rows})
@@ -108,7 +111,8 @@ class Profile:
         stage's backward graph, :func:`fxenergy.pipeline.stage_costs.backward_input_shares`).
 
         Returns:
-            The profile and how the split was obtained: ``"measured"``, ``"derived (...)"`` or
+            The profile and how the split was obtained: the profile's ``source`` (``"measured"``,
+            or ``"predicted (...)"`` for rows from the cost model), ``"derived (...)"`` or
             ``"none"`` (no backward rows at all).
         """
         keys = set(self.keys())
@@ -118,7 +122,7 @@ class Profile:
             for s in stages:
                 if (s, "backward") not in keys:
                     rows += _summed(self.table(s, _SPLIT[0]), self.table(s, _SPLIT[1]))
-            return Profile(tuple(rows)), "measured"
+            return Profile(tuple(rows), self.source), self.source
         if any(k in _SPLIT for _, k in keys):
             raise ProfileError(
                 "profile has backward_input/backward_weight rows for some stages only; "
@@ -140,7 +144,9 @@ class Profile:
             b = 1.0 - a
             rows.append(ProfileRow(r.stage, _SPLIT[1], r.freq_mhz, b * r.time_s, b * r.energy_j))
         what = sorted({round(float(shares.get(s, DEFAULT_INPUT_SHARE)), 3) for s in stages})
-        return Profile(tuple(rows)), f"derived (input share {', '.join(map(str, what))})"
+        return Profile(
+            tuple(rows), self.source
+        ), f"derived (input share {', '.join(map(str, what))})"
 
 
 def _summed(inp: dict[int, ProfileRow], wgt: dict[int, ProfileRow]) -> list[ProfileRow]:

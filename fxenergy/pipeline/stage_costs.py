@@ -130,7 +130,7 @@ def profile_from_stage_modules(
                 rows.append(ProfileRow(s, kind, int(f), max(t, _MIN_TIME_S), max(e, 0.0)))
         with torch.no_grad():
             x = module(x)
-    return Profile(_complete_split(rows))
+    return Profile(_complete_split(rows), f"predicted (cost model + DVFS model of {gpu})")
 
 
 def _complete_split(rows: list[ProfileRow]) -> tuple[ProfileRow, ...]:
