@@ -16,8 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fxenergy.pipeline.costs import ClockOption, StageCosts
 from fxenergy.pipeline.dag import PipelinePlan, evaluate_pipeline
 from fxenergy.pipeline.placement import plan_with_placement
+from fxenergy.pipeline.planner import PipelinePlanner
 from fxenergy.pipeline.switch_aware import fit_switches, last_clock, switched_evaluation
 
 
@@ -63,8 +65,13 @@ def plan_with_windows(
 ) -> WindowedPlan:
     """The least-energy plan found that meets ``deadline_s`` with its switch windows priced.
 
-    With ``planner.split_clocks`` the search also starts from plans without splits (a split's
-    own window can cost more than it saves) and keeps the better.
+    Starts: the planner's plan at the deadline (then re-planned at deadlines tightened by the
+    overrun its windows caused); plans made with every clock's time padded by one or two
+    windows' worth of its slow-down (:func:`padded_costs`: room left for the windows where the
+    deadline cannot be tightened, e.g. at the all-max-clock iteration); with
+    ``planner.split_clocks``, also plans without splits (a split's own window can cost more than
+    it saves). Each start goes through :func:`~fxenergy.pipeline.switch_aware.fit_switches`;
+    the least-energy plan that meets the deadline with its windows is kept.
 
     Args:
         planner: a :class:`~fxenergy.pipeline.planner.PipelinePlanner` (its
@@ -73,53 +80,91 @@ def plan_with_windows(
         latency_s: switch latency (s); 0 plans switch-free (the plan comes back unchanged).
         replans: at most this many re-plans at a deadline tightened by the last overrun.
     """
-    split = planner.split_clocks
     best = _search(planner, deadline_s, latency_s, replans)
-    if split and latency_s > 0:
+    if latency_s <= 0:
+        return best
+    split = planner.split_clocks
+    if split:
         planner.split_clocks = False
         try:
-            other = _search(planner, deadline_s, latency_s, replans)
+            best = min(
+                best, _search(planner, deadline_s, latency_s, replans), key=_order(deadline_s)
+            )
         finally:
             planner.split_clocks = split
-        if _key(other, deadline_s) < _key(best, deadline_s):
-            best = other
+    for windows in (1, 2):
+        padded = PipelinePlanner(
+            planner.dag, padded_costs(planner.costs, latency_s, windows),
+            straggler_s=planner.straggler_s, polish_s=planner.polish_s, workers=planner.workers,
+        )  # fmt: skip
+        if padded.shortest_s <= deadline_s * (1 + 1e-12):
+            raw = plan_with_placement(padded, deadline_s)
+            raw = replace(
+                raw,
+                baseline=best.plan.baseline,
+                lower_bound_j=best.plan.lower_bound_j,
+                method=f"{raw.method}+padded{windows}",
+            )
+            cand = _fitted(raw, planner, deadline_s, latency_s, 0)
+            best = min(best, cand, key=_order(deadline_s))
     return best
+
+
+def padded_costs(costs: StageCosts, latency_s: float, windows: float) -> StageCosts:
+    """``costs`` with each clock's time padded by ``windows`` times what a late switch back to
+    the fastest clock costs after it (``latency * (1 - t_fastest / t)``): planning on these
+    leaves room for the transition windows the plan's switches will take."""
+    options = {}
+    for key, table in costs.options.items():
+        fastest = min(o.time_s for o in table.values())
+        options[key] = {
+            f: ClockOption(f, o.time_s + windows * latency_s * (1 - fastest / o.time_s), o.energy_j)
+            for f, o in table.items()
+        }
+    return StageCosts(options, costs.blocked_power_w, costs.backward_split)
 
 
 def _search(planner: Any, deadline_s: float, latency_s: float, replans: int) -> WindowedPlan:
     """Plan, fit the switches, re-plan at a deadline tightened by the overrun; the best kept."""
-    costs, horizon = planner.costs, planner.straggler_s or 0.0
+    horizon = planner.straggler_s or 0.0
     best: WindowedPlan | None = None
     target, made = deadline_s, 0
     while True:
         raw = plan_with_placement(planner, target)
         over = (
             switched_evaluation(
-                raw.dag, costs, raw.freqs_mhz, latency_s, splits=raw.splits, horizon_s=horizon
+                raw.dag, planner.costs, raw.freqs_mhz, latency_s, splits=raw.splits,
+                horizon_s=horizon,
             )[0]
             - deadline_s
-        )
-        freqs, splits = fit_switches(
-            raw.dag, costs, raw.freqs_mhz, raw.splits, deadline_s, latency_s
-        )
-        kept = replace(
-            raw,
-            freqs_mhz=freqs,
-            splits=splits,
-            evaluation=evaluate_pipeline(raw.dag, costs, freqs, horizon, splits),
-            deadline_s=deadline_s,
-        )
-        span, energy = switched_evaluation(
-            kept.dag, costs, freqs, latency_s, splits=splits, horizon_s=horizon
-        )
-        cand = WindowedPlan(kept, latency_s, span, energy, count_switches(kept), made)
-        if best is None or _key(cand, deadline_s) < _key(best, deadline_s):
-            best = cand
+        )  # fmt: skip
+        cand = _fitted(raw, planner, deadline_s, latency_s, made)
+        best = cand if best is None else min(best, cand, key=_order(deadline_s))
         target -= max(0.0, over)
         if over <= 0 or made >= replans or target < planner.shortest_s:
             return best
         made += 1
 
 
-def _key(p: WindowedPlan, deadline_s: float) -> tuple[float, float]:
-    return (max(0.0, p.iteration_time_s - deadline_s * (1 + 1e-12)), p.energy_j)
+def _fitted(
+    raw: PipelinePlan, planner: Any, deadline_s: float, latency_s: float, made: int
+) -> WindowedPlan:
+    """``raw``'s clocks through ``fit_switches``, scored with the planner's (true) costs."""
+    costs, horizon = planner.costs, planner.straggler_s or 0.0
+    freqs, splits = fit_switches(raw.dag, costs, raw.freqs_mhz, raw.splits, deadline_s, latency_s)
+    kept = replace(
+        raw,
+        freqs_mhz=freqs,
+        splits=splits,
+        evaluation=evaluate_pipeline(raw.dag, costs, freqs, horizon, splits),
+        deadline_s=deadline_s,
+    )
+    span, energy = switched_evaluation(
+        kept.dag, costs, freqs, latency_s, splits=splits, horizon_s=horizon
+    )
+    return WindowedPlan(kept, latency_s, span, energy, count_switches(kept), made)
+
+
+def _order(deadline_s: float):
+    """Sort key: time over the deadline first, then energy."""
+    return lambda p: (max(0.0, p.iteration_time_s - deadline_s * (1 + 1e-12)), p.energy_j)
