@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 
 from fxenergy.pipeline.costs import ClockSplit, StageCosts
 from fxenergy.pipeline.dag import Computation, PipelineDAG
+from fxenergy.schedule.cpsat.pipeline_lp import finish_times
 from fxenergy.schedule.switch import window_cost
 
 Profile = Callable[[int], tuple[float, float]]
@@ -190,12 +191,14 @@ def fit_switches(
 ) -> tuple[dict[Computation, int], dict[Computation, ClockSplit]]:
     """A plan's switches cut where transition windows make that cheaper or faster.
 
-    Undoes the splits that do not pay (:func:`drop_unpaid_splits`), then sweeps every rank's
-    runs of equal clocks and gives a run its left neighbour's, its right neighbour's, its next
-    faster or the fastest clock (a split inside a reassigned run is undone), keeping a move as
-    soon as it improves (time over ``deadline_s``, energy) — both with windows — until a sweep
-    finds nothing. Each move removes a switch or speeds a run up, so the all-fastest plan (no
-    switch) is always reachable. With ``latency_s = 0`` the plan comes back unchanged.
+    Undoes the splits that do not pay (:func:`drop_unpaid_splits`); while the iteration with
+    windows overruns ``deadline_s``, takes the move on a critical run that costs least energy
+    per second gained (crashing); then sweeps every rank's runs of equal clocks and gives a run
+    its left neighbour's, its right neighbour's, its next faster or the fastest clock (a split
+    inside a reassigned run is undone), keeping a move as soon as it improves (time over
+    ``deadline_s``, energy) — both with windows — until a sweep finds nothing. Each move removes
+    a switch or speeds a run up, so the all-fastest plan (no switch) is always reachable. With
+    ``latency_s = 0`` the plan comes back unchanged.
     """
     out, cut = drop_unpaid_splits(dag, costs, freqs, splits, deadline_s, latency_s)
     if latency_s <= 0:
@@ -251,8 +254,6 @@ def _crash(
     Moves are priced from their own rank (time gained on its critical computations, energy
     with the blocked-power change); the few best are then scored exactly.
     """
-    from fxenergy.schedule.cpsat.pipeline_lp import finish_times
-
     index, preds, succs = dag.index_arrays
     p, ranks = costs.blocked_power_w, dag.num_ranks
     for _ in range(4 * len(index)):
