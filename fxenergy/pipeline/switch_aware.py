@@ -21,7 +21,7 @@ meets the deadline or lowers the energy; :func:`drop_unpaid_splits` undoes the c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from fxenergy.pipeline.costs import ClockSplit, StageCosts
 from fxenergy.pipeline.dag import Computation, PipelineDAG
@@ -76,6 +76,25 @@ def last_clock(c: Computation, freqs: Mapping[Computation, int], splits: Mapping
     return splits[c].then_mhz if c in splits else freqs[c]
 
 
+def _hosted_windows(
+    order: tuple[Computation, ...],
+    profile: Profile,
+    latency_s: float,
+    freqs: Mapping[Computation, int],
+    splits: Mapping[Computation, ClockSplit],
+) -> Iterator[tuple[Computation, float, float]]:
+    """Each computation of a rank with the extra (time, energy) of the windows it hosts: the
+    late switch into it, and its split's own; the rank starts at its last clock (steady state)."""
+    prev = last_clock(order[-1], freqs, splits)
+    for c in order:
+        dt, de = switch_window(profile, latency_s, prev, freqs[c])
+        if c in splits:
+            st, se = split_window(profile, latency_s, freqs[c], splits[c])
+            dt, de = dt + st, de + se
+        yield c, dt, de
+        prev = last_clock(c, freqs, splits)
+
+
 def rank_durations(
     order: tuple[Computation, ...],
     costs: StageCosts,
@@ -86,18 +105,11 @@ def rank_durations(
 ) -> tuple[list[float], float]:
     """One rank's computation times with their windows (in its order), and its compute energy
     with windows; the rank starts at its last clock (steady state)."""
-    prev, energy = last_clock(order[-1], freqs, splits), 0.0
-    dur = []
-    for c in order:
-        f = freqs[c]
-        o = costs.run(c, f, splits.get(c))
-        dt, de = switch_window(profile, latency_s, prev, f)
-        if c in splits:
-            st, se = split_window(profile, latency_s, f, splits[c])
-            dt, de = dt + st, de + se
+    dur, energy = [], 0.0
+    for c, dt, de in _hosted_windows(order, profile, latency_s, freqs, splits):
+        o = costs.run(c, freqs[c], splits.get(c))
         dur.append(o.time_s + dt)
         energy += o.energy_j + de
-        prev = last_clock(c, freqs, splits)
     return dur, energy
 
 
@@ -328,16 +340,9 @@ def rank_windows(
 ) -> tuple[float, float]:
     """Extra (time, energy) of one rank's switch windows per steady iteration (it starts at its
     last clock), as :func:`switched_evaluation` charges them."""
-    profile = rank_profile(order, costs)
-    splits = splits or {}
-    prev, t, e = last_clock(order[-1], freqs, splits), 0.0, 0.0
-    for c in order:
-        dt, de = switch_window(profile, latency_s, prev, freqs[c])
-        if c in splits:
-            st, se = split_window(profile, latency_s, freqs[c], splits[c])
-            dt, de = dt + st, de + se
-        t, e, prev = t + dt, e + de, last_clock(c, freqs, splits)
-    return t, e
+    hosted = _hosted_windows(order, rank_profile(order, costs), latency_s, freqs, splits or {})
+    extra = [(dt, de) for _, dt, de in hosted]
+    return sum(dt for dt, _ in extra), sum(de for _, de in extra)
 
 
 def drop_unpaid_splits(
