@@ -113,11 +113,12 @@ class PipelinePlanner:
         horizon = self.straggler_s or 0.0
         deadline_s = max(deadline_s, self.shortest_s)
         base = self._baseline_at(horizon)
-        best = (self.fastest, self._evaluated("fastest", horizon), "fastest")
+        # (clocks, evaluation, method, splits) of the best candidate so far
+        best = (self.fastest, self._evaluated("fastest", horizon), "fastest", {})
         if self.all_max_s <= deadline_s * (1 + 1e-12):
             allmax = self._evaluated("max-clock", horizon)
             if allmax.energy_j < best[1].energy_j:
-                best = (self.all_max, allmax, "max-clock")
+                best = (self.all_max, allmax, "max-clock", {})
         if hint:
             best = self._better(best, dict(hint), "hint", deadline_s, horizon)
         bound = None
@@ -148,8 +149,7 @@ class PipelinePlanner:
             deadline_s, best[2], best[1].energy_j, base.energy_j,
             "n/a" if bound is None else f"{bound:.1f}",
         )  # fmt: skip
-        splits = best[3] if len(best) > 3 else {}
-        return PipelinePlan(self.dag, best[0], best[1], base, deadline_s, best[2], bound, splits)
+        return PipelinePlan(self.dag, best[0], best[1], base, deadline_s, best[2], bound, best[3])
 
     def _polish(self, best: tuple, deadline_s: float, horizon: float, have_lp: bool) -> tuple:
         """Improve the best plan: exact-time MIP (SCIP) near the LP optimum, else CP-SAT."""
