@@ -151,7 +151,9 @@ def _fitted(
 ) -> WindowedPlan:
     """``raw``'s clocks through ``fit_switches``, scored with the planner's (true) costs."""
     costs, horizon = planner.costs, planner.straggler_s or 0.0
-    freqs, splits = fit_switches(raw.dag, costs, raw.freqs_mhz, raw.splits, deadline_s, latency_s)
+    freqs, splits = fit_switches(
+        raw.dag, costs, raw.freqs_mhz, raw.splits, deadline_s, latency_s, horizon
+    )
     kept = replace(
         raw,
         freqs_mhz=freqs,
