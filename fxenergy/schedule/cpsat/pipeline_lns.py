@@ -161,29 +161,23 @@ def solve_neighbourhood(
     return status == pywraplp.Solver.OPTIMAL, plan
 
 
-def _free_choices(
+def clock_booleans(
     solver: pywraplp.Solver,
-    free: list[Computation],
     options: Mapping[Computation, list[ClockOption]],
-    current: Mapping[Computation, int],
     blocked_power_w: float,
-) -> tuple[dict, dict, dict, dict]:
-    """Per free computation: its clock Booleans (exactly one; effective energy in the
-    objective), a start time and a duration linked to them, and the current plan as a hint.
+) -> tuple[dict, dict]:
+    """Per computation: one Boolean per clock option (exactly one chosen; its effective energy
+    ``E - P_b t`` in the objective) and a duration variable linked to them.
 
     Returns:
-        (Booleans with their options, start variables, duration variables, hint values).
+        (Booleans with their options, duration variables), both keyed by computation.
     """
     objective = solver.Objective()
     picks: dict = {}
-    start: dict = {}
     duration: dict = {}
-    hint: dict = {}
-    for c in free:
-        opts = options[c]
-        start[c] = solver.NumVar(0.0, solver.infinity(), "")
-        # An explicit duration variable: SCIP proves these sub-MIPs several times faster
-        # with it than with the Booleans' sum in every timing row (measured).
+    for c, opts in options.items():
+        # An explicit duration variable: SCIP proves these MIPs several times faster with it
+        # than with the Booleans' sum in every timing row (measured on the sub-MIPs).
         duration[c] = solver.NumVar(opts[0].time_s, opts[-1].time_s, "")
         one, link = solver.Constraint(1, 1), solver.Constraint(0, 0)
         link.SetCoefficient(duration[c], -1)
@@ -194,7 +188,25 @@ def _free_choices(
             link.SetCoefficient(x, o.time_s)
             objective.SetCoefficient(x, o.energy_j - blocked_power_w * o.time_s)
             picks[c].append((x, o))
-            hint[x] = 1.0 if o.freq_mhz == current[c] else 0.0
+    return picks, duration
+
+
+def _free_choices(
+    solver: pywraplp.Solver,
+    free: list[Computation],
+    options: Mapping[Computation, list[ClockOption]],
+    current: Mapping[Computation, int],
+    blocked_power_w: float,
+) -> tuple[dict, dict, dict, dict]:
+    """Per free computation: its clock Booleans and duration (:func:`clock_booleans`), a start
+    time, and the current plan as a hint.
+
+    Returns:
+        (Booleans with their options, start variables, duration variables, hint values).
+    """
+    picks, duration = clock_booleans(solver, {c: options[c] for c in free}, blocked_power_w)
+    start = {c: solver.NumVar(0.0, solver.infinity(), "") for c in free}
+    hint = {x: 1.0 if o.freq_mhz == current[c] else 0.0 for c in free for x, o in picks[c]}
     return picks, start, duration, hint
 
 

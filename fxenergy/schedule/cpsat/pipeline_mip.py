@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING
 
 from ortools.linear_solver import pywraplp
 
-from fxenergy.schedule.cpsat.pipeline_lns import NeighbourhoodSearch, bracket, exact_gap
+from fxenergy.schedule.cpsat.pipeline_lns import (
+    NeighbourhoodSearch,
+    bracket,
+    clock_booleans,
+    exact_gap,
+)
 
 if TYPE_CHECKING:  # types only: schedule/ does not import pipeline/ at run time
     from fxenergy.pipeline.costs import ClockOption
@@ -123,27 +128,19 @@ def _clock_choices(
     dict[Computation, list[tuple[pywraplp.Variable, ClockOption]]],
     dict[Computation, pywraplp.Variable],
 ]:
-    """One boolean per (computation, candidate clock), exactly one chosen, its duration linked
-    to a continuous variable; each choice's energy over blocked power goes to the objective."""
-    p = costs.blocked_power_w
-    objective = solver.Objective()
-    choice: dict[Computation, list[tuple[pywraplp.Variable, ClockOption]]] = {}
-    duration: dict[Computation, pywraplp.Variable] = {}
-    for c in dag.topological:
-        lp_t = None if lp_times_s is None else lp_times_s[c]
-        opts = _window(costs.candidates(c), lp_t, hint.get(c), width, costs.blocked_power_w)
-        d = solver.NumVar(opts[0].time_s, opts[-1].time_s, "")
-        one, link = solver.Constraint(1, 1), solver.Constraint(0, 0)
-        link.SetCoefficient(d, -1)
-        choice[c] = []
-        for o in opts:
-            x = solver.BoolVar("")
-            one.SetCoefficient(x, 1)
-            link.SetCoefficient(x, o.time_s)
-            objective.SetCoefficient(x, o.energy_j - p * o.time_s)
-            choice[c].append((x, o))
-        duration[c] = d
-    return choice, duration
+    """One boolean per (computation, candidate clock in its window), exactly one chosen, its
+    duration linked to a continuous variable (:func:`clock_booleans`)."""
+    options = {
+        c: _window(
+            costs.candidates(c),
+            None if lp_times_s is None else lp_times_s[c],
+            hint.get(c),
+            width,
+            costs.blocked_power_w,
+        )
+        for c in dag.topological
+    }
+    return clock_booleans(solver, options, costs.blocked_power_w)
 
 
 def _timing_rows(
