@@ -21,7 +21,6 @@ from fxenergy.pipeline.runner import (
 from fxenergy.runtime.controller import SwitchController
 from fxenergy.runtime.sim import SimulatedBackend
 from tests.test_runtime_controller import (
-    ManualEvent,
     RecordingBackend,
     _outcomes,
     _threaded,
@@ -169,13 +168,7 @@ def test_hook_synchronous_requests_both_clocks_ahead_or_late() -> None:
 
 def test_hook_threaded_times_the_second_clock_from_the_boundary() -> None:
     backend = AheadBackend()
-    events: list[ManualEvent] = []
-
-    def factory() -> ManualEvent:
-        events.append(ManualEvent())
-        return events[-1]
-
-    ctl = SwitchController(backend, threaded=True, event_factory=factory)
+    ctl, events = _threaded(backend)
     stage = FakeStage()
     with ClockPlanHook(stage, PLAN, backend, controller=ctl, splits=SPLITS):
         stage.forward_one_chunk(0)
@@ -191,13 +184,7 @@ def test_hook_threaded_times_the_second_clock_from_the_boundary() -> None:
 
 def test_hook_restores_clocks_and_drops_the_pending_split_when_a_computation_raises() -> None:
     backend = AheadBackend()
-    events: list[ManualEvent] = []
-
-    def factory() -> ManualEvent:
-        events.append(ManualEvent())
-        return events[-1]
-
-    ctl = SwitchController(backend, threaded=True, event_factory=factory)
+    ctl, events = _threaded(backend)
     stage = FakeStage()
     plan = {**PLAN, (0, "backward", -1): 1005}
     splits = {(0, "forward", 0): ClockSplit(900, 0.4, after_s=5.0)}
