@@ -279,7 +279,13 @@ def _frontier(console, planner, args: argparse.Namespace, chosen) -> None:
     t0 = time.perf_counter()
     plans = planner.frontier(args.frontier_points)
     points = [(p.evaluation.iteration_time_s, p.evaluation.energy_j) for p in plans]
-    console.print(f"frontier: {len(points)} points in {time.perf_counter() - t0:.2f} s")
+    console.print(
+        f"frontier: {len(points)} points in {time.perf_counter() - t0:.2f} s (switches free, "
+        "as Perseus plans: each point's plan would run longer with switch windows; the plan "
+        "above is the one priced with them)"
+        if args.switch_latency_ms > 0
+        else f"frontier: {len(points)} points in {time.perf_counter() - t0:.2f} s"
+    )
     if args.frontier_out:
         with args.frontier_out.open("w", newline="") as f:
             w = csv.writer(f)
