@@ -13,8 +13,8 @@ charges for the plan, so the figures are SIMULATED where the latency is the simu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from fxenergy.pipeline.costs import ClockOption, StageCosts
 from fxenergy.pipeline.dag import PipelinePlan, evaluate_pipeline
@@ -61,7 +61,7 @@ def count_switches(plan: PipelinePlan) -> int:
 
 
 def plan_with_windows(
-    planner: Any, deadline_s: float, latency_s: float, replans: int = 3
+    planner: PipelinePlanner, deadline_s: float, latency_s: float, replans: int = 3
 ) -> WindowedPlan:
     """The least-energy plan found that meets ``deadline_s`` with its switch windows priced.
 
@@ -124,7 +124,9 @@ def padded_costs(costs: StageCosts, latency_s: float, windows: float) -> StageCo
     return StageCosts(options, costs.blocked_power_w, costs.backward_split)
 
 
-def _search(planner: Any, deadline_s: float, latency_s: float, replans: int) -> WindowedPlan:
+def _search(
+    planner: PipelinePlanner, deadline_s: float, latency_s: float, replans: int
+) -> WindowedPlan:
     """Plan, fit the switches, re-plan at a deadline tightened by the overrun; the best kept."""
     horizon = planner.straggler_s or 0.0
     best: WindowedPlan | None = None
@@ -147,7 +149,7 @@ def _search(planner: Any, deadline_s: float, latency_s: float, replans: int) -> 
 
 
 def _fitted(
-    raw: PipelinePlan, planner: Any, deadline_s: float, latency_s: float, made: int
+    raw: PipelinePlan, planner: PipelinePlanner, deadline_s: float, latency_s: float, made: int
 ) -> WindowedPlan:
     """``raw``'s clocks through ``fit_switches``, scored with the planner's (true) costs."""
     costs, horizon = planner.costs, planner.straggler_s or 0.0
@@ -167,6 +169,6 @@ def _fitted(
     return WindowedPlan(kept, latency_s, span, energy, count_switches(kept), made)
 
 
-def _order(deadline_s: float):
+def _order(deadline_s: float) -> Callable[[WindowedPlan], tuple[float, float]]:
     """Sort key: time over the deadline first, then energy."""
     return lambda p: (max(0.0, p.iteration_time_s - deadline_s * (1 + 1e-12)), p.energy_j)
