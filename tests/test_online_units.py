@@ -287,7 +287,8 @@ def test_plan_online_without_switch_cost_is_the_planners_plan():
 def test_reduce_switches_meets_the_deadline_with_windows():
     from fxenergy.pipeline.dag import StageCosts
     from fxenergy.pipeline.planner import PipelinePlanner
-    from fxenergy.pipeline.switch_aware import reduce_switches, switched_evaluation
+    from fxenergy.pipeline.switch_aware import switched_evaluation
+    from fxenergy.pipeline.switch_fit import reduce_switches
 
     profile, dag = _profile_and_dag()
     costs = StageCosts.from_profile(extrapolate_measured(profile, GPU, 1410), 4, 83.64)

@@ -13,11 +13,8 @@ from fxenergy.pipeline.costs import ClockSplit
 from fxenergy.pipeline.dag import StageCosts, build_dag, evaluate_pipeline
 from fxenergy.pipeline.orders import SCHEDULES
 from fxenergy.pipeline.planner import PipelinePlanner
-from fxenergy.pipeline.switch_aware import (
-    drop_unpaid_splits,
-    rank_profile,
-    switched_evaluation,
-)
+from fxenergy.pipeline.switch_aware import rank_profile, switched_evaluation
+from fxenergy.pipeline.switch_fit import drop_unpaid_splits
 from fxenergy.schedule.switch import window_cost
 
 DATA = Path(__file__).parent / "data" / "perseus_a100_4stage.csv"

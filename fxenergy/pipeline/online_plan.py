@@ -28,7 +28,8 @@ from fxenergy.pipeline.dag import (
     evaluate_pipeline,
 )
 from fxenergy.pipeline.probe import parse_label
-from fxenergy.pipeline.switch_aware import rank_windows, reduce_switches, switched_evaluation
+from fxenergy.pipeline.switch_aware import rank_windows, switched_evaluation
+from fxenergy.pipeline.switch_fit import reduce_switches
 
 RUN_SCHEMA = "fxenergy.online-run/1"
 
@@ -151,7 +152,7 @@ def plan_online(
 
     Where a clock switch takes time (``switch_latency_s`` > 0: a transition window of the one
     switch model at every change, :mod:`fxenergy.pipeline.switch_aware`), every plan then goes
-    through :func:`~fxenergy.pipeline.switch_aware.reduce_switches`.
+    through :func:`~fxenergy.pipeline.switch_fit.reduce_switches`.
     """
     from fxenergy.pipeline.planner import PipelinePlanner
 

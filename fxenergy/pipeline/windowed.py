@@ -5,7 +5,7 @@ free. On a GPU a switch has a transition window (the one switch model,
 :mod:`fxenergy.schedule.switch`; :mod:`fxenergy.pipeline.switch_aware` prices it for a
 pipeline), so a switch-free plan that fills every slack runs past a tight deadline.
 :func:`plan_with_windows` closes that: it plans, cuts the switches whose windows do not pay
-(:func:`~fxenergy.pipeline.switch_aware.fit_switches`: deadline first, then energy), and
+(:func:`~fxenergy.pipeline.switch_fit.fit_switches`: deadline first, then energy), and
 re-plans at a deadline tightened by the overrun the windows caused, keeping the least-energy
 plan that meets the deadline *with* its windows. What it reports is what the simulated GPU
 charges for the plan, so the figures are SIMULATED where the latency is the simulator's.
@@ -20,7 +20,8 @@ from fxenergy.pipeline.costs import ClockOption, StageCosts
 from fxenergy.pipeline.dag import PipelinePlan, evaluate_pipeline
 from fxenergy.pipeline.placement import plan_with_placement
 from fxenergy.pipeline.planner import PipelinePlanner
-from fxenergy.pipeline.switch_aware import fit_switches, last_clock, switched_evaluation
+from fxenergy.pipeline.switch_aware import last_clock, switched_evaluation
+from fxenergy.pipeline.switch_fit import fit_switches
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def plan_with_windows(
     windows' worth of its slow-down (:func:`padded_costs`: room left for the windows where the
     deadline cannot be tightened, e.g. at the all-max-clock iteration); with
     ``planner.split_clocks``, also plans without splits (a split's own window can cost more than
-    it saves). Each start goes through :func:`~fxenergy.pipeline.switch_aware.fit_switches`;
+    it saves). Each start goes through :func:`~fxenergy.pipeline.switch_fit.fit_switches`;
     the least-energy plan that meets the deadline with its windows is kept.
 
     Args:
